@@ -1,0 +1,3 @@
+"""Data commands: demo-data, etl, materialize, build-dataset."""
+
+from __future__ import annotations

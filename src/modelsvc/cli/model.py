@@ -1,0 +1,3 @@
+"""Model commands: train, evaluate, promote, rollback."""
+
+from __future__ import annotations

@@ -1,0 +1,497 @@
+"""The typed settings tree of modelsvc and how it is loaded.
+
+Sources, highest priority first:
+
+1. keyword overrides passed to :func:`load_settings` (what the CLI sets),
+2. ``MODELSVC_…`` environment variables, nested with ``__`` (``MODELSVC_TRAINING__LR=0.01``),
+3. a ``.env`` file in the working directory (same names),
+4. the profile file ``<config dir>/profiles/<profile>.yaml`` when a profile is chosen
+   (``--profile`` or ``MODELSVC_PROFILE``),
+5. the YAML files of the config directory: ``base.yaml`` then ``model_params.yaml`` (any other ``*.yaml``
+   directly in the directory is read too, in name order),
+6. the defaults below.
+
+A few standard variables of the backends are honoured when the matching field is unset:
+``MLFLOW_TRACKING_URI`` (``mlflow.tracking_uri``) and ``RAY_ADDRESS`` (``ray.address``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from modelsvc.errors import ConfigError
+
+ENV_PREFIX = "MODELSVC_"
+IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+
+
+class Section(BaseModel):
+    """Base for every nested section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PathsSettings(Section):
+    """Where local state lives. Every relative path is resolved against ``root``."""
+
+    root: Path = Field(Path("data"), description="one folder for all local state")
+    warehouse: Path = Field(Path("warehouse"), description="Parquet tables (local engine)")
+    datasets: Path = Field(Path("datasets"), description="versioned training datasets")
+    feast: Path = Field(Path("feast"), description="Feast registry and SQLite online store")
+    mlflow: Path = Field(Path("mlflow"), description="local MLflow store (SQLite + artifacts)")
+    ray: Path = Field(Path("ray"), description="Ray Train storage (checkpoints)")
+    reports: Path = Field(Path("reports"), description="evaluation reports and run summaries")
+
+    def resolve(self, name: str) -> Path:
+        """Absolute path of one of the folders above (``root`` itself included)."""
+        root = self.root if self.root.is_absolute() else Path.cwd() / self.root
+        if name == "root":
+            return root
+        sub: Path = getattr(self, name)
+        return sub if sub.is_absolute() else root / sub
+
+
+class TablesSettings(Section):
+    """Names of the warehouse tables (identifiers: letters, digits, underscore)."""
+
+    raw_events: str = Field("raw_events", pattern=IDENTIFIER_PATTERN)
+    user_features: str = Field("user_features_precomputed", pattern=IDENTIFIER_PATTERN)
+    realtime_features: str = Field("user_realtime_features", pattern=IDENTIFIER_PATTERN)
+    click_oracle: str = Field("demo_click_oracle", pattern=IDENTIFIER_PATTERN)
+
+
+class HiveSettings(Section):
+    """HiveServer2 connection (used when ``warehouse.engine`` is ``hive``)."""
+
+    host: str = "localhost"
+    port: int = Field(10000, ge=1, le=65535)
+    database: str = Field("default", pattern=IDENTIFIER_PATTERN)
+    username: str | None = None
+    password: SecretStr | None = None
+    auth: Literal["NONE", "NOSASL", "LDAP", "CUSTOM", "KERBEROS"] = "NONE"
+    kerberos_service_name: str | None = None
+    connect_timeout_s: float = Field(30.0, gt=0)
+    query_timeout_s: float = Field(3600.0, gt=0)
+    scratch_database: str | None = Field(
+        None, pattern=IDENTIFIER_PATTERN, description="where temporary tables go (default: database)"
+    )
+
+
+class WarehouseSettings(Section):
+    """The SQL engine that holds raw events and feature tables."""
+
+    engine: Literal["duckdb", "hive"] = "duckdb"
+    threads: int | None = Field(None, ge=1, description="local engine threads (default: all cores)")
+
+
+class EtlSettings(Section):
+    """Feature ETL windows (the semantics are documented in docs/data-contract.md)."""
+
+    lookback_days: int = Field(30, ge=1, description="raw-event days read for one snapshot")
+    orders_window_days: int = Field(7, ge=1)
+    purchase_window_days: int = Field(30, ge=1)
+    realtime_window_minutes: int = Field(10, ge=1)
+
+
+class RedisSettings(Section):
+    """Redis online store (used when ``features.online_store`` is ``redis``)."""
+
+    host: str = "localhost"
+    port: int = Field(6379, ge=1, le=65535)
+    db: int = Field(0, ge=0)
+    password: SecretStr | None = None
+    ssl: bool = False
+
+    def connection_string(self) -> str:
+        """Feast's redis connection string (contains the password: never log it)."""
+        parts = [f"{self.host}:{self.port}", f"db={self.db}"]
+        if self.password is not None:
+            parts.append(f"password={self.password.get_secret_value()}")
+        if self.ssl:
+            parts.append("ssl=true")
+        return ",".join(parts)
+
+
+class FeaturesSettings(Section):
+    """The Feast feature store."""
+
+    repo_path: Path = Field(Path("feature_repo"), description="the Feast repo (relative to the working dir)")
+    project: str = Field("modelsvc", pattern=IDENTIFIER_PATTERN)
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    feature_service: str = Field("ctr_model_v1", pattern=IDENTIFIER_PATTERN)
+    offline_ttl_days: int = Field(7, ge=1)
+    realtime_ttl_minutes: int = Field(30, ge=1)
+    redis: RedisSettings = RedisSettings()
+
+
+class SplitSettings(Section):
+    """Time-based split of a dataset. Either fractions of the time range or explicit cut-offs."""
+
+    validation_fraction: float = Field(0.15, ge=0, lt=1)
+    test_fraction: float = Field(0.15, gt=0, lt=1)
+    validation_start: str | None = Field(None, description="ISO timestamp: first validation impression time")
+    test_start: str | None = Field(None, description="ISO timestamp: first test impression time")
+
+    @model_validator(mode="after")
+    def _check(self) -> SplitSettings:
+        if self.validation_fraction + self.test_fraction >= 1:
+            raise ValueError("validation_fraction + test_fraction must be < 1")
+        if (self.validation_start is None) != (self.test_start is None):
+            raise ValueError("set both validation_start and test_start, or neither")
+        return self
+
+
+class DatasetSettings(Section):
+    """Training datasets built by ``build-dataset``."""
+
+    name: str = Field("ctr_training", pattern=IDENTIFIER_PATTERN)
+    label: str = Field("is_clicked", pattern=IDENTIFIER_PATTERN)
+    split: SplitSettings = SplitSettings()
+
+
+class MlflowSettings(Section):
+    """MLflow tracking and registry."""
+
+    tracking_uri: str | None = Field(None, description="default: MLFLOW_TRACKING_URI, else a local SQLite store")
+    registry_uri: str | None = None
+    experiment: str = "modelsvc-ctr"
+    registered_model: str = Field("ctr_model", pattern=r"^[A-Za-z0-9_.\-]{1,128}$")
+    production_alias: str = Field("production", pattern=r"^[a-z][a-z0-9_\-]{0,63}$")
+    username: str | None = None
+    password: SecretStr | None = None
+
+
+class RaySettings(Section):
+    """Where training runs: a local Ray started on demand, or a cluster."""
+
+    address: str | None = Field(None, description="default: RAY_ADDRESS, else start a local Ray")
+    storage_path: str | None = Field(None, description="Ray Train storage (local path or URI); default <root>/ray")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (default: all)")
+
+
+class ScalingSettings(Section):
+    """Ray Train scaling."""
+
+    num_workers: int = Field(1, ge=1)
+    use_gpu: Literal["auto", True, False] = "auto"
+    cpus_per_worker: float = Field(1.0, gt=0)
+
+    @field_validator("use_gpu", mode="before")
+    @classmethod
+    def _parse_bool(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.lower() in {"true", "false", "auto"}:
+            return {"true": True, "false": False, "auto": "auto"}[v.lower()]
+        return v
+
+
+class TrainingLoopSettings(Section):
+    """The training loop."""
+
+    lr: float = Field(3e-3, gt=0, le=1)
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(4096, ge=1)
+    weight_decay: float = Field(0.0, ge=0)
+    seed: int = 42
+    early_stopping_patience: int = Field(3, ge=1)
+    max_failures: int = Field(1, ge=0)
+    data_path: Literal["auto", "resident", "streaming"] = Field(
+        "auto", description="resident: shard in device memory; streaming: pinned batches with prefetch"
+    )
+    resident_max_bytes: int | None = Field(None, ge=1, description="override the device-memory budget")
+
+
+class ModelSettings(Section):
+    """The MLP."""
+
+    embedding_dim: int = Field(8, ge=1)
+    hidden_layers: list[int] = Field(default_factory=lambda: [128, 64], min_length=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+    @field_validator("hidden_layers")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(h < 1 for h in v):
+            raise ValueError("every hidden layer needs at least 1 unit")
+        return v
+
+
+class GateSettings(Section):
+    """The promotion gate: absolute bounds and do-no-harm tolerances against production."""
+
+    min_auc: float = Field(0.6, ge=0, le=1)
+    max_log_loss: float = Field(0.7, gt=0)
+    max_brier: float = Field(0.25, gt=0)
+    max_calibration_error: float = Field(0.05, gt=0)
+    auc_tolerance: float = Field(0.005, ge=0, description="candidate AUC may be this much below production")
+    log_loss_tolerance: float = Field(0.01, ge=0, description="candidate log loss may be this much above")
+
+
+class EvaluationSettings(Section):
+    """Evaluation of a candidate against production."""
+
+    gate: GateSettings = GateSettings()
+    calibration_bins: int = Field(10, ge=2)
+    slice_column: str = Field("last_seen_platform", pattern=IDENTIFIER_PATTERN)
+
+
+class Settings(BaseSettings):
+    """The root of the settings tree."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="forbid",
+        validate_default=True,
+        case_sensitive=False,
+    )
+
+    project: str = Field("modelsvc_ctr", pattern=IDENTIFIER_PATTERN)
+    entity: str = Field("user_id", pattern=IDENTIFIER_PATTERN)
+    profile: str | None = None
+    paths: PathsSettings = PathsSettings()
+    tables: TablesSettings = TablesSettings()
+    warehouse: WarehouseSettings = WarehouseSettings()
+    hive: HiveSettings = HiveSettings()
+    etl: EtlSettings = EtlSettings()
+    features: FeaturesSettings = FeaturesSettings()
+    dataset: DatasetSettings = DatasetSettings()
+    mlflow: MlflowSettings = MlflowSettings()
+    ray: RaySettings = RaySettings()
+    scaling: ScalingSettings = ScalingSettings()
+    training: TrainingLoopSettings = TrainingLoopSettings()
+    model: ModelSettings = ModelSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
+
+    # filled by load_settings, not by users
+    config_dir: Path | None = Field(None, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # YAML is passed in through init kwargs at the lowest priority (see load_settings), so the order is
+        # overrides > env > .env; load_settings merges YAML underneath.
+        return (init_settings, env_settings, dotenv_settings)
+
+    # -- resolved values -------------------------------------------------------------------------------------
+    def tracking_uri(self) -> str:
+        """The MLflow tracking URI: config, then MLFLOW_TRACKING_URI, then a local SQLite store."""
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        env = os.environ.get("MLFLOW_TRACKING_URI")
+        if env:
+            return env
+        return "sqlite:///" + str(self.paths.resolve("mlflow") / "mlflow.db")
+
+    def artifact_location(self) -> str | None:
+        """Artifact root for a new local experiment (None when a server decides)."""
+        if self.tracking_uri().startswith("sqlite:///"):
+            return (self.paths.resolve("mlflow") / "artifacts").as_uri()
+        return None
+
+    def ray_address(self) -> str | None:
+        """The Ray cluster to join, or None to start a local Ray."""
+        return self.ray.address or os.environ.get("RAY_ADDRESS") or None
+
+    def ray_storage_path(self) -> str:
+        return self.ray.storage_path or str(self.paths.resolve("ray"))
+
+    def masked_dump(self) -> dict[str, Any]:
+        """The resolved settings as plain JSON-able data, secrets masked."""
+        data = self.model_dump(mode="json", exclude={"config_dir"})
+        data["resolved"] = {
+            "root": str(self.paths.resolve("root")),
+            "warehouse": str(self.paths.resolve("warehouse")),
+            "mlflow_tracking_uri": _mask_uri(self.tracking_uri()),
+            "ray_address": self.ray_address() or "local",
+            "ray_storage_path": self.ray_storage_path(),
+        }
+        return data
+
+
+def _mask_uri(uri: str) -> str:
+    """Hide a password embedded in a URI (``scheme://user:secret@host``)."""
+    import re
+
+    return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1**********@", uri)
+
+
+# -- loading ---------------------------------------------------------------------------------------------------
+
+YAML_ORDER = ("base.yaml", "model_params.yaml")
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any], origin: dict[tuple[str, ...], str], src: str,
+                prefix: tuple[str, ...] = ()) -> dict[str, Any]:
+    for key, value in over.items():
+        path = (*prefix, str(key))
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value, origin, src, path)
+        else:
+            base[key] = dict(value) if isinstance(value, Mapping) else value
+            _record(origin, path, value, src)
+    return base
+
+
+def _record(origin: dict[tuple[str, ...], str], path: tuple[str, ...], value: Any, src: str) -> None:
+    origin[path] = src
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _record(origin, (*path, str(k)), v, src)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level, got {type(data).__name__}")
+    return data
+
+
+def config_files(config_dir: Path, profile: str | None) -> list[Path]:
+    """The YAML files read for ``config_dir`` and ``profile``, lowest priority first."""
+    files = [config_dir / name for name in YAML_ORDER if (config_dir / name).is_file()]
+    files += sorted(p for p in config_dir.glob("*.yaml") if p.name not in YAML_ORDER)
+    if profile:
+        prof = config_dir / "profiles" / f"{profile}.yaml"
+        if not prof.is_file():
+            available = sorted(p.stem for p in (config_dir / "profiles").glob("*.yaml"))
+            raise ConfigError(
+                f"profile '{profile}' not found: no {prof}"
+                + (f" (available: {', '.join(available)})" if available else "")
+            )
+        files.append(prof)
+    return files
+
+
+def load_settings(config_dir: str | Path | None = "configs", *, profile: str | None = None,
+                  **overrides: Any) -> Settings:
+    """Load and validate the settings tree.
+
+    ``config_dir`` may be None (defaults and environment only). ``overrides`` are nested dicts or values that
+    win over everything else, e.g. ``load_settings("configs", training={"epochs": 1})``.
+    Raises :class:`ConfigError` naming the source, the field and the allowed values.
+    """
+    origin: dict[tuple[str, ...], str] = {}
+    merged: dict[str, Any] = {}
+    cdir: Path | None = None
+    if config_dir is not None:
+        cdir = Path(config_dir)
+        if not cdir.is_dir():
+            raise ConfigError(f"config directory '{cdir}' does not exist (pass --config DIR)")
+        profile = profile or os.environ.get(ENV_PREFIX + "PROFILE") or None
+        for path in config_files(cdir, profile):
+            _deep_merge(merged, _read_yaml(path), origin, str(path))
+    if profile:
+        merged["profile"] = profile
+    for k, v in overrides.items():
+        if isinstance(v, Mapping) and isinstance(merged.get(k), dict):
+            _deep_merge(merged, {k: v}, origin, "command line")
+        else:
+            merged[k] = v
+            _record(origin, (k,), v, "command line")
+
+    # Environment beats YAML: drop YAML keys that an environment variable sets, so init (YAML) does not win.
+    env_keys = _env_paths()
+    for path in env_keys:
+        if origin.get(path, "") != "command line":
+            _pop_path(merged, path)
+    try:
+        settings = Settings(**merged)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, origin, env_keys)) from None
+    settings.config_dir = cdir
+    return settings
+
+
+def _env_paths() -> set[tuple[str, ...]]:
+    """Setting paths given by MODELSVC_… variables (and .env), lower-cased like pydantic-settings does."""
+    names: dict[str, str] = {k: v for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)}
+    dotenv = Path(".env")
+    if dotenv.is_file():
+        from dotenv import dotenv_values
+
+        for k in dotenv_values(dotenv):
+            if k.upper().startswith(ENV_PREFIX):
+                names.setdefault(k, "")
+    paths = set()
+    for name in names:
+        rest = name[len(ENV_PREFIX):].lower()
+        if rest in {"profile", "config_dir"}:
+            continue
+        paths.add(tuple(rest.split("__")))
+    return paths
+
+
+def _pop_path(data: dict[str, Any], path: tuple[str, ...]) -> None:
+    node: Any = data
+    for key in path[:-1]:
+        if not isinstance(node, dict) or key not in node:
+            return
+        node = node[key]
+    if isinstance(node, dict):
+        node.pop(path[-1], None)
+
+
+def _format_validation_error(exc: ValidationError, origin: dict[tuple[str, ...], str],
+                             env_keys: set[tuple[str, ...]]) -> str:
+    msgs = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(str(p) for p in err["loc"])
+        field = ".".join(loc) or "(root)"
+        source = _source_of(loc, origin, env_keys)
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc[:-1])
+            text = f"unknown key '{field}'" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
+        else:
+            text = f"{field}: {err['msg']}"
+            if "input" in err and err["type"] not in {"missing"} and not _is_secret(loc):
+                text += f" (got {err['input']!r})"
+        msgs.append(f"{source}: {text}")
+    return "; ".join(msgs)
+
+
+def _is_secret(loc: tuple[str, ...]) -> bool:
+    return any(part in {"password", "token", "secret"} for part in loc)
+
+
+def _source_of(loc: tuple[str, ...], origin: dict[tuple[str, ...], str], env_keys: set[tuple[str, ...]]) -> str:
+    lowered = tuple(p.lower() for p in loc)
+    for n in range(len(lowered), 0, -1):
+        if lowered[:n] in env_keys:
+            return f"environment {ENV_PREFIX}{'__'.join(lowered[:n]).upper()}"
+        if loc[:n] in origin:
+            return origin[loc[:n]]
+    return "defaults"
+
+
+def _allowed_keys(loc: tuple[str, ...]) -> list[str]:
+    model: Any = Settings
+    for part in loc:
+        field = model.model_fields.get(part)
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            return []
+        model = field.annotation
+    return sorted(k for k in model.model_fields if k != "config_dir")
