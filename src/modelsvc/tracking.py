@@ -1,0 +1,59 @@
+"""The one place that points MLflow at the configured tracking server or local store."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from modelsvc.config import Settings
+from modelsvc.errors import ServiceUnavailableError
+
+
+def mlflow_client(settings: Settings) -> Any:
+    """Configure mlflow for ``settings`` and return an ``MlflowClient``.
+
+    Local default: a SQLite store under ``<root>/mlflow`` with artifacts beside it. Credentials from settings
+    are passed through MLflow's own environment variables, never logged.
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = settings.tracking_uri()
+    if uri.startswith("sqlite:///"):
+        settings.paths.resolve("mlflow").mkdir(parents=True, exist_ok=True)
+    if settings.mlflow.username:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = settings.mlflow.username
+    if settings.mlflow.password is not None:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = settings.mlflow.password.get_secret_value()
+    mlflow.set_tracking_uri(uri)
+    registry = settings.mlflow.registry_uri or uri
+    mlflow.set_registry_uri(registry)
+    return MlflowClient(tracking_uri=uri, registry_uri=registry)
+
+
+def ensure_experiment(settings: Settings) -> str:
+    """The experiment id for ``settings.mlflow.experiment``, created when missing."""
+    client = mlflow_client(settings)
+    name = settings.mlflow.experiment
+    try:
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            return str(exp.experiment_id)
+        return str(client.create_experiment(name, artifact_location=settings.artifact_location()))
+    except Exception as exc:  # mlflow raises many types for an unreachable server
+        if _is_connection_error(exc):
+            raise ServiceUnavailableError(
+                f"MLflow tracking server at {_safe(settings.tracking_uri())} is unreachable"
+            ) from exc
+        raise
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    text = type(exc).__name__ + str(exc)
+    return any(s in text for s in ("ConnectionError", "Connection refused", "Max retries", "MaxRetryError"))
+
+
+def _safe(uri: str) -> str:
+    import re
+
+    return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1**********@", uri)
