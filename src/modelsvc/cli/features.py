@@ -1,0 +1,3 @@
+"""Feature-store commands: materialize, build-dataset."""
+
+from __future__ import annotations

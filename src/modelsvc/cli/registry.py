@@ -1,0 +1,3 @@
+"""Evaluation and registry commands: evaluate, promote, rollback."""
+
+from __future__ import annotations

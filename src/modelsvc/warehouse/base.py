@@ -1,0 +1,65 @@
+"""The interface every warehouse engine implements.
+
+Tables are partitioned by the string column ``ds`` (``YYYY-MM-DD``). Data crosses the interface as
+``pyarrow.Table`` with UTC timestamps. Engines own *where* SQL runs; the feature logic itself is shared
+(see ``modelsvc.etl``), so DuckDB and Hive compute the same rows.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from datetime import date
+from typing import TYPE_CHECKING
+
+from modelsvc.errors import UsageError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from modelsvc.config import Settings
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def check_identifier(name: str, *, what: str = "table name") -> str:
+    """Refuse anything that is not a plain SQL identifier before it can reach a query."""
+    if not isinstance(name, str) or not _IDENT.match(name):
+        raise UsageError(f"{what} {name!r} is not a valid identifier (letters, digits and _ only)")
+    return name
+
+
+class Warehouse(ABC):
+    """One SQL engine holding the raw events and the feature tables."""
+
+    engine: str = "abstract"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @abstractmethod
+    def table_exists(self, table: str) -> bool:
+        """True when ``table`` exists (locally: its folder has at least one partition)."""
+
+    @abstractmethod
+    def partitions(self, table: str) -> list[date]:
+        """The ``ds`` partitions of ``table``, sorted; [] when the table is missing."""
+
+    @abstractmethod
+    def read(self, table: str, *, start: date | None = None, end: date | None = None,
+             columns: Sequence[str] | None = None) -> pa.Table:
+        """Rows of the partitions in [start, end] (inclusive, pruned), with ``ds`` as a column."""
+
+    @abstractmethod
+    def write_partitions(self, table: str, data: pa.Table) -> list[date]:
+        """Replace, atomically and per partition, every ``ds`` present in ``data``; returns those days."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    def __enter__(self) -> Warehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
