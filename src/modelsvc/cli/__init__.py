@@ -98,4 +98,5 @@ from modelsvc.cli import data as _data  # noqa: E402,F401
 from modelsvc.cli import features as _features  # noqa: E402,F401
 from modelsvc.cli import model as _model  # noqa: E402,F401
 from modelsvc.cli import ops as _ops  # noqa: E402,F401
+from modelsvc.cli import pipeline as _pipeline  # noqa: E402,F401
 from modelsvc.cli import registry as _registry  # noqa: E402,F401
