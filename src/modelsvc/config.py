@@ -23,7 +23,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from modelsvc.errors import ConfigError
@@ -273,6 +282,8 @@ class Settings(BaseSettings):
 
     # filled by load_settings, not by users
     config_dir: Path | None = Field(None, exclude=True)
+    # MLFLOW_TRACKING_URI / RAY_ADDRESS found in .env (os.environ wins), see load_settings
+    _dotenv_fallbacks: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @classmethod
     def settings_customise_sources(
@@ -285,14 +296,14 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # YAML is passed in through init kwargs at the lowest priority (see load_settings), so the order is
         # overrides > env > .env; load_settings merges YAML underneath.
-        return (init_settings, env_settings, dotenv_settings)
+        return (init_settings, env_settings, _OwnDotEnv(settings_cls, dotenv_settings))
 
     # -- resolved values -------------------------------------------------------------------------------------
     def tracking_uri(self) -> str:
         """The MLflow tracking URI: config, then MLFLOW_TRACKING_URI, then a local SQLite store."""
         if self.mlflow.tracking_uri:
             return self.mlflow.tracking_uri
-        env = os.environ.get("MLFLOW_TRACKING_URI")
+        env = os.environ.get("MLFLOW_TRACKING_URI") or self._dotenv_fallbacks.get("MLFLOW_TRACKING_URI")
         if env:
             return env
         return "sqlite:///" + str(self.paths.resolve("mlflow") / "mlflow.db")
@@ -305,7 +316,8 @@ class Settings(BaseSettings):
 
     def ray_address(self) -> str | None:
         """The Ray cluster to join, or None to start a local Ray."""
-        return self.ray.address or os.environ.get("RAY_ADDRESS") or None
+        return (self.ray.address or os.environ.get("RAY_ADDRESS") or self._dotenv_fallbacks.get("RAY_ADDRESS")
+                or None)
 
     def ray_storage_path(self) -> str:
         return self.ray.storage_path or str(self.paths.resolve("ray"))
@@ -313,6 +325,9 @@ class Settings(BaseSettings):
     def masked_dump(self) -> dict[str, Any]:
         """The resolved settings as plain JSON-able data, secrets masked."""
         data = self.model_dump(mode="json", exclude={"config_dir"})
+        for key in ("tracking_uri", "registry_uri"):
+            if data["mlflow"].get(key):
+                data["mlflow"][key] = _mask_uri(data["mlflow"][key])
         data["resolved"] = {
             "root": str(self.paths.resolve("root")),
             "warehouse": str(self.paths.resolve("warehouse")),
@@ -320,6 +335,28 @@ class Settings(BaseSettings):
             "ray_address": self.ray_address() or "local",
             "ray_storage_path": self.ray_storage_path(),
         }
+        return data
+
+
+class _OwnDotEnv(PydanticBaseSettingsSource):
+    """The .env source, keeping only our settings: a shared .env also holds other programs' variables
+    (MLFLOW_TRACKING_URI, ...), which must not be reported as unknown keys."""
+
+    def __init__(self, settings_cls: type[BaseSettings], inner: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self.inner = inner
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        prefix = ENV_PREFIX.lower()
+        data: dict[str, Any] = {}
+        for key, value in self.inner().items():
+            if key in self.settings_cls.model_fields:
+                data[key] = value
+            elif key.lower().startswith(prefix):  # a MODELSVC_ name that is no setting: report it
+                data[key[len(prefix):].lower()] = value
         return data
 
 
@@ -363,6 +400,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from exc
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: is not UTF-8 text (byte {exc.start})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -401,7 +440,7 @@ def load_settings(config_dir: str | Path | None = "configs", *, profile: str | N
         cdir = Path(config_dir)
         if not cdir.is_dir():
             raise ConfigError(f"config directory '{cdir}' does not exist (pass --config DIR)")
-        profile = profile or os.environ.get(ENV_PREFIX + "PROFILE") or None
+        profile = profile or os.environ.get(ENV_PREFIX + "PROFILE") or _dotenv_standard().get(ENV_PREFIX + "PROFILE")
         for path in config_files(cdir, profile):
             _deep_merge(merged, _read_yaml(path), origin, str(path))
     if profile:
@@ -415,15 +454,34 @@ def load_settings(config_dir: str | Path | None = "configs", *, profile: str | N
 
     # Environment beats YAML: drop YAML keys that an environment variable sets, so init (YAML) does not win.
     env_keys = _env_paths()
-    for path in env_keys:
-        if origin.get(path, "") != "command line":
-            _pop_path(merged, path)
+    for key_path in sorted(env_keys):
+        if key_path[0] not in Settings.model_fields:  # a mistyped MODELSVC_ variable would else be ignored
+            raise ConfigError(f"environment {ENV_PREFIX}{'__'.join(key_path).upper()}: unknown key "
+                              f"'{'.'.join(key_path)}' (allowed: {', '.join(_allowed_keys(()))})")
+    for key_path in env_keys:
+        if origin.get(key_path, "") != "command line":
+            _pop_path(merged, key_path)
     try:
         settings = Settings(**merged)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, origin, env_keys)) from None
     settings.config_dir = cdir
+    settings._dotenv_fallbacks = {k: v for k, v in _dotenv_standard().items() if k in STANDARD_DOTENV}
     return settings
+
+
+STANDARD_DOTENV = ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")
+
+
+def _dotenv_standard() -> dict[str, str]:
+    """MLFLOW_TRACKING_URI, RAY_ADDRESS and MODELSVC_PROFILE as written in ./.env (empty values skipped)."""
+    dotenv = Path(".env")
+    if not dotenv.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    wanted = (*STANDARD_DOTENV, ENV_PREFIX + "PROFILE")
+    return {k.upper(): v for k, v in dotenv_values(dotenv).items() if k.upper() in wanted and v}
 
 
 def _env_paths() -> set[tuple[str, ...]]:
@@ -467,7 +525,8 @@ def _format_validation_error(exc: ValidationError, origin: dict[tuple[str, ...],
             text = f"unknown key '{field}'" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
         else:
             text = f"{field}: {err['msg']}"
-            if "input" in err and err["type"] not in {"missing"} and not _is_secret(loc):
+            if ("input" in err and err["type"] not in {"missing"} and not _is_secret(loc)
+                    and not isinstance(err["input"], (dict, list))):  # a section may hold a secret
                 text += f" (got {err['input']!r})"
         msgs.append(f"{source}: {text}")
     return "; ".join(msgs)

@@ -1,23 +1,28 @@
 """Training datasets: point-in-time joined, split by time, versioned Parquet with a manifest.
 
-``build_dataset`` (the ``build-dataset`` command) is added by the features work; this module also holds the
+``build_dataset`` (the ``build-dataset`` command) joins the impressions of a day range to the features of the
+model's feature service through Feast (``modelsvc.features.historical_features``); this module also holds the
 on-disk format every later step reads: ``load_dataset`` and ``DatasetManifest``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
-from datetime import datetime
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from modelsvc.config import Settings
-from modelsvc.errors import DataError, NotFoundError
+from modelsvc.config import Settings, SplitSettings
+from modelsvc.errors import ConfigError, DataError, NotFoundError
+from modelsvc.progress import NULL, Reporter
+from modelsvc.timeutil import date_range, day_start, parse_timestamp
 from modelsvc.warehouse.base import check_identifier
 
 if TYPE_CHECKING:
@@ -27,6 +32,8 @@ FEATURES = ["total_orders_7d", "avg_purchase_value_30d", "last_seen_platform", "
 NUMERIC_FEATURES = ["total_orders_7d", "avg_purchase_value_30d", "current_page_views_10m"]
 CATEGORICAL_FEATURES = ["last_seen_platform"]
 SPLITS = ("train", "validation", "test")
+ENTITY_COLUMNS = ["event_id", "user_id", "event_timestamp"]
+IMPRESSION = "impression"
 DATA_FILE = "data.parquet"
 MANIFEST_FILE = "manifest.json"
 
@@ -128,3 +135,177 @@ def write_dataset_version(settings: Settings, name: str, version: str, df: pd.Da
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+# -- build-dataset ---------------------------------------------------------------------------------------------
+
+def build_dataset(settings: Settings, *, start_date: str | date, end_date: str | date, name: str | None = None,
+                  reporter: Reporter = NULL) -> DatasetManifest:
+    """Impressions of [start_date, end_date] (inclusive days) + their point-in-time features → a new version.
+
+    Each impression gets, per feature view, the latest feature row with ``event_timestamp`` <= its own time and
+    within the view's ttl (ties broken by ``created_timestamp``), through Feast ``get_historical_features`` of the
+    feature service. Rows are split by time (``dataset.split``), never at random."""
+    days = date_range(start_date, end_date)
+    name = check_identifier(name or settings.dataset.name, what="dataset name")
+    t0 = time.perf_counter()
+    with reporter.task("build-dataset", total=4) as task:
+        entity_df = read_impressions(settings, days[0], days[-1])
+        task.advance(1, step="impressions", rows=len(entity_df))
+
+        from modelsvc.features import historical_features
+
+        joined = historical_features(settings, entity_df)
+        task.advance(1, step="point-in-time join")
+        df = finish_join(settings, joined.table, joined.timestamp_columns)
+        task.advance(1, step="split")
+        created = datetime.now(timezone.utc)
+        version = created.strftime("%Y%m%dT%H%M%S%fZ")
+        manifest = make_manifest(settings, df, name=name, version=version, created_at=created,
+                                 start_date=days[0], end_date=days[-1], feature_refs=joined.feature_refs)
+        manifest.extra["seconds"] = round(time.perf_counter() - t0, 3)
+        manifest = write_dataset_version(settings, name, version, df, manifest)
+        task.advance(1, step="written", rows=len(df))
+    return manifest
+
+
+def read_impressions(settings: Settings, start: date, end: date) -> pd.DataFrame:
+    """Entity rows: impressions in [start, end] with their label, from the raw-events table."""
+    import pyarrow.compute as pc
+
+    from modelsvc.warehouse import open_warehouse
+
+    label = settings.dataset.label
+    table_name = settings.tables.raw_events
+    with open_warehouse(settings) as wh:
+        table = wh.read(table_name, start=start, end=end, columns=[*ENTITY_COLUMNS, "event_type", label])
+    if table.num_rows:
+        table = table.filter(pc.equal(table.column("event_type"), IMPRESSION))
+    if table.num_rows == 0:
+        raise DataError(f"no impressions in table '{table_name}' between {start} and {end}")
+    if table.column(label).null_count:
+        raise DataError(f"{table.column(label).null_count} impressions in '{table_name}' between {start} and {end} "
+                        f"have no label '{label}'")
+    df = table.select([*ENTITY_COLUMNS, label]).to_pandas()
+    df["event_timestamp"] = _utc(df["event_timestamp"])
+    return df
+
+
+def _utc(col: pd.Series) -> pd.Series:
+    import pandas as pd
+
+    col = pd.to_datetime(col, utc=True)
+    return col.dt.as_unit("us")
+
+
+def finish_join(settings: Settings, table: Any, timestamp_columns: dict[str, list[str]]) -> pd.DataFrame:
+    """Check the join (leakage, empty, all-null), drop the feature timestamps, sort, split, order the columns."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    label = settings.dataset.label
+    if table.num_rows == 0:
+        raise DataError("the point-in-time join returned no rows")
+    df = table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+    df["event_timestamp"] = _utc(df["event_timestamp"])
+    impression_us = df["event_timestamp"].astype("int64").to_numpy() // 1000 \
+        if df["event_timestamp"].dt.unit == "ns" else df["event_timestamp"].astype("int64").to_numpy()
+    for ts_col in timestamp_columns:
+        feature_us = df[ts_col].to_numpy(dtype="float64", na_value=np.nan)
+        late = feature_us > impression_us  # NaN (no row joined) compares False
+        if late.any():
+            i = int(np.flatnonzero(late)[0])
+            raise DataError(
+                f"leakage: {int(late.sum())} rows joined a feature row later than the impression "
+                f"({ts_col}; e.g. event {df['event_id'].iloc[i]} at {df['event_timestamp'].iloc[i]})")
+    df = df.drop(columns=list(timestamp_columns))
+    missing = [f for f in FEATURES if f not in df.columns]
+    if missing:
+        raise DataError(f"the point-in-time join lacks the features {', '.join(missing)}")
+    if all(df[f].isna().all() for f in FEATURES):
+        raise DataError(f"every feature is null in all {len(df)} rows: no feature row within ttl of any "
+                        "impression (are the feature tables built for these days? run: modelsvc etl)")
+    df = df.sort_values(["event_timestamp", "event_id"], kind="stable", ignore_index=True)
+    df["split"] = assign_split(df["event_timestamp"], settings.dataset.split)
+    df[label] = df[label].astype("int64")
+    df["user_id"] = df["user_id"].astype("int64")
+    return df[[*ENTITY_COLUMNS, label, "split", *FEATURES]]
+
+
+def split_cutoffs(times: pd.Series, split: SplitSettings) -> tuple[datetime, datetime]:
+    """(validation_start, test_start): explicit cut-offs, or fractions of the impressions' time range."""
+    if split.validation_start is not None and split.test_start is not None:
+        v = parse_timestamp(split.validation_start, option="dataset.split.validation_start")
+        t = parse_timestamp(split.test_start, option="dataset.split.test_start")
+        if t < v:
+            raise ConfigError(f"dataset.split.test_start {t} is before dataset.split.validation_start {v}")
+        return v, t
+    lo, hi = times.min().to_pydatetime(), times.max().to_pydatetime()
+    span = hi - lo
+    test_start = hi - span * split.test_fraction
+    validation_start = test_start - span * split.validation_fraction
+    return validation_start, test_start
+
+
+def assign_split(times: pd.Series, split: SplitSettings) -> pd.Series:
+    """``train`` before validation_start <= ``validation`` < test_start <= ``test``: equal times share a split."""
+    import numpy as np
+    import pandas as pd
+
+    validation_start, test_start = split_cutoffs(times, split)
+    labels = np.where(times >= pd.Timestamp(test_start), "test",
+                      np.where(times >= pd.Timestamp(validation_start), "validation", "train"))
+    out = pd.Series(labels, index=times.index, name="split")
+    counts = out.value_counts()
+    if counts.get("train", 0) == 0:
+        raise DataError(f"the time split leaves no training rows (validation starts {validation_start})")
+    for name, frac in (("validation", split.validation_fraction), ("test", split.test_fraction)):
+        explicit = split.test_start is not None
+        if counts.get(name, 0) == 0 and (explicit or frac > 0):
+            raise DataError(f"the time split leaves the '{name}' split empty "
+                            f"(validation starts {validation_start}, test starts {test_start})")
+    return out
+
+
+def fingerprint(df: pd.DataFrame) -> str:
+    """sha256 over the content in a canonical order: the same rows give the same fingerprint."""
+    import pandas as pd
+
+    h = hashlib.sha256()
+    ordered = df.sort_values(["event_timestamp", "event_id"], kind="stable", ignore_index=True)
+    for col in ordered.columns:
+        h.update(f"{col}:{ordered[col].dtype}\n".encode())
+        h.update(pd.util.hash_pandas_object(ordered[col], index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def _rate(values: pd.Series) -> float | None:
+    return float(values.mean()) if len(values) else None
+
+
+def make_manifest(settings: Settings, df: pd.DataFrame, *, name: str, version: str, created_at: datetime,
+                  start_date: date, end_date: date, feature_refs: list[str]) -> DatasetManifest:
+    label = settings.dataset.label
+    splits = {}
+    for split in SPLITS:
+        part = df[df["split"] == split]
+        ts = part["event_timestamp"]
+        splits[split] = SplitStats(rows=len(part), label_rate=_rate(part[label]),
+                                   start=ts.min().to_pydatetime() if len(part) else None,
+                                   end=ts.max().to_pydatetime() if len(part) else None)
+    validation_start, test_start = split_cutoffs(df["event_timestamp"], settings.dataset.split)
+    return DatasetManifest(
+        name=name, version=version, path="", created_at=created_at,
+        start_date=start_date.isoformat(), end_date=end_date.isoformat(),
+        entity=settings.entity, label=label, features=list(FEATURES), feature_refs=feature_refs,
+        rows=len(df), label_rate=_rate(df[label]), splits=splits,
+        null_rate={f: float(df[f].isna().mean()) for f in FEATURES},
+        time_range=(df["event_timestamp"].min().to_pydatetime(), df["event_timestamp"].max().to_pydatetime()),
+        fingerprint=fingerprint(df),
+        extra={"feature_service": settings.features.feature_service,
+               "split": {"validation_start": validation_start.isoformat(), "test_start": test_start.isoformat()},
+               "engine": settings.warehouse.engine,
+               "window": {"start": day_start(start_date).isoformat(),
+                          "end": day_start(end_date + timedelta(days=1)).isoformat()}},
+    )

@@ -1,3 +1,77 @@
 """Feature-store commands: materialize, build-dataset."""
 
 from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from modelsvc.cli import DEFAULT_CONFIG, ConfigOpt, JsonOpt, ProfileOpt, app, reporter, run, settings_for
+from modelsvc.cli.render import console, emit_json, kv_table, rows_table
+
+
+@app.command("materialize")
+def materialize_cmd(
+    end_date: Annotated[str | None, typer.Option(
+        "--end-date", help="Materialize feature rows up to this time (YYYY-MM-DD[THH:MM:SS], UTC; default: now).")
+    ] = None,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    profile: ProfileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register the feature definitions if they changed, then load the latest feature values into the online
+    store (incremental: each view continues where the previous run stopped).
+
+    Example: modelsvc materialize --end-date 2026-01-29
+    """
+    from modelsvc.features import materialize
+    from modelsvc.timeutil import parse_timestamp
+
+    settings = settings_for(config, profile)
+    end = run(lambda: parse_timestamp(end_date, option="--end-date")) if end_date is not None else None
+    report = run(lambda: materialize(settings, end=end, reporter=reporter(as_json)))
+    if as_json:
+        emit_json(report)
+        return
+    console.print(rows_table(
+        f"Materialized into {report.online_store} up to {report.end:%Y-%m-%d %H:%M:%S}",
+        ["feature view", "table", "from", "rows", "seconds"],
+        ((v.view, v.table, "up to date" if v.skipped else v.start, v.rows, v.seconds) for v in report.views),
+    ))
+    console.print(f"definitions {'applied' if report.applied else 'unchanged'}   total rows: {report.rows}   "
+                  f"{report.seconds:.1f}s")
+
+
+@app.command("build-dataset")
+def build_dataset_cmd(
+    start_date: Annotated[str, typer.Option("--start-date", help="First impression day (YYYY-MM-DD).")],
+    end_date: Annotated[str, typer.Option("--end-date", help="Last impression day, inclusive (YYYY-MM-DD).")],
+    name: Annotated[str | None, typer.Option("--name", help="Dataset name (default: dataset.name).")] = None,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    profile: ProfileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Join the impressions of a day range to their point-in-time features, split by time, and write a new
+    dataset version (data.parquet + manifest.json).
+
+    Example: modelsvc build-dataset --start-date 2026-01-08 --end-date 2026-01-28 --name ctr_training
+    """
+    from modelsvc.dataset import build_dataset
+
+    settings = settings_for(config, profile)
+    manifest = run(lambda: build_dataset(settings, start_date=start_date, end_date=end_date, name=name,
+                                         reporter=reporter(as_json)))
+    if as_json:
+        emit_json(manifest)
+        return
+    console.print(rows_table(
+        f"Dataset {manifest.name}/{manifest.version}", ["split", "rows", "label rate", "from", "to"],
+        ((s, st.rows, st.label_rate, st.start, st.end) for s, st in manifest.splits.items()),
+    ))
+    console.print(kv_table("Manifest", [
+        ("path", manifest.path),
+        ("rows", manifest.rows),
+        ("label rate", manifest.label_rate),
+        *((f"null rate {f}", r) for f, r in manifest.null_rate.items()),
+        ("fingerprint", manifest.fingerprint),
+    ]))

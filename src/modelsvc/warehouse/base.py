@@ -34,6 +34,7 @@ class Warehouse(ABC):
     """One SQL engine holding the raw events and the feature tables."""
 
     engine: str = "abstract"
+    dialect: str = "duckdb"  # the entry of modelsvc.etl.DIALECTS used to spell the shared feature SQL
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -54,6 +55,18 @@ class Warehouse(ABC):
     @abstractmethod
     def write_partitions(self, table: str, data: pa.Table) -> list[date]:
         """Replace, atomically and per partition, every ``ds`` present in ``data``; returns those days."""
+
+    def query(self, sql: str) -> pa.Table:
+        """Run one SELECT (e.g. the shared feature SQL of ``modelsvc.etl``) and return its rows."""
+        raise NotImplementedError(f"the {self.engine} engine cannot run SQL queries")
+
+    def check_raw(self, table: str, *, start: date, end: date) -> dict[date, int]:
+        """Check the raw-event contract of the partitions in [start, end] before any compute and return the row
+        count of each partition found. Default: counts only, with one query; engines add their schema checks."""
+        check_identifier(table)
+        rows = self.query(f"SELECT ds, COUNT(*) AS n FROM {table} WHERE ds >= '{start.isoformat()}' "
+                          f"AND ds <= '{end.isoformat()}' GROUP BY ds").to_pylist()
+        return {date.fromisoformat(str(r["ds"])): int(r["n"]) for r in rows}
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -1,0 +1,289 @@
+"""Raw events → the two feature tables (semantics in docs/data-contract.md).
+
+The feature logic is SQL text written once (:func:`feature_sql`) and run by any warehouse engine; the few
+things SQL dialects spell differently (timestamp arithmetic, structs) live in the tiny :data:`DIALECTS` table.
+
+Algorithm: instead of recomputing 30 days of raw events for every snapshot day, events are first reduced to
+per-user per-day partial aggregates (orders, exact purchase sum and count, the latest event as a struct), and
+those are rolled over the window of each snapshot day. Purchase values are summed as DECIMAL(38, 9), so the sum
+does not depend on the order in which threads add them: rerunning a day gives bit-identical values.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from modelsvc.config import EtlSettings, Settings
+from modelsvc.errors import ConfigError, DataError, UsageError
+from modelsvc.progress import NULL, Reporter
+from modelsvc.timeutil import date_range, day_start
+from modelsvc.warehouse.base import check_identifier
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from modelsvc.warehouse.base import Warehouse
+
+CHUNK_DAYS = 31  # snapshot days computed per query: bounds memory; each chunk re-reads its own lookback
+USER_FEATURE_COLUMNS = ["user_id", "event_timestamp", "created_timestamp", "total_orders_7d",
+                        "avg_purchase_value_30d", "last_seen_platform", "ds"]
+REALTIME_FEATURE_COLUMNS = ["user_id", "event_timestamp", "created_timestamp", "current_page_views_10m", "ds"]
+_EPOCH = date(1970, 1, 1)
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How one SQL dialect spells the few non-portable expressions of the feature SQL.
+
+    Every timestamp is UTC (engines run their session in UTC).
+    """
+
+    name: str
+    ts_literal: Callable[[datetime], str]  # a UTC datetime → timestamp literal
+    day_number: Callable[[str], str]  # timestamp expression → BIGINT days since 1970-01-01
+    bucket_start_s: Callable[[str, int], str]  # (timestamp expression, width s) → BIGINT epoch s of its bucket
+    ts_from_epoch_s: Callable[[str], str]  # BIGINT epoch seconds → timestamp
+    struct: Callable[[Sequence[tuple[str, str]]], str]  # [(field, expression)] → struct (ordered by fields)
+    arg_max: Callable[[str, str], str]  # (value, key) → aggregate: value of the row with the largest non-null key
+
+
+DUCKDB = Dialect(
+    name="duckdb",
+    ts_literal=lambda dt: f"TIMESTAMPTZ '{dt.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S.%f}+00'",
+    day_number=lambda e: f"(epoch_us({e}) // 86400000000)",
+    bucket_start_s=lambda e, w: f"((epoch_us({e}) // {w * 1_000_000}) * {w})",
+    ts_from_epoch_s=lambda e: f"to_timestamp({e})",
+    struct=lambda fields: "{" + ", ".join(f"'{k}': {v}" for k, v in fields) + "}",
+    arg_max=lambda v, k: f"arg_max({v}, {k})",
+)
+
+# HiveQL as spoken by HiveServer2 / the Spark Thrift server (session time zone UTC). Owned with warehouse/hive.py.
+HIVE = Dialect(
+    name="hive",
+    ts_literal=lambda dt: f"TIMESTAMP '{dt.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S.%f}'",
+    day_number=lambda e: f"CAST(floor(unix_timestamp({e}) / 86400) AS BIGINT)",
+    bucket_start_s=lambda e, w: f"CAST(floor(unix_timestamp({e}) / {w}) * {w} AS BIGINT)",
+    ts_from_epoch_s=lambda e: f"CAST(from_unixtime({e}) AS TIMESTAMP)",
+    struct=lambda fields: "named_struct(" + ", ".join(f"'{k}', {v}" for k, v in fields) + ")",
+    arg_max=lambda v, k: f"max_by({v}, {k})",
+)
+
+DIALECTS: dict[str, Dialect] = {"duckdb": DUCKDB, "hive": HIVE}
+
+
+class FeatureSql(BaseModel):
+    """The two SELECTs computing the feature tables for ``days`` (each ends with a ``ds`` column)."""
+
+    days: list[date]
+    raw_start: date  # first raw partition read (lookback)
+    raw_end: date
+    user_features: str
+    realtime_features: str
+
+
+class EtlReport(BaseModel):
+    """What ``run_etl`` did."""
+
+    start_date: date
+    end_date: date
+    days: int
+    engine: str
+    raw_start: date
+    raw_events_read: int
+    rows_written: dict[str, int]
+    seconds: float
+    events_per_s: float
+
+
+def check_windows(etl: EtlSettings) -> None:
+    """Window sizes the SQL relies on (ConfigError naming the key otherwise)."""
+    for key in ("orders_window_days", "purchase_window_days"):
+        if getattr(etl, key) > etl.lookback_days:
+            raise ConfigError(f"etl.{key} ({getattr(etl, key)}) must not exceed etl.lookback_days "
+                              f"({etl.lookback_days}): the ETL reads only lookback_days of raw events")
+    if 1440 % etl.realtime_window_minutes:
+        raise ConfigError(f"etl.realtime_window_minutes ({etl.realtime_window_minutes}) must divide a day "
+                          "(1440 minutes) so that windows align to UTC days")
+
+
+def _day_rows(days: Sequence[date], *, with_snapshot: Dialect | None = None) -> str:
+    rows = []
+    for d in days:
+        cols = f"CAST({(d - _EPOCH).days} AS BIGINT) AS day_num, '{d.isoformat()}' AS ds"
+        if with_snapshot is not None:
+            cols += f", {with_snapshot.ts_literal(day_start(d + timedelta(days=1)))} AS snapshot_ts"
+        rows.append(f"SELECT {cols}")
+    return "\n    UNION ALL ".join(rows)
+
+
+def feature_sql(dialect: str | Dialect, *, days: Sequence[date], raw_table: str, etl: EtlSettings,
+                created: datetime) -> FeatureSql:
+    """The feature SELECTs for the contiguous ``days`` reading ``raw_table`` in ``dialect``.
+
+    ``raw_table`` must expose the canonical raw-event columns plus ``ds``; ``created`` becomes
+    ``created_timestamp``. The statements read raw partitions [days[0] - (lookback - 1), days[-1]].
+    """
+    d = DIALECTS[dialect] if isinstance(dialect, str) else dialect
+    raw = check_identifier(raw_table)
+    days = sorted(days)
+    if not days:
+        raise UsageError("feature_sql needs at least one day")
+    if (days[-1] - days[0]).days + 1 != len(days):
+        raise UsageError("feature_sql needs contiguous days")
+    lookback = etl.lookback_days
+    raw_start = days[0] - timedelta(days=lookback - 1)
+    first, last = (days[0] - _EPOCH).days, (days[-1] - _EPOCH).days
+    created_lit = d.ts_literal(created)
+    day_num = d.day_number("event_timestamp")
+    # the latest event with a platform; equal timestamps are broken by the largest event_id
+    latest_key = d.struct([("t", "event_timestamp"), ("e", "event_id")])
+    latest = d.arg_max("platform", f"CASE WHEN platform IS NOT NULL THEN {latest_key} END")
+    # purchase values that are not finite numbers (NaN sorts above everything in both engines) count as null
+    pv = "CASE WHEN event_type = 'order' AND purchase_value BETWEEN -1e18 AND 1e18 " \
+         "THEN CAST(purchase_value AS DECIMAL(38, 9)) END"
+    where = (f"ds >= '{raw_start.isoformat()}' AND ds <= '{days[-1].isoformat()}' "
+             "AND user_id IS NOT NULL AND event_timestamp IS NOT NULL")
+
+    user_features = f"""
+WITH snap AS (
+    {_day_rows(days, with_snapshot=d)}
+),
+daily AS (
+    SELECT user_id, {day_num} AS day_num,
+           SUM(CASE WHEN event_type = 'order' THEN 1 ELSE 0 END) AS n_orders,
+           SUM({pv}) AS pv_sum,
+           COUNT({pv}) AS pv_n,
+           {latest} AS platform
+    FROM {raw}
+    WHERE {where} AND {day_num} >= {first - lookback + 1} AND {day_num} <= {last}
+    GROUP BY user_id, {day_num}
+),
+rolled AS (
+    SELECT dl.user_id AS user_id, s.day_num AS day_num, s.ds AS ds, s.snapshot_ts AS snapshot_ts,
+           SUM(CASE WHEN dl.day_num > s.day_num - {etl.orders_window_days} THEN dl.n_orders ELSE 0 END) AS orders,
+           SUM(CASE WHEN dl.day_num > s.day_num - {etl.purchase_window_days} THEN dl.pv_sum END) AS pv_sum,
+           SUM(CASE WHEN dl.day_num > s.day_num - {etl.purchase_window_days} THEN dl.pv_n ELSE 0 END) AS pv_n,
+           {d.arg_max("dl.platform", "CASE WHEN dl.platform IS NOT NULL THEN dl.day_num END")} AS platform
+    FROM daily dl JOIN snap s ON dl.day_num <= s.day_num AND dl.day_num > s.day_num - {lookback}
+    GROUP BY dl.user_id, s.day_num, s.ds, s.snapshot_ts
+)
+SELECT r.user_id AS user_id,
+       r.snapshot_ts AS event_timestamp,
+       {created_lit} AS created_timestamp,
+       CAST(r.orders AS BIGINT) AS total_orders_7d,
+       CAST(r.pv_sum AS DOUBLE) / CASE WHEN r.pv_n > 0 THEN r.pv_n END AS avg_purchase_value_30d,
+       r.platform AS last_seen_platform,
+       r.ds AS ds
+FROM rolled r
+ORDER BY ds, user_id
+"""
+
+    width = etl.realtime_window_minutes * 60
+    bucket = d.bucket_start_s("event_timestamp", width)
+    realtime_features = f"""
+WITH days AS (
+    {_day_rows(days)}
+),
+pv AS (
+    SELECT user_id, {bucket} AS bucket_s, {day_num} AS day_num
+    FROM {raw}
+    WHERE {where} AND ds >= '{days[0].isoformat()}' AND event_type = 'page_view'
+),
+windows AS (
+    SELECT p.user_id AS user_id, p.bucket_s AS bucket_s, dy.ds AS ds, COUNT(*) AS views
+    FROM pv p JOIN days dy ON p.day_num = dy.day_num
+    GROUP BY p.user_id, p.bucket_s, dy.ds
+)
+SELECT user_id,
+       {d.ts_from_epoch_s(f"w.bucket_s + {width}")} AS event_timestamp,
+       {created_lit} AS created_timestamp,
+       CAST(w.views AS BIGINT) AS current_page_views_10m,
+       w.ds AS ds
+FROM windows w
+ORDER BY ds, user_id, event_timestamp
+"""
+    return FeatureSql(days=list(days), raw_start=raw_start, raw_end=days[-1],
+                      user_features=user_features, realtime_features=realtime_features)
+
+
+def compute_features(warehouse: Warehouse, *, days: Sequence[date], raw_table: str, etl: EtlSettings,
+                     created: datetime) -> tuple[pa.Table, pa.Table]:
+    """Run the feature SQL on ``warehouse`` (raw table already checked); returns (user, realtime) tables."""
+    sql = feature_sql(warehouse.dialect, days=days, raw_table=raw_table, etl=etl, created=created)
+    return warehouse.query(sql.user_features), warehouse.query(sql.realtime_features)
+
+
+def write_features_on_server(wh: Any, settings: Settings, *, days: Sequence[date], created: datetime,
+                             rows: dict[str, int], task: Any) -> None:
+    """Engines that compute where the data lives (Hive): each day's partitions are filled by the server with
+    ``INSERT OVERWRITE TABLE … PARTITION (ds='…') SELECT …`` of the same feature SQL (owned with warehouse/hive.py).
+    """
+    tables = settings.tables
+    for day in days:
+        sql = feature_sql(wh.dialect, days=[day], raw_table=tables.raw_events, etl=settings.etl, created=created)
+        wh.overwrite_partition_from_select(tables.user_features, day, sql.user_features)
+        wh.overwrite_partition_from_select(tables.realtime_features, day, sql.realtime_features)
+        task.advance(1, day=str(day))
+    for table in (tables.user_features, tables.realtime_features):
+        rows[table] += sum(wh.partition_counts(table, start=days[0], end=days[-1]).values())
+
+
+def _slice_day(table: pa.Table, day: date) -> pa.Table:
+    import pyarrow.compute as pc
+
+    return table.filter(pc.equal(table.column("ds"), day.isoformat()))
+
+
+def run_etl(settings: Settings, *, start_date: str | date | None, end_date: str | date | None,
+            reporter: Reporter = NULL) -> EtlReport:
+    """Compute ``user_features_precomputed`` and ``user_realtime_features`` for each day of the inclusive range
+    (default: yesterday UTC), replacing each day's partitions atomically.
+
+    Everything is validated before anything is written: dates (UsageError), window settings (ConfigError), the
+    presence of a non-empty raw partition for every day and the contract of every raw file read (DataError).
+    """
+    from modelsvc.warehouse import open_warehouse
+
+    days = date_range(start_date, end_date)
+    check_windows(settings.etl)
+    t0 = time.perf_counter()
+    raw = settings.tables.raw_events
+    raw_start = days[0] - timedelta(days=settings.etl.lookback_days - 1)
+    created = datetime.now(timezone.utc)
+    rows = {settings.tables.user_features: 0, settings.tables.realtime_features: 0}
+    with open_warehouse(settings) as wh:
+        counts = wh.check_raw(raw, start=raw_start, end=days[-1])
+        for day in days:
+            if day not in counts:
+                raise DataError(f"table '{raw}' has no partition ds={day} (no raw events for {day})",
+                                hint="generate demo data with: modelsvc demo-data, or load that day's events")
+            if counts[day] == 0:
+                raise DataError(f"table '{raw}' partition ds={day} is empty (0 raw events)")
+        events = sum(counts.values())
+        reporter.log(f"etl {days[0]}..{days[-1]}: {events:,} raw events in {raw} from {raw_start}")
+        with reporter.task("etl", total=len(days)) as task:
+            for i in range(0, len(days), CHUNK_DAYS):
+                chunk = days[i:i + CHUNK_DAYS]
+                if getattr(wh, "writes_on_server", False):  # Hive: rows never leave the cluster
+                    write_features_on_server(wh, settings, days=chunk, created=created, rows=rows, task=task)
+                    continue
+                users, realtime = compute_features(wh, days=chunk, raw_table=raw, etl=settings.etl,
+                                                   created=created)
+                for day in chunk:
+                    u, r = _slice_day(users, day), _slice_day(realtime, day)
+                    wh.write_partitions(settings.tables.user_features, u)
+                    if r.num_rows:  # a day without page views has no realtime windows
+                        wh.write_partitions(settings.tables.realtime_features, r)
+                    rows[settings.tables.user_features] += u.num_rows
+                    rows[settings.tables.realtime_features] += r.num_rows
+                    task.advance(1, day=str(day), user_rows=u.num_rows, realtime_rows=r.num_rows)
+    seconds = time.perf_counter() - t0
+    return EtlReport(start_date=days[0], end_date=days[-1], days=len(days), engine=settings.warehouse.engine,
+                     raw_start=raw_start, raw_events_read=events, rows_written=rows, seconds=round(seconds, 3),
+                     events_per_s=round(events / seconds, 1) if seconds > 0 else 0.0)

@@ -1,0 +1,410 @@
+"""``HiveOfflineStore``: Feast's offline store interface in HiveQL, run by a HiveServer2 endpoint.
+
+Semantics follow Feast's reference stores: for each entity row, the latest feature row of each view whose
+timestamp is at or before the entity timestamp and no older than the view's ttl (no lower bound when the ttl is
+0/None), ties on the timestamp broken by the latest ``created_timestamp``; entity rows without a match get nulls;
+``full_feature_names`` names columns ``view__feature``. The entity dataframe is uploaded to a temporary table in
+the scratch database (batched INSERT … VALUES; a SQL entity query is materialized by the server with CREATE
+TABLE … AS) and dropped afterwards, also when the query fails. Results keep the entity rows' order.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal
+
+import pandas as pd
+import pyarrow as pa
+from feast.data_source import DataSource
+from feast.feature_view import DUMMY_ENTITY_ID, DUMMY_ENTITY_VAL, FeatureView
+from feast.infra.offline_stores import offline_utils
+from feast.infra.offline_stores.offline_store import OfflineStore, RetrievalJob, RetrievalMetadata
+from feast.infra.registry.base_registry import BaseRegistry
+from feast.on_demand_feature_view import OnDemandFeatureView
+from feast.repo_config import FeastConfigBaseModel, RepoConfig
+from pydantic import Field, StrictStr
+
+from modelsvc.config import HiveSettings
+from modelsvc.errors import DataError, ModelsvcError, UsageError
+from modelsvc.feast_hive.source import HiveSource
+from modelsvc.warehouse.base import check_identifier
+from modelsvc.warehouse.hive import HiveWarehouse, sql_literal
+
+ROW_ID = "modelsvc_row_id"
+_TS = "modelsvc_ts"
+_CREATED = "modelsvc_created"
+_RN = "modelsvc_rn"
+
+
+class HiveOfflineStoreConfig(FeastConfigBaseModel):
+    """``offline_store`` section of feature_store.yaml (``type: modelsvc.feast_hive.HiveOfflineStore``).
+
+    ``password`` may be ``${ENV_VAR}``: it is expanded when connecting (modelsvc writes
+    ``${MODELSVC_HIVE__PASSWORD}``, never the secret).
+    """
+
+    type: StrictStr = "modelsvc.feast_hive.HiveOfflineStore"
+    host: StrictStr = "localhost"
+    port: int = Field(10000, ge=1, le=65535)
+    database: StrictStr = "default"
+    scratch_database: StrictStr | None = None
+    username: StrictStr | None = None
+    password: StrictStr | None = None
+    auth: Literal["NONE", "NOSASL", "LDAP", "CUSTOM", "KERBEROS"] = "NONE"
+    kerberos_service_name: StrictStr | None = None
+    connect_timeout_s: float = Field(30.0, gt=0)
+    query_timeout_s: float = Field(3600.0, gt=0)
+
+    def hive_settings(self, *, database: str | None = None) -> HiveSettings:
+        import os
+
+        password = os.path.expandvars(self.password) if self.password else None
+        if password is not None and password.startswith("${"):
+            password = None  # the variable is not set: connect without, the server will say what is missing
+        return HiveSettings(host=self.host, port=self.port, database=database or self.database,
+                            scratch_database=self.scratch_database, username=self.username, password=password,
+                            auth=self.auth, kerberos_service_name=self.kerberos_service_name,
+                            connect_timeout_s=self.connect_timeout_s, query_timeout_s=self.query_timeout_s)
+
+
+def warehouse_for(config: HiveOfflineStoreConfig, *, database: str | None = None) -> HiveWarehouse:
+    """A Hive client for the store's endpoint (a context manager that closes its connection)."""
+    if not isinstance(config, HiveOfflineStoreConfig):
+        raise UsageError(f"a HiveSource needs offline_store type modelsvc.feast_hive.HiveOfflineStore, "
+                         f"got {type(config).__name__}")
+    return HiveWarehouse(None, hive=config.hive_settings(database=database))
+
+
+# -- SQL helpers -------------------------------------------------------------------------------------------------
+
+def _q(name: str) -> str:
+    """A checked, back-quoted identifier."""
+    return f"`{check_identifier(name, what='column name')}`"
+
+
+def _ts(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return sql_literal(value)
+
+
+def _relation(source: HiveSource, database: str, *, start: datetime | None, end: datetime | None) -> str:
+    """``(SELECT …) alias``-ready subquery over the source table: partitions pruned to [start, end] (with the
+    source's slack), the tagged feature-timestamp column added."""
+    extra = ""
+    if source.feature_ts_column:
+        extra = (f", CAST(CAST(s.{_q(source.timestamp_field)} AS DECIMAL(20,6)) * 1000000 AS BIGINT) "
+                 f"AS {_q(source.feature_ts_column)}")
+    where = []
+    if source.date_partition_column:
+        slack = timedelta(days=source.partition_slack_days)
+        part = _q(source.date_partition_column)
+        if start is not None:
+            where.append(f"s.{part} >= '{(start.astimezone(timezone.utc) - slack).date().isoformat()}'")
+        if end is not None:
+            where.append(f"s.{part} <= '{(end.astimezone(timezone.utc) + slack).date().isoformat()}'")
+    clause = (" WHERE " + " AND ".join(where)) if where else ""
+    return f"(SELECT s.*{extra} FROM {source.qualified(database)} s{clause})"
+
+
+def _aware(value: Any) -> datetime:
+    ts = pd.Timestamp(value)
+    return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).to_pydatetime()
+
+
+# -- the retrieval job --------------------------------------------------------------------------------------------
+
+# uploads what the query needs, yields (sql, output column names), cleans up
+QueryBuilder = Callable[[HiveWarehouse], AbstractContextManager[tuple[str, list[str]]]]
+
+
+class HiveRetrievalJob(RetrievalJob):
+    """A HiveQL query (or a builder that uploads what it needs, yields the query and cleans up)."""
+
+    def __init__(self, query: str | QueryBuilder, config: RepoConfig, *, full_feature_names: bool,
+                 on_demand_feature_views: list[OnDemandFeatureView] | None = None,
+                 metadata: RetrievalMetadata | None = None, column_names: list[str] | None = None,
+                 sql_preview: str | None = None) -> None:
+        self._query = query
+        self._config = config
+        self._full_feature_names = full_feature_names
+        self._on_demand_feature_views = on_demand_feature_views or []
+        self._metadata = metadata
+        self._column_names = column_names
+        self._sql_preview = sql_preview
+
+    @property
+    def full_feature_names(self) -> bool:
+        return self._full_feature_names
+
+    @property
+    def on_demand_feature_views(self) -> list[OnDemandFeatureView]:
+        return self._on_demand_feature_views
+
+    @property
+    def metadata(self) -> RetrievalMetadata | None:
+        return self._metadata
+
+    def to_sql(self) -> str:
+        """The HiveQL of this job (for an uploaded entity dataframe, with a placeholder table name)."""
+        return self._query if isinstance(self._query, str) else (self._sql_preview or "")
+
+    def _to_df_internal(self, timeout: int | None = None) -> pd.DataFrame:
+        return self._to_arrow_internal(timeout=timeout).to_pandas()
+
+    def _to_arrow_internal(self, timeout: int | None = None) -> pa.Table:
+        names = self._column_names
+        with warehouse_for(self._config.offline_store) as wh:
+            if isinstance(self._query, str):
+                table = wh.query(self._query)
+            else:
+                with self._query(wh) as (sql, names):
+                    table = wh.query(sql)
+        if names is not None:
+            # Hive lower-cases result names: restore the caller's spelling, drop the row id
+            keep = [i for i, n in enumerate(table.column_names) if n.lower() != ROW_ID]
+            table = table.select(keep).rename_columns(names)
+        return table
+
+    def persist(self, storage: Any, allow_overwrite: bool = False, timeout: int | None = None) -> None:
+        raise NotImplementedError("saving datasets is not supported by the Hive offline store")
+
+
+# -- point-in-time join ------------------------------------------------------------------------------------------
+
+@dataclass
+class _Entity:
+    table: str  # scratch table name
+    columns: list[str]  # original column names, in order
+    timestamp_column: str
+    start: datetime | None
+    end: datetime | None
+
+
+def _pit_sql(wh: HiveWarehouse, entity: _Entity, contexts: list[Any], sources: dict[str, HiveSource], *,
+             full_feature_names: bool, filter_by_created_timestamp: bool) -> tuple[str, list[str]]:
+    """The point-in-time join for ``contexts`` (Feast query contexts); returns (sql, output column names)."""
+    e_ts = _q(entity.timestamp_column)
+    ctes = [f"entity_rows AS (SELECT * FROM {wh.qualified(entity.table, scratch=True)})"]
+    select = [f"e.{_q(c)}" for c in entity.columns]
+    out_names = list(entity.columns)
+    joins = []
+    for i, ctx in enumerate(contexts):
+        source = sources[ctx.name]
+        ttl = int(ctx.ttl or 0)
+        lower = entity.start - timedelta(seconds=ttl) if (entity.start is not None and ttl) else None
+        relation = _relation(source, wh.database, start=lower, end=entity.end)
+        ts, created = _q(ctx.timestamp_field), ctx.created_timestamp_column
+        cols = []
+        for sel in ctx.entity_selections:  # "source_column AS join_key"
+            src, _, key = sel.partition(" AS ")
+            cols.append(f"f.{_q(src.strip())} AS {_q(key.strip())}")
+        cols.append(f"f.{ts} AS {_TS}")
+        cols.append(f"f.{_q(created)} AS {_CREATED}" if created else f"CAST(NULL AS TIMESTAMP) AS {_CREATED}")
+        feature_out = []
+        for feature in ctx.features:
+            name = ctx.field_mapping.get(feature, feature)
+            out = f"{ctx.name}__{name}" if full_feature_names else name
+            feature_out.append(out)
+            cols.append(f"f.{_q(feature)} AS {_q(out)}")
+        where = []
+        if entity.end is not None:
+            where.append(f"f.{ts} <= {_ts(entity.end)}")
+        if lower is not None:
+            where.append(f"f.{ts} >= {_ts(lower)}")
+        src_cte = f"fv{i}_rows"
+        ctes.append(f"{src_cte} AS (SELECT {', '.join(cols)} FROM {relation} f"
+                    + (f" WHERE {' AND '.join(where)}" if where else "") + ")")
+        on = [f"r.{_q(k)} = e.{_q(k)}" for k in ctx.entities] + [f"r.{_TS} <= e.{e_ts}"]
+        if ttl:
+            on.append(f"r.{_TS} >= e.{e_ts} - INTERVAL '{ttl}' SECOND")
+        if filter_by_created_timestamp and created:
+            on.append(f"r.{_CREATED} <= e.{e_ts}")
+        feats = ", ".join(f"r.{_q(o)}" for o in feature_out)
+        ctes.append(
+            f"fv{i}_ranked AS (SELECT e.{ROW_ID}, {feats}, ROW_NUMBER() OVER (PARTITION BY e.{ROW_ID} "
+            f"ORDER BY r.{_TS} DESC, r.{_CREATED} DESC) AS {_RN} "
+            f"FROM entity_rows e JOIN {src_cte} r ON {' AND '.join(on)})")
+        joins.append(f"LEFT JOIN (SELECT * FROM fv{i}_ranked WHERE {_RN} = 1) fv{i} ON fv{i}.{ROW_ID} = e.{ROW_ID}")
+        select += [f"fv{i}.{_q(o)}" for o in feature_out]
+        out_names += feature_out
+    sql = ("WITH " + ",\n".join(ctes) + f"\nSELECT {', '.join(select)}, e.{ROW_ID}\nFROM entity_rows e\n"
+           + "\n".join(joins) + f"\nORDER BY e.{ROW_ID}")
+    return sql, out_names
+
+
+def _upload_entity_df(wh: HiveWarehouse, entity_df: pd.DataFrame, name: str, timestamp_column: str) -> list[str]:
+    """Upload the entity rows (plus their position as ``modelsvc_row_id``) to scratch table ``name``."""
+    columns = [str(c) for c in entity_df.columns]
+    for c in columns:
+        check_identifier(c, what="entity dataframe column")
+    if len({c.lower() for c in columns}) != len(columns) or ROW_ID in {c.lower() for c in columns}:
+        raise DataError(f"entity dataframe columns must be distinct ignoring case and not '{ROW_ID}': {columns}")
+    df = entity_df.reset_index(drop=True).copy()
+    df[timestamp_column] = pd.to_datetime(df[timestamp_column], utc=True)
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    table = table.append_column(ROW_ID, pa.array(range(len(df)), pa.int64()))
+    table = pa.table({n: (c.cast(pa.string()) if pa.types.is_null(c.type) else c)
+                      for n, c in zip(table.column_names, table.columns, strict=True)})
+    wh.ensure_table(name, table.schema, scratch=True, partitioned=False)
+    if table.num_rows:
+        wh.insert_rows(name, table, scratch=True)
+    return columns
+
+
+class HiveOfflineStore(OfflineStore):
+    """Feast offline store over HiveServer2 (see the module docstring for the semantics)."""
+
+    supports_filter_by_created_timestamp = True
+
+    @staticmethod
+    def get_historical_features(config: RepoConfig, feature_views: list[FeatureView], feature_refs: list[str],
+                                entity_df: pd.DataFrame | str | None, registry: BaseRegistry, project: str,
+                                full_feature_names: bool = False, filter_by_created_timestamp: bool = False,
+                                **kwargs: Any) -> RetrievalJob:
+        store_config = config.offline_store
+        sources: dict[str, HiveSource] = {}
+        for fv in feature_views:
+            if not isinstance(fv.batch_source, HiveSource):
+                raise UsageError(f"feature view {fv.name}: its source is not a HiveSource")
+            sources[fv.projection.name_to_use()] = fv.batch_source
+        if entity_df is None:
+            raise UsageError("the Hive offline store needs an entity dataframe or query")
+        contexts_for = _contexts_factory(feature_refs, feature_views, registry, project)
+
+        if isinstance(entity_df, pd.DataFrame):
+            ts_col = offline_utils.infer_event_timestamp_from_entity_df(dict(entity_df.dtypes))
+            ts_values = pd.to_datetime(entity_df[ts_col], utc=True)
+            bounds = (_aware(ts_values.min()), _aware(ts_values.max())) if len(entity_df) else (None, None)
+            keys = [str(c) for c in entity_df.columns if c != ts_col]
+        else:
+            ts_col = offline_utils.DEFAULT_ENTITY_DF_EVENT_TIMESTAMP_COL
+            bounds, keys = (None, None), []
+        expected = offline_utils.get_expected_join_keys(project, feature_views, registry)
+        if isinstance(entity_df, pd.DataFrame):
+            offline_utils.assert_expected_columns_in_entity_df(dict(entity_df.dtypes), expected, ts_col)
+            missing = sorted(k for k in expected if k not in entity_df.columns)
+            if missing:
+                raise DataError(f"entity dataframe lacks the join key(s) {', '.join(missing)}")
+
+        @contextmanager
+        def build(wh: HiveWarehouse) -> Iterator[tuple[str, list[str]]]:
+            name = f"modelsvc_entity_{uuid.uuid4().hex[:16]}"
+            try:
+                if isinstance(entity_df, pd.DataFrame):
+                    columns = _upload_entity_df(wh, entity_df, name, ts_col)
+                    start, end = bounds
+                else:
+                    wh.execute(f"CREATE TABLE {wh.qualified(name, scratch=True)} STORED AS PARQUET AS "
+                               f"SELECT q.*, ROW_NUMBER() OVER (ORDER BY q.{_q(ts_col)}) AS {ROW_ID} "
+                               f"FROM ({entity_df}) q")
+                    columns = [n for n, _ in wh.columns(name, scratch=True) if n != ROW_ID]
+                    lo, hi = wh.scalar_rows(f"SELECT MIN({_q(ts_col)}), MAX({_q(ts_col)}) "
+                                            f"FROM {wh.qualified(name, scratch=True)}")[0]
+                    start, end = (_aware(lo), _aware(hi)) if lo is not None else (None, None)
+                entity = _Entity(name, columns, ts_col, start, end)
+                sql, out = _pit_sql(wh, entity, contexts_for(start, end), sources,
+                                    full_feature_names=full_feature_names,
+                                    filter_by_created_timestamp=filter_by_created_timestamp)
+                yield sql, out
+            finally:
+                with suppress(ModelsvcError):
+                    wh.drop_table(name, scratch=True)
+
+        preview = None
+        with suppress(Exception):
+            preview_wh = HiveWarehouse(None, hive=store_config.hive_settings())
+            entity = _Entity("modelsvc_entity_PLACEHOLDER", [ts_col, *keys], ts_col, *bounds)
+            preview, _ = _pit_sql(preview_wh, entity, contexts_for(*bounds), sources,
+                                  full_feature_names=full_feature_names,
+                                  filter_by_created_timestamp=filter_by_created_timestamp)
+        return HiveRetrievalJob(
+            build, config, full_feature_names=full_feature_names,
+            on_demand_feature_views=OnDemandFeatureView.get_requested_odfvs(feature_refs, project, registry),
+            metadata=RetrievalMetadata(features=feature_refs, keys=keys,
+                                       min_event_timestamp=bounds[0], max_event_timestamp=bounds[1]),
+            sql_preview=preview,
+        )
+
+    @staticmethod
+    def pull_latest_from_table_or_query(config: RepoConfig, data_source: DataSource, join_key_columns: list[str],
+                                        feature_name_columns: list[str], timestamp_field: str,
+                                        created_timestamp_column: str | None, start_date: datetime,
+                                        end_date: datetime) -> RetrievalJob:
+        source = _hive_source(data_source)
+        relation = _relation(source, config.offline_store.database, start=start_date, end=end_date)
+        ts = _q(timestamp_field)
+        order = [f"s.{ts} DESC"] + ([f"s.{_q(created_timestamp_column)} DESC"] if created_timestamp_column else [])
+        partition = ("PARTITION BY " + ", ".join(f"s.{_q(k)}" for k in join_key_columns)) if join_key_columns else ""
+        if feature_name_columns:
+            cols = [*join_key_columns, *feature_name_columns, timestamp_field]
+            if created_timestamp_column:
+                cols.append(created_timestamp_column)
+            inner = ", ".join(f"s.{_q(c)}" for c in cols)
+            outer = ", ".join(f"t.{_q(c)}" for c in cols)
+        else:  # Feast: no feature columns means every source column
+            inner, outer = "s.*", "t.*"
+        dummy = "" if join_key_columns else f", {sql_literal(DUMMY_ENTITY_VAL)} AS `{DUMMY_ENTITY_ID}`"
+        sql = (f"SELECT {outer}{dummy} FROM (SELECT {inner}, ROW_NUMBER() OVER ({partition} ORDER BY "
+               f"{', '.join(order)}) AS {_RN} FROM {relation} s WHERE s.{ts} >= {_ts(start_date)} "
+               f"AND s.{ts} <= {_ts(end_date)}) t WHERE t.{_RN} = 1")
+        if not feature_name_columns:
+            return _DropColumnJob(sql, config, drop=_RN)
+        return HiveRetrievalJob(sql, config, full_feature_names=False)
+
+    @staticmethod
+    def pull_all_from_table_or_query(config: RepoConfig, data_source: DataSource, join_key_columns: list[str],
+                                     feature_name_columns: list[str], timestamp_field: str,
+                                     created_timestamp_column: str | None = None, start_date: datetime | None = None,
+                                     end_date: datetime | None = None) -> RetrievalJob:
+        source = _hive_source(data_source)
+        relation = _relation(source, config.offline_store.database, start=start_date, end=end_date)
+        ts = _q(timestamp_field)
+        if feature_name_columns:
+            cols = [*join_key_columns, *feature_name_columns, timestamp_field]
+            if created_timestamp_column:
+                cols.append(created_timestamp_column)
+            select = ", ".join(f"s.{_q(c)}" for c in cols)
+        else:
+            select = "s.*"
+        where = []
+        if start_date is not None:
+            where.append(f"s.{ts} >= {_ts(start_date)}")
+        if end_date is not None:
+            where.append(f"s.{ts} <= {_ts(end_date)}")
+        sql = f"SELECT {select} FROM {relation} s" + (f" WHERE {' AND '.join(where)}" if where else "")
+        return HiveRetrievalJob(sql, config, full_feature_names=False)
+
+    @staticmethod
+    def offline_write_batch(config: RepoConfig, feature_view: FeatureView, table: pa.Table,
+                            progress: Callable[[int], Any] | None) -> None:
+        raise NotImplementedError("modelsvc feature tables are written by `modelsvc etl`, not through Feast")
+
+
+class _DropColumnJob(HiveRetrievalJob):
+    def __init__(self, sql: str, config: RepoConfig, *, drop: str) -> None:
+        super().__init__(sql, config, full_feature_names=False)
+        self._drop = drop
+
+    def _to_arrow_internal(self, timeout: int | None = None) -> pa.Table:
+        table = super()._to_arrow_internal(timeout)
+        return table.drop_columns([n for n in table.column_names if n.lower() == self._drop])
+
+
+def _hive_source(data_source: DataSource) -> HiveSource:
+    if not isinstance(data_source, HiveSource):
+        raise UsageError(f"data source {data_source.name} is not a HiveSource")
+    return data_source
+
+
+def _contexts_factory(feature_refs: list[str], feature_views: list[FeatureView], registry: BaseRegistry,
+                      project: str) -> Callable[[datetime | None, datetime | None], list[Any]]:
+    def contexts(start: datetime | None, end: datetime | None) -> list[Any]:
+        now = datetime.now(timezone.utc)
+        return offline_utils.get_feature_view_query_context(feature_refs, feature_views, registry, project,
+                                                            (start or now, end or now))
+    return contexts

@@ -1,0 +1,406 @@
+"""Feast: the feature repo, its store configuration, materialization and historical retrieval.
+
+The Feast configuration is derived from the settings (``repo_config``): registry and SQLite online store under
+``<root>/feast/``, Redis when ``features.online_store`` is ``redis``, and the offline store of the warehouse
+engine (local: Feast's DuckDB store over the Parquet tables, see ``modelsvc.feast_local``; hive: the
+``modelsvc.feast_hive`` plugin). The definitions are those of ``<features.repo_path>/definitions.py``, built
+with the same settings, so ``feast apply`` in the repo and ``modelsvc materialize`` register the same objects.
+A copy of the configuration is written to ``<root>/feast/feature_store.yaml`` for use with the ``feast`` CLI
+(``feast -c feature_repo -f data/feast/feature_store.yaml …``).
+
+feast is imported lazily, inside the functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import os
+import time
+from collections.abc import Iterator, Sequence
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field
+
+from modelsvc.config import Settings
+from modelsvc.errors import ConfigError, DataError, NotFoundError
+from modelsvc.progress import NULL, Reporter
+from modelsvc.timeutil import parse_timestamp
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# a data-source tag: the offline store adds a column of this name holding the source's timestamp field
+FEATURE_TS_TAG = "modelsvc.feature_ts_column"
+TIMESTAMP_FIELD = "event_timestamp"
+CREATED_TIMESTAMP_FIELD = "created_timestamp"
+LOCAL_OFFLINE_STORE = "modelsvc.feast_local.LocalDuckDBOfflineStore"
+DEFINITIONS_FILE = "definitions.py"
+
+
+class ViewMaterialization(BaseModel):
+    """What one feature view's materialization did."""
+
+    view: str
+    table: str
+    start: datetime | None = Field(description="start of the interval written (None when up to date)")
+    end: datetime
+    rows: int = Field(description="entity rows written to the online store")
+    seconds: float
+    skipped: bool = False
+
+
+class MaterializeReport(BaseModel):
+    """Result of ``materialize``."""
+
+    project: str
+    online_store: str
+    end: datetime
+    applied: bool = Field(description="the definitions were (re)registered before materializing")
+    views: list[ViewMaterialization]
+    rows: int
+    seconds: float
+
+
+# -- configuration ---------------------------------------------------------------------------------------------
+
+def repo_path(settings: Settings) -> Path:
+    """The Feast repo folder (``features.repo_path``, relative to the working directory)."""
+    path = settings.features.repo_path
+    path = path if path.is_absolute() else Path.cwd() / path
+    if not (path / DEFINITIONS_FILE).is_file():
+        raise NotFoundError(f"feature repo '{settings.features.repo_path}' has no {DEFINITIONS_FILE} "
+                            "(set features.repo_path to the feature_repo folder)")
+    return path
+
+
+def settings_for_repo(repo_dir: Path) -> Settings:
+    """Settings for the ``feast`` CLI run inside the repo: ``MODELSVC_CONFIG_DIR`` (default ``<repo>/../configs``),
+    relative state paths taken from the folder above the repo."""
+    from modelsvc.config import load_settings
+
+    project_dir = repo_dir.resolve().parent
+    settings = load_settings(os.environ.get("MODELSVC_CONFIG_DIR") or project_dir / "configs")
+    if not settings.paths.root.is_absolute():
+        settings.paths.root = project_dir / settings.paths.root
+    settings.features.repo_path = repo_dir.resolve()
+    return settings
+
+
+def _offline_store_config(settings: Settings) -> dict[str, Any]:
+    if settings.warehouse.engine == "hive":
+        from modelsvc.feast_hive import offline_store_config  # type: ignore[import-not-found]
+
+        return dict(offline_store_config(settings))
+    return {"type": LOCAL_OFFLINE_STORE}
+
+
+def _online_store_config(settings: Settings, *, for_file: bool = False) -> dict[str, Any]:
+    if settings.features.online_store == "redis":
+        redis = settings.features.redis
+        if for_file and redis.password is not None:
+            # never write the secret: Feast expands environment variables in feature_store.yaml
+            conn = redis.model_copy(update={"password": None}).connection_string()
+            conn += ",password=${MODELSVC_FEATURES__REDIS__PASSWORD}"
+        else:
+            conn = redis.connection_string()
+        return {"type": "redis", "connection_string": conn}
+    return {"type": "sqlite", "path": str(settings.paths.resolve("feast") / "online_store.db")}
+
+
+def store_config(settings: Settings, *, for_file: bool = False) -> dict[str, Any]:
+    """The content of ``feature_store.yaml`` for ``settings``."""
+    return {
+        "project": settings.features.project,
+        "provider": "local",
+        "registry": {"registry_type": "file", "path": str(settings.paths.resolve("feast") / "registry.db"),
+                     "cache_ttl_seconds": 0},
+        "offline_store": _offline_store_config(settings),
+        "online_store": _online_store_config(settings, for_file=for_file),
+        "entity_key_serialization_version": 3,
+    }
+
+
+def repo_config(settings: Settings) -> Any:
+    """A Feast ``RepoConfig`` for ``settings``."""
+    from feast.repo_config import RepoConfig
+
+    return RepoConfig(repo_path=repo_path(settings), **store_config(settings))
+
+
+def write_store_yaml(settings: Settings) -> Path:
+    """Write ``<root>/feast/feature_store.yaml`` (the generated configuration, no secrets) and return it."""
+    import yaml
+
+    folder = settings.paths.resolve("feast")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "feature_store.yaml"
+    text = "# generated by modelsvc from the settings: edit configs/*.yaml instead\n"
+    text += yaml.safe_dump(store_config(settings, for_file=True), sort_keys=False)
+    if not path.is_file() or path.read_text() != text:
+        tmp = path.with_suffix(".yaml.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return path
+
+
+def batch_source(settings: Settings, table: str, *, feature_ts_column: str) -> Any:
+    """The Feast data source of a feature table for the configured engine (called by the repo definitions)."""
+    tags = {FEATURE_TS_TAG: feature_ts_column}
+    if settings.warehouse.engine == "hive":
+        from modelsvc.feast_hive import hive_source  # type: ignore[import-not-found]
+
+        return hive_source(settings, table, timestamp_field=TIMESTAMP_FIELD,
+                           created_timestamp_column=CREATED_TIMESTAMP_FIELD, tags=tags)
+    from feast import FileSource
+    from feast.data_format import ParquetFormat
+
+    return FileSource(
+        name=table,
+        path=str(settings.paths.resolve("warehouse") / table),
+        file_format=ParquetFormat(),
+        timestamp_field=TIMESTAMP_FIELD,
+        created_timestamp_column=CREATED_TIMESTAMP_FIELD,
+        tags=tags,
+        description=f"warehouse table {table} (Parquet, partitioned by ds)",
+    )
+
+
+def load_definitions(settings: Settings) -> list[Any]:
+    """The Feast objects of the repo, built for ``settings``."""
+    path = repo_path(settings) / DEFINITIONS_FILE
+    spec = importlib.util.spec_from_file_location("_modelsvc_feature_definitions", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+        build = module.build_definitions
+    except (ImportError, AttributeError, SyntaxError) as exc:
+        raise ConfigError(f"feature definitions {path} cannot be loaded: {exc}") from exc
+    return list(build(settings))
+
+
+# -- the store -------------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Feast prints progress on stdout; keep stdout for our own output (--json)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+def feature_store(settings: Settings, *, apply: bool = True) -> Any:
+    """A ``FeatureStore`` for ``settings``; with ``apply``, the definitions are registered when they changed."""
+    from feast import FeatureStore
+
+    settings.paths.resolve("feast").mkdir(parents=True, exist_ok=True)
+    write_store_yaml(settings)
+    store = FeatureStore(config=repo_config(settings))
+    if apply:
+        apply_definitions(settings, store)
+    return store
+
+
+def apply_definitions(settings: Settings, store: Any) -> bool:
+    """Register the repo's objects unless the registry already holds the same ones; True when it applied.
+
+    Re-applying an unchanged view would keep working, but skipping it keeps the registry untouched."""
+    objects = load_definitions(settings)
+    if all(_same(_registered(store, obj), obj) for obj in objects):
+        return False
+    with _quiet():
+        store.apply(objects)
+    return True
+
+
+def _same(registered: Any, obj: Any) -> bool:
+    """Equal definitions, ignoring what the registry adds (timestamps, resolved entity columns)."""
+    if registered is None:
+        return False
+
+    def scrub(msg: Any) -> Any:
+        for field, value in msg.ListFields():
+            if field.name in {"meta", "entity_columns"}:
+                msg.ClearField(field.name)
+            elif field.message_type is not None and not field.message_type.GetOptions().map_entry:
+                for item in (value if field.is_repeated else [value]):
+                    scrub(item)
+        return msg
+
+    def spec(o: Any) -> Any:
+        return scrub(o.to_proto().spec)
+
+    return bool(spec(registered) == spec(obj))
+
+
+def _registered(store: Any, obj: Any) -> Any:
+    from feast import Entity, FeatureService, FeatureView
+    from feast.errors import FeastObjectNotFoundException
+
+    getters = [(FeatureView, store.get_feature_view), (FeatureService, store.get_feature_service),
+               (Entity, store.get_entity)]
+    for kind, get in getters:
+        if isinstance(obj, kind):
+            try:
+                return get(obj.name)
+            except FeastObjectNotFoundException:
+                return None
+    return None
+
+
+def _views(store: Any, settings: Settings) -> list[Any]:
+    """The feature views of the model's feature service, in service order."""
+    service = _service(store, settings)
+    return [store.get_feature_view(p.name) for p in service.feature_view_projections]
+
+
+def _service(store: Any, settings: Settings) -> Any:
+    from feast.errors import FeastObjectNotFoundException
+
+    try:
+        return store.get_feature_service(settings.features.feature_service)
+    except FeastObjectNotFoundException:
+        raise ConfigError(f"feature service '{settings.features.feature_service}' is not defined in "
+                          f"{settings.features.repo_path}/{DEFINITIONS_FILE} (features.feature_service)") from None
+
+
+def feature_refs(store: Any, settings: Settings) -> list[str]:
+    """``view:feature`` references of the model's feature service."""
+    return [f"{p.name_to_use()}:{f.name}" for p in _service(store, settings).feature_view_projections
+            for f in p.features]
+
+
+def _ts_column(view: Any) -> str | None:
+    return (view.batch_source.tags or {}).get(FEATURE_TS_TAG)
+
+
+def _check_tables(settings: Settings, views: Sequence[Any]) -> None:
+    """Locally, a missing feature table is a NotFoundError naming it (the Hive store reports its own)."""
+    if settings.warehouse.engine != "duckdb":
+        return
+    for view in views:
+        folder = Path(view.batch_source.path)
+        if not any(folder.glob("ds=*/*.parquet")):
+            raise NotFoundError(f"feature table '{folder.name}' not found under {folder.parent} "
+                                f"(feature view {view.name}); run: modelsvc etl")
+
+
+# -- materialize -----------------------------------------------------------------------------------------------
+
+def materialize(settings: Settings, *, end: str | datetime | date | None = None,
+                reporter: Reporter = NULL) -> MaterializeReport:
+    """Load the latest feature values up to ``end`` (default: now) into the online store, incrementally.
+
+    Each view continues from the end of its previous materialization (Feast ``materialize_incremental``); the
+    first run starts at ``end - ttl``, so the online store holds exactly the values still valid at ``end``.
+    Running it again with the same ``end`` writes nothing."""
+    from feast.utils import make_tzaware
+
+    t0 = time.perf_counter()
+    end_ts = _end_timestamp(end)
+    store = feature_store(settings, apply=False)
+    applied = apply_definitions(settings, store)
+    views = _views(store, settings)
+    _check_tables(settings, views)
+    results = []
+    with reporter.task("materialize", total=len(views)) as task:
+        for view in views:
+            t1 = time.perf_counter()
+            previous = make_tzaware(view.most_recent_end_time) if view.most_recent_end_time else None
+            start = previous if previous is not None else end_ts - view.ttl
+            if start >= end_ts:
+                results.append(ViewMaterialization(view=view.name, table=view.batch_source.name, start=None,
+                                                   end=end_ts, rows=0, seconds=time.perf_counter() - t1,
+                                                   skipped=True))
+                task.advance(1, view=view.name, rows=0)
+                continue
+            rows = _count_latest(store, view, start, end_ts)
+            with _quiet():
+                if previous is None:
+                    store.materialize(start_date=start, end_date=end_ts, feature_views=[view.name])
+                else:
+                    store.materialize_incremental(end_date=end_ts, feature_views=[view.name])
+            results.append(ViewMaterialization(view=view.name, table=view.batch_source.name, start=start,
+                                               end=end_ts, rows=rows, seconds=time.perf_counter() - t1))
+            task.advance(1, view=view.name, rows=rows)
+            reporter.log(f"{view.name}: {rows} rows from {start:%Y-%m-%d %H:%M} to {end_ts:%Y-%m-%d %H:%M}")
+    return MaterializeReport(project=settings.features.project, online_store=settings.features.online_store,
+                             end=end_ts, applied=applied, views=results, rows=sum(r.rows for r in results),
+                             seconds=time.perf_counter() - t0)
+
+
+def _end_timestamp(end: str | datetime | date | None) -> datetime:
+    if end is None:
+        return datetime.now(timezone.utc).replace(microsecond=0)
+    if isinstance(end, date) and not isinstance(end, datetime):
+        end = datetime(end.year, end.month, end.day, tzinfo=timezone.utc)
+    return parse_timestamp(end, option="--end-date")
+
+
+def _count_latest(store: Any, view: Any, start: datetime, end: datetime) -> int:
+    """Entity rows that materializing [start, end] writes: one per entity with a row in the interval (the same
+    offline query Feast runs, without the feature columns)."""
+    source = view.batch_source
+    job = store._get_provider().offline_store.pull_latest_from_table_or_query(
+        config=store.config, data_source=source, join_key_columns=[c.name for c in view.entity_columns],
+        feature_name_columns=[], timestamp_field=source.timestamp_field,
+        created_timestamp_column=source.created_timestamp_column, start_date=start, end_date=end,
+    )
+    return int(job.to_arrow().num_rows)
+
+
+# -- retrieval -------------------------------------------------------------------------------------------------
+
+def get_online_features(settings: Settings, user_ids: Sequence[int]) -> pd.DataFrame:
+    """The online values of the model's features for ``user_ids`` (one row per id, None where missing)."""
+    store = feature_store(settings, apply=False)
+    service = _service(store, settings)
+    rows = [{settings.entity: int(u)} for u in user_ids]
+    with _quiet():
+        return store.get_online_features(features=service, entity_rows=rows).to_df()
+
+
+class HistoricalFeatures(BaseModel):
+    """Features joined point-in-time to entity rows, with the timestamp of each joined feature row."""
+
+    model_config = {"arbitrary_types_allowed": True}
+
+    table: Any = Field(description="pyarrow.Table: entity columns, features, feature-timestamp columns")
+    feature_refs: list[str]
+    timestamp_columns: dict[str, list[str]] = Field(
+        description="feature-timestamp column -> the features it dates")
+
+
+def historical_features(settings: Settings, entity_df: pd.DataFrame) -> HistoricalFeatures:
+    """Feast ``get_historical_features`` of the feature service for ``entity_df`` (``event_timestamp`` + the entity
+    key + any other columns, kept). Also returns each view's feature-row timestamp for the leakage check."""
+    store = feature_store(settings)
+    views = _views(store, settings)
+    _check_tables(settings, views)
+    refs = feature_refs(store, settings)
+    ts_columns: dict[str, list[str]] = {}
+    extra = []
+    for view in views:
+        col = _ts_column(view)
+        if col is None:
+            raise ConfigError(f"feature view {view.name}: its source lacks the tag {FEATURE_TS_TAG}")
+        ts_columns[col] = [r.split(":", 1)[1] for r in refs if r.split(":", 1)[0] == view.name]
+        extra.append(f"{view.name}:{col}")
+    with _quiet():
+        try:
+            table = store.get_historical_features(entity_df=entity_df, features=refs + extra).to_arrow()
+        except Exception as exc:  # duckdb / ibis report unreadable or wrongly typed tables with many types
+            if type(exc).__module__.split(".")[0] in {"duckdb", "ibis", "pyarrow"}:
+                raise DataError(f"point-in-time join failed reading the feature tables: {_first_line(exc)}") \
+                    from exc
+            raise
+    return HistoricalFeatures(table=table, feature_refs=refs, timestamp_columns=ts_columns)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+

@@ -1,0 +1,422 @@
+"""MLflow registry: promote an evaluated run behind the production alias, and roll back.
+
+Aliases only (stages are gone in MLflow 3). Bookkeeping:
+
+- each promoted version gets the tag ``modelsvc.previous_version`` (the version it replaced, or ``none``): the
+  source of truth for ``rollback``, which walks back this chain one step at a time;
+- the alias ``previous-<production alias>`` mirrors it for people browsing the registry;
+- who, when, why, forced or not, and the evaluation metrics are tags on the version (``modelsvc.promoted_*``,
+  ``modelsvc.eval.*``).
+
+Concurrency. MLflow has no compare-and-set on aliases, so promote and rollback hold a lock: a registered model
+named ``<model>.modelsvc-lock``, created (atomic create-if-absent, refused with RESOURCE_ALREADY_EXISTS while it
+exists) and deleted when done. Under the lock the promotion re-reads production and refuses a candidate that was
+evaluated against another production version than the current one (do no harm is judged against what it
+replaces). So of two racing promotions of candidates evaluated against the same production, one wins and the other
+is refused; the alias always ends on an evaluated version, never half-registered. After moving the alias it is
+re-read; a mismatch (a writer that bypassed the lock) is a RetryableError. A lock older than ``LOCK_TTL_S`` is
+taken to be left by a crashed process and broken; the guarantee assumes a promotion finishes within that time.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import random
+import re
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from modelsvc.config import Settings
+from modelsvc.errors import DataError, GateRefusedError, NotFoundError, RetryableError, UsageError
+
+TAG_PREVIOUS_VERSION = "modelsvc.previous_version"
+TAG_PROMOTED_BY = "modelsvc.promoted_by"
+TAG_PROMOTED_AT = "modelsvc.promoted_at"
+TAG_PROMOTION_REASON = "modelsvc.promotion_reason"
+TAG_FORCED = "modelsvc.promotion_forced"
+TAG_ROLLED_BACK_FROM = "modelsvc.rolled_back_from"
+TAG_ROLLED_BACK_BY = "modelsvc.rolled_back_by"
+TAG_ROLLED_BACK_AT = "modelsvc.rolled_back_at"
+TAG_ROLLBACK_REASON = "modelsvc.rollback_reason"
+LOCK_SUFFIX = ".modelsvc-lock"
+LOCK_TOKEN_TAG = "modelsvc.lock.token"
+LOCK_TTL_S = 300.0
+LOCK_WAIT_S = 60.0
+NO_VERSION = "none"
+_RUN_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+# MLmodel keys (any flavor) that name a file or folder inside the model directory
+_PATH_KEYS = {"python_model", "data", "model_data", "pickled_model", "model_path", "code"}
+
+
+class Promotion(BaseModel):
+    """The result of ``promote`` and ``rollback``: where the alias points now and what it replaced."""
+
+    action: Literal["promote", "rollback"]
+    registered_model: str
+    alias: str
+    model_uri: str = Field(description="models:/<name>@<alias>")
+    version: str = Field(description="the version the alias points at now")
+    run_id: str | None
+    previous_version: str | None = Field(description="the version the alias pointed at before (None: none)")
+    changed: bool = Field(description="False when the alias already pointed at this version (no-op)")
+    forced: bool = False
+    reason: str | None = None
+    actor: str
+    at: datetime
+    verdict: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict, description="the run's eval_* metrics")
+    files: list[str] = Field(default_factory=list, description="model artifact files checked before the move")
+
+
+def previous_alias(settings: Settings) -> str:
+    return f"previous-{settings.mlflow.production_alias}"
+
+
+def production_version(settings: Settings, client: Any) -> Any | None:
+    """The ModelVersion behind the production alias, or None (no registered model or no alias)."""
+    return _alias_version(client, settings.mlflow.registered_model, settings.mlflow.production_alias)
+
+
+def promote(settings: Settings, *, run_id: str, force: bool = False, reason: str | None = None,
+            actor: str | None = None) -> Promotion:
+    """Register run ``run_id``'s model (once) and move the production alias to it.
+
+    Refused (GateRefusedError) unless the run has a passed evaluation against the current production version, or
+    ``force`` with a ``reason``. Promoting the version that is already in production is a no-op.
+    """
+    from modelsvc.evaluation import METRIC_PREFIX, NO_PRODUCTION, TAG_PRODUCTION_VERSION, TAG_VERDICT, _get_run
+
+    if force and not (reason and reason.strip()):
+        raise UsageError("--force needs --reason TEXT (say why the gate is bypassed)")
+    if not _RUN_ID.match(run_id or ""):
+        raise UsageError(f"--run-id {run_id!r} is not an MLflow run id")
+    client = _client(settings)
+    name, alias = settings.mlflow.registered_model, settings.mlflow.production_alias
+    who = actor or _default_actor()
+    run = _get_run(client, run_id)
+    _refuse_unless_passed(run, force)
+
+    with promotion_lock(client, name):
+        run = _get_run(client, run_id)  # re-read under the lock: an evaluation may have just finished
+        _refuse_unless_passed(run, force)
+        verdict = run.data.tags.get(TAG_VERDICT)
+        metrics = _eval_metrics(client, run_id)
+        _ensure_registered_model(client, name)
+        current = _alias_version(client, name, alias)
+        existing = _find_version(client, name, run_id)
+        base: dict[str, Any] = dict(
+            action="promote", registered_model=name, alias=alias, model_uri=f"models:/{name}@{alias}", run_id=run_id,
+            forced=force, reason=reason, actor=who, at=datetime.now(timezone.utc), verdict=verdict, metrics=metrics)
+        if current is not None and existing is not None and str(current.version) == str(existing.version):
+            return Promotion(**base, version=str(existing.version), changed=False,
+                             previous_version=_none(current.tags.get(TAG_PREVIOUS_VERSION)))
+        now = NO_PRODUCTION if current is None else str(current.version)
+        against = run.data.tags.get(TAG_PRODUCTION_VERSION)
+        if not force and against != now:
+            raise GateRefusedError(
+                f"run {run_id} was evaluated against production version {against} but production is now "
+                f"version {now}; evaluate it again: modelsvc evaluate --run-id {run_id}")
+        version = str((existing or _register(name, run_id)).version)
+        files = verify_model_artifact(name, version)
+
+        tags = {
+            TAG_PREVIOUS_VERSION: NO_VERSION if current is None else str(current.version),
+            TAG_PROMOTED_BY: who,
+            TAG_PROMOTED_AT: base["at"].isoformat(),
+            TAG_PROMOTION_REASON: reason or "",
+            TAG_FORCED: str(force).lower(),
+            TAG_VERDICT: verdict or NO_VERSION,
+            **{f"modelsvc.eval.{k[len(METRIC_PREFIX):]}": repr(v) for k, v in metrics.items()},
+        }
+        for key, value in tags.items():  # bookkeeping first: rollback can rely on it once the alias moves
+            client.set_model_version_tag(name, version, key, value)
+        client.set_registered_model_alias(name, alias, version)
+        if current is not None:
+            client.set_registered_model_alias(name, previous_alias(settings), str(current.version))
+        _verify_alias(client, name, alias, version)
+    return Promotion(**base, version=version, previous_version=None if current is None else str(current.version),
+                     changed=True, files=files)
+
+
+def rollback(settings: Settings, *, reason: str | None = None, actor: str | None = None) -> Promotion:
+    """Move the production alias back to the version the current one replaced (recorded on both versions)."""
+    client = _client(settings)
+    name, alias = settings.mlflow.registered_model, settings.mlflow.production_alias
+    who = actor or _default_actor()
+    with promotion_lock(client, name):
+        current = _alias_version(client, name, alias)
+        if current is None:
+            raise NotFoundError(f"registered model '{name}' has no '{alias}' alias: nothing to roll back")
+        prev = current.tags.get(TAG_PREVIOUS_VERSION)
+        if not prev or prev == NO_VERSION:
+            raise NotFoundError(f"nothing to roll back to: version {current.version} of '{name}' replaced no "
+                                "earlier version")
+        target = _get_version(client, name, prev)
+        metrics = _eval_metrics(client, target.run_id)
+        files = verify_model_artifact(name, prev)
+        at = datetime.now(timezone.utc)
+        for key, value in {TAG_ROLLED_BACK_FROM: str(current.version), TAG_ROLLED_BACK_BY: who,
+                           TAG_ROLLED_BACK_AT: at.isoformat(), TAG_ROLLBACK_REASON: reason or ""}.items():
+            client.set_model_version_tag(name, prev, key, value)
+        client.set_model_version_tag(name, str(current.version), TAG_ROLLED_BACK_AT, at.isoformat())
+        client.set_registered_model_alias(name, alias, prev)
+        earlier = target.tags.get(TAG_PREVIOUS_VERSION)
+        if earlier and earlier != NO_VERSION:
+            client.set_registered_model_alias(name, previous_alias(settings), earlier)
+        else:
+            _delete_alias(client, name, previous_alias(settings))
+        _verify_alias(client, name, alias, prev)
+    return Promotion(action="rollback", registered_model=name, alias=alias, model_uri=f"models:/{name}@{alias}",
+                     version=prev, run_id=target.run_id, previous_version=str(current.version), changed=True,
+                     reason=reason, actor=who, at=at, verdict=target.tags.get("modelsvc.eval.verdict"),
+                     metrics=metrics, files=files)
+
+
+# -- helpers ---------------------------------------------------------------------------------------------------
+
+def _client(settings: Settings) -> Any:
+    from modelsvc.tracking import mlflow_client
+
+    # artifact downloads would draw progress bars on stderr
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    return mlflow_client(settings)
+
+
+def _refuse_unless_passed(run: Any, force: bool) -> None:
+    from modelsvc.evaluation import TAG_VERDICT
+
+    verdict = run.data.tags.get(TAG_VERDICT)
+    if verdict == "passed" or force:
+        return
+    run_id = run.info.run_id
+    state = "has no evaluation" if verdict is None else f"has a '{verdict}' evaluation verdict"
+    raise GateRefusedError(
+        f"run {run_id} {state}; promote needs a passed evaluation",
+        hint=f"modelsvc evaluate --run-id {run_id}, or modelsvc promote --run-id {run_id} --force --reason TEXT",
+    )
+
+
+def _eval_metrics(client: Any, run_id: str | None) -> dict[str, float]:
+    from mlflow.exceptions import MlflowException
+
+    from modelsvc.evaluation import METRIC_PREFIX
+
+    if not run_id:
+        return {}
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return {}
+    return {k: float(v) for k, v in run.data.metrics.items() if k.startswith(METRIC_PREFIX)}
+
+
+def _default_actor() -> str:
+    user = os.environ.get("USER") or os.environ.get("USERNAME")
+    if user:
+        return user
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry (containers)
+        return "unknown"
+
+
+def _error_code(exc: BaseException) -> str:
+    return str(getattr(exc, "error_code", ""))
+
+
+def _alias_version(client: Any, name: str, alias: str) -> Any | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if _error_code(exc) in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}:
+            return None
+        raise
+
+
+def _get_version(client: Any, name: str, version: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(name, version)
+    except MlflowException as exc:
+        if _error_code(exc) in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+            raise NotFoundError(f"version {version} of registered model '{name}' no longer exists") from None
+        raise
+
+
+def _delete_alias(client: Any, name: str, alias: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.delete_registered_model_alias(name, alias)
+    except MlflowException as exc:
+        if _error_code(exc) not in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+            raise
+
+
+def _ensure_registered_model(client: Any, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name, description="CTR model served by modelsvc (production alias)")
+    except MlflowException as exc:
+        if _error_code(exc) != "RESOURCE_ALREADY_EXISTS":
+            raise
+
+
+def _find_version(client: Any, name: str, run_id: str) -> Any | None:
+    """The version registered from ``run_id`` (the oldest when several), or None."""
+    found = [v for v in client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+             if v.status != "FAILED_REGISTRATION"]
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
+def _register(name: str, run_id: str) -> Any:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    # MLflow 3 warns that it resolves runs:/<id>/model to the logged model (models:/m-…): expected, not news
+    fluent_log = logging.getLogger("mlflow.tracking._model_registry.fluent")
+    level = fluent_log.level
+    fluent_log.setLevel(logging.ERROR)
+    try:
+        mv = mlflow.register_model(f"runs:/{run_id}/model", name)
+    except MlflowException as exc:
+        raise NotFoundError(f"run {run_id} has no model at artifact path 'model': {str(exc).splitlines()[0]}") from None
+    finally:
+        fluent_log.setLevel(level)
+    if mv.status != "READY":
+        raise RetryableError(f"version {mv.version} of '{name}' is still {mv.status}; run promote again")
+    return mv
+
+
+def _none(v: str | None) -> str | None:
+    return None if not v or v == NO_VERSION else v
+
+
+def _verify_alias(client: Any, name: str, alias: str, version: str) -> None:
+    after = _alias_version(client, name, alias)
+    if after is None or str(after.version) != version:
+        now = "nothing" if after is None else f"version {after.version}"
+        raise RetryableError(f"alias '{alias}' of '{name}' was moved concurrently to {now} (expected {version})")
+
+
+def _list_files(uri: str, prefix: str = "") -> dict[str, int | None]:
+    import mlflow
+
+    files: dict[str, int | None] = {}
+    for a in mlflow.artifacts.list_artifacts(artifact_uri=f"{uri}/{prefix}" if prefix else uri):
+        if a.is_dir:
+            files.update(_list_files(uri, a.path))
+        else:
+            files[a.path] = a.file_size
+    return files
+
+
+def _declared_paths(flavors: dict[str, Any]) -> list[str]:
+    paths: list[str] = []
+    for conf in flavors.values():
+        if not isinstance(conf, dict):
+            continue
+        paths += [v for k, v in conf.items() if k in _PATH_KEYS and isinstance(v, str) and v]
+        env = conf.get("env")
+        if isinstance(env, dict):
+            paths += [v for v in env.values() if isinstance(v, str) and v]
+        artifacts = conf.get("artifacts")
+        if isinstance(artifacts, dict):
+            paths += [a["path"] for a in artifacts.values() if isinstance(a, dict) and isinstance(a.get("path"), str)]
+    return sorted(set(paths))
+
+
+def verify_model_artifact(name: str, version: str) -> list[str]:
+    """Check that version ``version`` of ``name`` has an MLmodel with a pyfunc flavor and every file it declares.
+
+    Returns the model's file listing; DataError naming the missing files otherwise.
+    """
+    import mlflow
+    import yaml
+    from mlflow.exceptions import MlflowException
+
+    uri = f"models:/{name}/{version}"
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/MLmodel", dst_path=tmp)
+            with open(path, encoding="utf-8") as fh:
+                mlmodel = yaml.safe_load(fh) or {}
+        except (MlflowException, OSError, yaml.YAMLError) as exc:
+            raise DataError(f"model {uri} has no readable MLmodel: {str(exc).splitlines()[0]}") from None
+    flavors = mlmodel.get("flavors") or {}
+    if "python_function" not in flavors:
+        raise DataError(f"model {uri} has no python_function flavor (flavors: {sorted(flavors)})")
+    files = _list_files(uri)
+    missing = []
+    for declared in _declared_paths(flavors):
+        d = declared.rstrip("/")
+        hits = {f: s for f, s in files.items() if f == d or f.startswith(d + "/")}
+        if not hits or (d in hits and hits[d] == 0):
+            missing.append(declared)
+    if missing:
+        raise DataError(f"model {uri} is incomplete: missing or empty {', '.join(missing)}")
+    return sorted(files)
+
+
+@contextmanager
+def promotion_lock(client: Any, name: str, *, wait_s: float = LOCK_WAIT_S, ttl_s: float = LOCK_TTL_S) -> Iterator[str]:
+    """Hold the registry lock of ``name`` (see the module docstring); yields this holder's token."""
+    from mlflow.exceptions import MlflowException
+
+    lock = f"{name}{LOCK_SUFFIX}"
+    token = uuid.uuid4().hex
+    holder = {"token": token, "host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
+    deadline = time.monotonic() + wait_s
+    delay = 0.05
+    while True:
+        try:
+            client.create_registered_model(
+                lock, tags={LOCK_TOKEN_TAG: token},
+                description="modelsvc promotion lock: " + json.dumps(holder),
+            )
+            break
+        except MlflowException as exc:
+            if _error_code(exc) != "RESOURCE_ALREADY_EXISTS":
+                raise
+        _break_stale_lock(client, lock, ttl_s)
+        if time.monotonic() > deadline:
+            raise RetryableError(f"another promotion holds the registry lock '{lock}' (waited {wait_s:.0f}s)",
+                                 hint=f"if no promotion is running, delete the registered model '{lock}'")
+        time.sleep(delay * (1 + random.random()))
+        delay = min(delay * 2, 1.0)
+    try:
+        yield token
+    finally:
+        try:
+            if client.get_registered_model(lock).tags.get(LOCK_TOKEN_TAG) == token:
+                client.delete_registered_model(lock)
+        except MlflowException:
+            pass
+
+
+def _break_stale_lock(client: Any, lock: str, ttl_s: float) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        rm = client.get_registered_model(lock)
+    except MlflowException:
+        return
+    age_s = time.time() - (rm.creation_timestamp or 0) / 1000.0
+    if age_s > ttl_s:
+        with suppress(MlflowException):
+            client.delete_registered_model(lock)

@@ -1,0 +1,431 @@
+"""The per-worker training loop and its fast data path.
+
+Each worker reads its shard of the train split (rows split by rank) once, preprocesses it into tensors and, when
+it fits the memory budget, keeps it resident on the device and draws shuffled batches by index (seeded
+``torch.randperm`` on the device). Otherwise it streams large pinned batches with a prefetch thread. Ray Data's
+per-batch iterator is deliberately not used: for a small MLP its per-batch overhead dominates.
+
+Imported by Ray workers (and the benchmark); torch and pyarrow are module-level imports here on purpose: this
+module is only imported lazily from ``modelsvc.training.trainer``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import torch
+from torch import nn
+
+from modelsvc.training.model import CTRModel
+from modelsvc.training.preprocessing import Preprocessor
+
+STATE_FILE = "state.pt"
+EVAL_BATCH = 65536
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+# -- metrics -------------------------------------------------------------------------------------------------
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC by the rank-sum (Mann-Whitney) statistic, ties counted half; NaN when one class is absent."""
+    y = np.asarray(labels).astype(bool).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    n_pos = int(y.sum())
+    n_neg = y.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    _, inverse, counts = np.unique(s[order], return_inverse=True, return_counts=True)
+    avg_rank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based average rank of each distinct score
+    ranks = np.empty(s.size, dtype=np.float64)
+    ranks[order] = avg_rank[inverse]
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+# -- reading ---------------------------------------------------------------------------------------------------
+def shard_bounds(n_total: int, rank: int, world: int) -> tuple[int, int]:
+    """Contiguous rows of one rank; every rank gets the same count (up to world-1 rows are dropped)."""
+    per_rank = n_total // world
+    return rank * per_rank, (rank + 1) * per_rank
+
+
+def read_split(path: str | Path, split: str, columns: list[str], start: int = 0,
+               stop: int | None = None) -> pd.DataFrame:
+    table = pq.read_table(path, columns=[*columns, "split"], filters=[("split", "=", split)])
+    if stop is not None or start:
+        stop = table.num_rows if stop is None else stop
+        table = table.slice(start, max(0, stop - start))
+    return table.drop(["split"]).to_pandas()
+
+
+def to_tensors(pre: Preprocessor, df: pd.DataFrame, label: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    num, cat = pre.transform(df)
+    y = pd.to_numeric(df[label], errors="coerce").fillna(0).to_numpy(dtype=np.float32)
+    return num, cat, y
+
+
+def row_bytes(pre: Preprocessor) -> int:
+    """Device bytes of one preprocessed row (numeric float32, categorical int64, label float32)."""
+    return 4 * pre.num_numeric_outputs + 8 * len(pre.categorical) + 4
+
+
+def memory_budget(device: torch.device, override: int | None) -> int:
+    """Bytes a resident shard may take: the override, else half the free device (or host) memory."""
+    if override:
+        return override
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free * 0.5)
+    import psutil
+
+    return int(psutil.virtual_memory().available * 0.5)
+
+
+def choose_data_path(mode: str, n_rows: int, bytes_per_row: int, device: torch.device,
+                     override: int | None) -> str:
+    if mode != "auto":
+        return mode
+    return "resident" if n_rows * bytes_per_row <= memory_budget(device, override) else "streaming"
+
+
+# -- batches ---------------------------------------------------------------------------------------------------
+def _generator(device: torch.device, *seed_parts: int) -> torch.Generator:
+    gen = torch.Generator(device=device)
+    seed = 0
+    for part in seed_parts:
+        seed = (seed * 1_000_003 + int(part)) % (2**63 - 1)
+    gen.manual_seed(seed)
+    return gen
+
+
+class ResidentBatches:
+    """A shard held in device memory; each epoch a seeded permutation on the device picks the batches."""
+
+    def __init__(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int,
+                 rank: int, device: torch.device) -> None:
+        self.device = device
+        self.num = torch.from_numpy(num).to(device)
+        self.cat = torch.from_numpy(cat).to(device)
+        self.y = torch.from_numpy(y).to(device)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+
+    @property
+    def rows(self) -> int:
+        return int(self.y.shape[0])
+
+    def __len__(self) -> int:
+        return math.ceil(self.rows / self.batch_size)
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        perm = torch.randperm(self.rows, device=self.device, generator=_generator(self.device, self.seed,
+                                                                                   epoch, self.rank))
+        for i in range(0, self.rows, self.batch_size):
+            idx = perm[i:i + self.batch_size]
+            yield self.num[idx], self.cat[idx], self.y[idx]
+
+
+class StreamingBatches:
+    """A shard too large for the device: read row-group chunks, preprocess, shuffle within the chunk, pin and
+    copy large batches to the device on a side stream while the previous batch trains (prefetch thread)."""
+
+    def __init__(self, path: str | Path, pre: Preprocessor, label: str, *, start: int, stop: int,
+                 batch_size: int, seed: int, rank: int, device: torch.device, chunk_rows: int | None = None,
+                 prefetch: int = 4) -> None:
+        self.path = str(path)
+        self.pre = pre
+        self.label = label
+        self.start, self.stop = start, stop
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.device = device
+        self.chunk_rows = chunk_rows or max(batch_size * 32, 262_144)
+        self.prefetch = prefetch
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.start
+
+    def __len__(self) -> int:
+        return math.ceil(self.rows / self.batch_size)
+
+    def _chunks(self) -> Iterator[pd.DataFrame]:
+        """The shard's train rows in file order, a chunk at a time."""
+        pf = pq.ParquetFile(self.path)
+        columns = [*self.pre.input_columns, self.label, "split"]
+        offset = 0
+        for rb in pf.iter_batches(batch_size=self.chunk_rows, columns=columns):
+            df = rb.to_pandas()
+            df = df[df["split"] == "train"]
+            lo, hi = offset, offset + len(df)
+            offset = hi
+            s, e = max(lo, self.start) - lo, min(hi, self.stop) - lo
+            if e > s:
+                yield df.iloc[s:e]
+            if offset >= self.stop:
+                break
+
+    def _to_device(self, arrays: tuple[np.ndarray, ...], stream: Any) -> tuple[Batch, Any]:
+        tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
+        if self.device.type != "cuda":
+            return (tensors[0], tensors[1], tensors[2]), None
+        with torch.cuda.stream(stream):
+            moved = [t.pin_memory().to(self.device, non_blocking=True) for t in tensors]
+            event = torch.cuda.Event()
+            event.record(stream)
+        return (moved[0], moved[1], moved[2]), event
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        q: queue.Queue[Any] = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+        done = object()
+
+        def produce() -> None:
+            try:
+                rng = np.random.default_rng([self.seed, epoch, self.rank])
+                stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+                carry: tuple[np.ndarray, ...] | None = None
+                for df in self._chunks():
+                    arrays = to_tensors(self.pre, df, self.label)
+                    perm = rng.permutation(len(df))
+                    arrays = tuple(a[perm] for a in arrays)
+                    if carry is not None:
+                        arrays = tuple(np.concatenate([c, a]) for c, a in zip(carry, arrays, strict=True))
+                    n_full = (len(arrays[2]) // self.batch_size) * self.batch_size
+                    for i in range(0, n_full, self.batch_size):
+                        if stop.is_set():
+                            return
+                        q.put(self._to_device(tuple(a[i:i + self.batch_size] for a in arrays), stream))
+                    carry = tuple(a[n_full:] for a in arrays)
+                if carry is not None and len(carry[2]):
+                    q.put(self._to_device(carry, stream))
+                q.put(done)
+            except BaseException as exc:  # handed to the consumer, which re-raises it
+                q.put(exc)
+
+        thread = threading.Thread(target=produce, name="modelsvc-prefetch", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = q.get()
+                if item is done:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                batch, event = item
+                if event is not None:
+                    torch.cuda.current_stream(self.device).wait_event(event)
+                yield batch
+        finally:
+            stop.set()
+            while thread.is_alive():  # drain so a blocked producer can finish
+                with contextlib.suppress(queue.Empty):
+                    q.get(timeout=0.1)
+            thread.join()
+
+
+# -- training and evaluation -----------------------------------------------------------------------------------
+def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Any, epoch: int) -> tuple[float,
+                                                                                                           int]:
+    """One pass over ``batches``; returns (mean train loss, samples)."""
+    model.train()
+    loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
+    total = torch.zeros((), dtype=torch.float64, device=_device_of(model))
+    samples = 0
+    for num, cat, y in batches.epoch(epoch):
+        optimizer.zero_grad(set_to_none=True)
+        loss_sum = loss_fn(model(num, cat), y)
+        (loss_sum / y.shape[0]).backward()
+        optimizer.step()
+        total += loss_sum.detach()
+        samples += int(y.shape[0])
+    return float(total.item()) / max(samples, 1), samples
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, num: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
+    model.eval()
+    out = [model(num[i:i + EVAL_BATCH], cat[i:i + EVAL_BATCH]) for i in range(0, num.shape[0], EVAL_BATCH)]
+    return torch.cat(out) if out else torch.zeros(0, device=num.device)
+
+
+def evaluate(model: nn.Module, num: torch.Tensor, cat: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    logits = predict_logits(model, num, cat)
+    loss = nn.functional.binary_cross_entropy_with_logits(logits, y).item()
+    auc = roc_auc(y.cpu().numpy(), logits.float().cpu().numpy())
+    return {"val_loss": float(loss), "val_auc": auc}
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# -- checkpoint state ------------------------------------------------------------------------------------------
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in _unwrap(model).state_dict().items()}
+
+
+def load_state(checkpoint_dir: str | Path) -> dict[str, Any]:
+    return torch.load(Path(checkpoint_dir) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def _write_progress(path: str | None, data: dict[str, Any]) -> None:
+    if not path:
+        return
+    tmp = f"{path}.tmp"
+    Path(tmp).write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+# -- the Ray Train worker function -----------------------------------------------------------------------------
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker. ``config`` is built by ``modelsvc.training.trainer``."""
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    seed = int(config["seed"])
+    pre = Preprocessor.from_dict(config["preprocessor"])
+    label = config["label"]
+
+    # State from the latest checkpoint: a rerun of the same training, or a restart after a worker failure.
+    state: dict[str, Any] | None = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            state = load_state(d)
+
+    torch.manual_seed(seed)
+    model = CTRModel.from_config(config["model_config"])
+    if state is not None:
+        model.load_state_dict(state["model"])
+    model = ray.train.torch.prepare_model(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
+    history: list[dict[str, float]] = []
+    best_val_loss, bad_epochs, stopped = math.inf, 0, False
+    best_state = None
+    start_epoch = 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        history = list(state["history"])
+        best_val_loss, bad_epochs, stopped = state["best_val_loss"], state["bad_epochs"], state["stopped"]
+        best_state = state["best_state"]
+        start_epoch = int(state["epoch"]) + 1
+    epochs = int(config["epochs"])
+    if stopped or start_epoch >= epochs:
+        return  # already finished: the latest checkpoint holds the result
+
+    # The shard of this rank, read once.
+    start, stop = shard_bounds(int(config["train_rows"]), rank, world)
+    mode = choose_data_path(config["data_path_mode"], stop - start, row_bytes(pre), device,
+                            config.get("resident_max_bytes"))
+    batch_size = int(config["batch_size"])
+    batches: ResidentBatches | StreamingBatches
+    if mode == "resident":
+        df = read_split(config["data_file"], "train", [*pre.input_columns, label], start, stop)
+        batches = ResidentBatches(*to_tensors(pre, df, label), batch_size=batch_size, seed=seed, rank=rank,
+                                  device=device)
+        del df
+    else:
+        batches = StreamingBatches(config["data_file"], pre, label, start=start, stop=stop,
+                                   batch_size=batch_size, seed=seed, rank=rank, device=device)
+    val: tuple[torch.Tensor, ...] | None = None
+    if rank == 0:
+        vdf = read_split(config["data_file"], "validation", [*pre.input_columns, label])
+        val = tuple(torch.from_numpy(a).to(device) for a in to_tensors(pre, vdf, label))
+        del vdf
+
+    mlflow_client = None
+    if rank == 0 and config.get("mlflow_run_id"):
+        from mlflow.tracking import MlflowClient
+
+        mlflow_client = MlflowClient(tracking_uri=config["mlflow_tracking_uri"])
+
+    for epoch in range(start_epoch, epochs):
+        fail_at = config.get("fail_at_epoch")
+        # test hook: fail once at epoch k; the restarted attempt resumes at k (start_epoch == k) and goes on
+        if fail_at is not None and start_epoch < int(fail_at) == epoch and rank == 0:
+            raise RuntimeError(f"modelsvc test hook: injected worker failure at epoch {epoch}")
+        torch.manual_seed(seed * 7919 + epoch * 31 + rank)  # dropout: reproducible after a resume
+        _sync(device)
+        t0 = time.perf_counter()
+        train_loss, samples = train_one_epoch(model, optimizer, batches, epoch)
+        _sync(device)
+        elapsed = time.perf_counter() - t0
+
+        stats = torch.zeros(3, dtype=torch.float64, device=device)
+        if rank == 0 and val is not None:
+            m = evaluate(_unwrap(model), *val)
+            improved = m["val_loss"] < best_val_loss - 1e-7
+            best_val_loss = m["val_loss"] if improved else best_val_loss
+            bad_epochs = 0 if improved else bad_epochs + 1
+            if improved:
+                best_state = _cpu_state(model)
+            stats[0], stats[1] = m["val_loss"], m["val_auc"]
+            stats[2] = float(bad_epochs >= int(config["patience"]))
+        if world > 1:  # rank 0 decides early stopping for everybody
+            import torch.distributed as dist
+
+            dist.broadcast(stats, src=0)
+        stopped = bool(stats[2].item())
+        metrics = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_loss": float(stats[0].item()),
+            "val_auc": float(stats[1].item()),
+            "samples_per_s": samples * world / max(elapsed, 1e-9),
+            "epoch_time_s": elapsed,
+        }
+        history.append(metrics)
+        if rank == 0:
+            if mlflow_client is not None:
+                from mlflow.entities import Metric
+
+                ts = int(time.time() * 1000)
+                mlflow_client.log_batch(config["mlflow_run_id"], metrics=[
+                    Metric(k, float(v), ts, epoch) for k, v in metrics.items() if k != "epoch"
+                ])
+            _write_progress(config.get("progress_file"), {**metrics, "epochs": epochs, "data_path": mode,
+                                                          "device": str(device)})
+        report = {**metrics, "best_val_loss": best_val_loss, "stopped": stopped, "data_path": mode,
+                  "device": device.type}
+        if rank == 0:
+            tmp = tempfile.mkdtemp(prefix="modelsvc-ckpt-")
+            torch.save({
+                "model": _cpu_state(model), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                "history": history, "best_val_loss": best_val_loss, "bad_epochs": bad_epochs,
+                "stopped": stopped, "best_state": best_state if best_state is not None else _cpu_state(model),
+                "data_path": mode,
+            }, Path(tmp) / STATE_FILE)
+            ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            ray.train.report(report)
+        if stopped:
+            break

@@ -1,0 +1,139 @@
+"""Feature preprocessing fitted on the train split and saved with the model as JSON.
+
+The same ``Preprocessor.transform`` runs in the training workers and inside the served pyfunc, so there is no
+train/serve skew. Numeric features: missing/non-finite values imputed with the train mean, standardised, plus a
+0/1 missing indicator per feature. Categorical features: index into an embedding, 0 = unknown or missing.
+
+Only numpy and pandas are imported here (the pyfunc bundles this file).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from modelsvc.errors import DataError
+
+FORMAT_VERSION = 1
+UNKNOWN_INDEX = 0
+
+
+@dataclass
+class NumericStats:
+    mean: float
+    std: float
+
+
+@dataclass
+class Preprocessor:
+    """Fitted transform from raw feature columns to (numeric float32 matrix, categorical int64 matrix)."""
+
+    numeric: dict[str, NumericStats] = field(default_factory=dict)
+    categorical: dict[str, list[str]] = field(default_factory=dict)  # vocabulary; index = position + 1
+
+    # -- fitting ---------------------------------------------------------------------------------------------
+    @classmethod
+    def fit(cls, df: pd.DataFrame, numeric: list[str], categorical: list[str]) -> Preprocessor:
+        """Learn the statistics from ``df`` (pass the train split only)."""
+        _require_columns(df, [*numeric, *categorical])
+        stats: dict[str, NumericStats] = {}
+        for col in numeric:
+            values = _numeric(df[col])
+            finite = values[np.isfinite(values)]
+            if finite.size == 0:  # an all-null column: the indicator carries all the information
+                stats[col] = NumericStats(0.0, 1.0)
+                continue
+            mean = float(finite.mean())
+            std = float(finite.std())
+            stats[col] = NumericStats(mean, std if std > 1e-12 and math.isfinite(std) else 1.0)
+        vocab: dict[str, list[str]] = {}
+        for col in categorical:
+            values = df[col].dropna().astype(str)
+            vocab[col] = sorted(values.unique().tolist())
+        return cls(stats, vocab)
+
+    # -- shapes ----------------------------------------------------------------------------------------------
+    @property
+    def numeric_columns(self) -> list[str]:
+        return list(self.numeric)
+
+    @property
+    def categorical_columns(self) -> list[str]:
+        return list(self.categorical)
+
+    @property
+    def input_columns(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+    @property
+    def num_numeric_outputs(self) -> int:
+        """Width of the numeric matrix: one standardised value and one missing indicator per feature."""
+        return 2 * len(self.numeric)
+
+    @property
+    def cardinalities(self) -> list[int]:
+        """Embedding sizes per categorical feature (vocabulary + the unknown/missing bucket)."""
+        return [len(v) + 1 for v in self.categorical.values()]
+
+    # -- transforming ----------------------------------------------------------------------------------------
+    def transform(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(numeric float32 [n, 2k], categorical int64 [n, c]) for the rows of ``df``; other columns ignored."""
+        _require_columns(df, self.input_columns)
+        n = len(df)
+        num = np.zeros((n, self.num_numeric_outputs), dtype=np.float32)
+        k = len(self.numeric)
+        for i, (col, st) in enumerate(self.numeric.items()):
+            values = _numeric(df[col])
+            missing = ~np.isfinite(values)
+            scaled = (values - st.mean) / st.std
+            scaled[missing] = 0.0  # = the train mean after standardising
+            num[:, i] = scaled
+            num[:, k + i] = missing
+        cat = np.zeros((n, len(self.categorical)), dtype=np.int64)
+        for j, (col, vocab) in enumerate(self.categorical.items()):
+            lookup = pd.Index(vocab)
+            series = df[col]
+            idx = lookup.get_indexer(series.astype(str).where(series.notna(), None))
+            cat[:, j] = np.where(idx >= 0, idx + 1, UNKNOWN_INDEX)
+        return num, cat
+
+    # -- serialisation (JSON, never pickle) ------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "numeric": {c: {"mean": s.mean, "std": s.std} for c, s in self.numeric.items()},
+            "categorical": {c: list(v) for c, v in self.categorical.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessor:
+        if data.get("format_version") != FORMAT_VERSION:
+            raise DataError(f"preprocessor format_version {data.get('format_version')!r} is not {FORMAT_VERSION}")
+        numeric = {c: NumericStats(float(s["mean"]), float(s["std"])) for c, s in data["numeric"].items()}
+        categorical = {c: [str(x) for x in v] for c, v in data["categorical"].items()}
+        return cls(numeric, categorical)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> Preprocessor:
+        return cls.from_dict(json.loads(text))
+
+
+def _numeric(series: pd.Series) -> np.ndarray:
+    """Float64 values with NaN for null, text or non-finite entries."""
+    values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    values[~np.isfinite(values)] = np.nan
+    return values
+
+
+def _require_columns(df: pd.DataFrame, columns: list[str]) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataError(f"feature column(s) missing from the input: {', '.join(missing)}")

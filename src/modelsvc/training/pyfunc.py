@@ -1,0 +1,53 @@
+"""The MLflow pyfunc: raw feature rows in, ``p_click`` out, preprocessing (JSON) and weights bundled.
+
+Artifacts: ``preprocessing.json`` (the fitted :class:`Preprocessor`), ``model_config.json`` (the MLP shape)
+and ``weights.pt`` (a ``state_dict`` saved with ``torch.save`` and loaded with ``weights_only=True``).
+This module, ``preprocessing`` and ``model`` are bundled as code with the logged model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+
+PREPROCESSING = "preprocessing"
+MODEL_CONFIG = "model_config"
+WEIGHTS = "weights"
+
+
+class CTRPyfunc(mlflow.pyfunc.PythonModel):
+    """Predicts click probability from a DataFrame of the raw feature columns (nulls, unknown values allowed)."""
+
+    def load_context(self, context: Any) -> None:
+        import torch
+
+        from modelsvc.training.model import CTRModel
+        from modelsvc.training.preprocessing import Preprocessor
+
+        self.pre = Preprocessor.from_json(Path(context.artifacts[PREPROCESSING]).read_text())
+        config = json.loads(Path(context.artifacts[MODEL_CONFIG]).read_text())
+        self.model = CTRModel.from_config(config)
+        state = torch.load(context.artifacts[WEIGHTS], map_location="cpu", weights_only=True)
+        self.model.load_state_dict(state)
+        self.model.eval()
+
+    def predict(self, context, model_input, params=None):  # noqa: ANN001 (MLflow reads type hints: keep none)
+        import pandas as pd
+
+        df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        return self.predict_frame(self.pre, self.model, df)
+
+    @staticmethod
+    def predict_frame(pre: Any, model: Any, df: Any) -> Any:
+        """``p_click`` for the rows of ``df`` (the same transform as in training)."""
+        import pandas as pd
+        import torch
+
+        num, cat = pre.transform(df)
+        model.eval()
+        with torch.no_grad():
+            p = torch.sigmoid(model(torch.from_numpy(num), torch.from_numpy(cat))).numpy()
+        return pd.DataFrame({"p_click": p.astype("float64")}, index=df.index)

@@ -1,0 +1,559 @@
+"""The Hive engine: tables on a HiveServer2 endpoint (Hive, or Spark's Thrift server), reached through pyhive.
+
+The computation happens in the cluster: feature tables are filled with ``INSERT OVERWRITE TABLE … PARTITION
+(ds='…') SELECT …`` executed by the server; the client only sends SQL and reads results.
+
+Safety: every table name is checked with :func:`check_identifier` and every day with strict date parsing before
+a statement is built, so a hostile name is refused before anything is sent. Values are rendered as typed
+literals by :func:`sql_literal` (strings escaped the way HiveQL reads them), never pasted in raw.
+
+Uploads (``write_partitions``, used by demo-data for raw events, and the Feast entity dataframe) go through SQL
+only, so they work against a remote server: rows are sent as batched ``INSERT INTO … VALUES`` into a staging
+table, then each day is swapped in with one ``INSERT OVERWRITE … PARTITION`` (atomic per partition). That is
+fine for demo sizes (a few thousand rows per second); production loads raw events with its own ingestion.
+
+Timestamps: HiveQL timestamps carry no zone. modelsvc writes and reads them as UTC wall-clock values, so the
+server must run with a UTC session time zone (Spark: ``spark.sql.session.timeZone=UTC``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import socket
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from datetime import date, datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from modelsvc.errors import DataError, ModelsvcError, NotFoundError, RetryableError, ServiceUnavailableError, require
+from modelsvc.timeutil import parse_date
+from modelsvc.warehouse.base import Warehouse, check_identifier
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from modelsvc.config import HiveSettings, Settings
+
+PARTITION_COLUMN = "ds"
+# One INSERT … VALUES statement carries at most this many characters of SQL (HiveServer2 and Spark parse the
+# whole statement in memory; a few hundred KB keeps each statement around a second).
+MAX_STATEMENT_CHARS = 1_000_000
+FETCH_SIZE = 10_000
+
+
+class HiveQueryError(ModelsvcError):
+    """HiveServer2 refused or failed a statement (the message carries the server's first line)."""
+
+    exit_code = 70
+
+
+# -- connection ------------------------------------------------------------------------------------------------
+
+def endpoint(hive: HiveSettings) -> str:
+    return f"{hive.host}:{hive.port}"
+
+
+def connect(hive: HiveSettings) -> Any:
+    """Open a pyhive connection for ``hive`` (settings.hive) with the configured timeouts.
+
+    Raises ServiceUnavailableError naming host:port (never the password) when the server cannot be reached.
+    """
+    require("pyhive", "hive")
+    from pyhive import hive as pyhive_hive
+    from thrift.transport import TSocket, TTransport
+
+    sock = TSocket.TSocket(hive.host, hive.port)
+    sock.setTimeout(hive.connect_timeout_s * 1000)
+    password = hive.password.get_secret_value() if hive.password is not None else None
+    username = hive.username or "modelsvc"
+    if hive.auth == "NOSASL":
+        transport: Any = TTransport.TBufferedTransport(sock)
+    else:
+        require("thrift_sasl", "hive")
+        import thrift_sasl
+
+        sasl_mech = "GSSAPI" if hive.auth == "KERBEROS" else "PLAIN"
+        # in NONE mode the server ignores the password, but SASL PLAIN needs a non-empty one
+        sasl_password = password if hive.auth in ("LDAP", "CUSTOM") else "x"
+        if hive.auth in ("LDAP", "CUSTOM") and not password:
+            raise ServiceUnavailableError(
+                f"HiveServer2 at {endpoint(hive)}: auth {hive.auth} needs a password (set MODELSVC_HIVE__PASSWORD)")
+
+        def sasl_factory() -> Any:
+            return pyhive_hive.get_installed_sasl(host=hive.host, sasl_auth=sasl_mech,
+                                                  service=hive.kerberos_service_name, username=username,
+                                                  password=sasl_password)
+
+        transport = thrift_sasl.TSaslClientTransport(sasl_factory, sasl_mech, sock)
+    try:
+        conn = pyhive_hive.Connection(thrift_transport=transport, username=username, database=hive.database)
+    except Exception as exc:  # thrift, socket and SASL errors all mean "cannot talk to the server"
+        with suppress(Exception):
+            transport.close()
+        raise ServiceUnavailableError(
+            f"cannot reach HiveServer2 at {endpoint(hive)}: {_reason(exc)}",
+            hint="check hive.host/hive.port (MODELSVC_HIVE__HOST, MODELSVC_HIVE__PORT) and that the server is up",
+        ) from None
+    # queries may run long: from now on the socket waits up to the query timeout for an answer
+    sock.setTimeout(hive.query_timeout_s * 1000)
+    return conn
+
+
+def _reason(exc: BaseException) -> str:
+    """A short, secret-free reason for a connection failure."""
+    inner = getattr(exc, "inner", None) or exc.__cause__ or exc.__context__
+    for e in (inner, exc):
+        if isinstance(e, (socket.timeout, TimeoutError)):
+            return "timed out"
+        if isinstance(e, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(e, socket.gaierror):
+            return "unknown host"
+    status = getattr(exc, "args", [None])[0]
+    msg = getattr(getattr(status, "status", None), "errorMessage", None)
+    text = msg or str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]
+
+
+def server_error(exc: BaseException) -> tuple[str, str]:
+    """(sqlState, first line of the message) of a pyhive OperationalError."""
+    arg = exc.args[0] if exc.args else None
+    status = getattr(arg, "status", None)
+    if status is not None:
+        message = status.errorMessage or ""
+        state = status.sqlState or ""
+    else:
+        message, state = str(exc), ""
+    message = message.replace("Error running query: ", "").strip()
+    first = message.splitlines()[0] if message else type(exc).__name__
+    return state, first[:300]
+
+
+def _is_missing_table(state: str, message: str) -> bool:
+    return state == "42P01" or bool(re.search(r"TABLE_OR_VIEW_NOT_FOUND|Table not found|NoSuchTable|"
+                                              r"SCHEMA_NOT_FOUND|Database .* not found", message))
+
+
+# -- literals and types ----------------------------------------------------------------------------------------
+
+_ARROW_TO_HIVE = {
+    "int8": "TINYINT", "int16": "SMALLINT", "int32": "INT", "int64": "BIGINT",
+    "uint8": "SMALLINT", "uint16": "INT", "uint32": "BIGINT",
+    "float": "FLOAT", "double": "DOUBLE", "bool": "BOOLEAN",
+    "string": "STRING", "large_string": "STRING", "date32[day]": "DATE",
+}
+
+_HIVE_TO_ARROW_NAMES = {
+    "TINYINT_TYPE": "int8", "SMALLINT_TYPE": "int16", "INT_TYPE": "int32", "BIGINT_TYPE": "int64",
+    "FLOAT_TYPE": "float32", "DOUBLE_TYPE": "float64", "DECIMAL_TYPE": "float64", "BOOLEAN_TYPE": "bool",
+    "STRING_TYPE": "string", "VARCHAR_TYPE": "string", "CHAR_TYPE": "string", "DATE_TYPE": "date32",
+    "TIMESTAMP_TYPE": "timestamp",
+}
+
+
+def hive_type(arrow_type: pa.DataType) -> str:
+    """The HiveQL column type for an arrow type (timestamps of any unit or zone → TIMESTAMP)."""
+    import pyarrow as pa
+
+    if pa.types.is_timestamp(arrow_type):
+        return "TIMESTAMP"
+    if pa.types.is_dictionary(arrow_type):
+        return hive_type(arrow_type.value_type)
+    name = str(arrow_type)
+    if name not in _ARROW_TO_HIVE:
+        raise DataError(f"column type {name} cannot be stored in Hive (supported: {', '.join(_ARROW_TO_HIVE)}, "
+                        "timestamp)")
+    return _ARROW_TO_HIVE[name]
+
+
+def arrow_type(description_type: str) -> pa.DataType:
+    """The arrow type for a pyhive cursor.description type name (``BIGINT_TYPE`` …); unknown types → string."""
+    import pyarrow as pa
+
+    name = _HIVE_TO_ARROW_NAMES.get(description_type, "string")
+    if name == "timestamp":
+        return pa.timestamp("us", tz="UTC")
+    return {"date32": pa.date32()}.get(name) or pa.type_for_alias(name)
+
+
+def _utc_naive(value: datetime) -> datetime:
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value
+
+
+def sql_literal(value: Any, column_type: str | None = None) -> str:
+    """Render ``value`` as a HiveQL literal; ``column_type`` (a Hive type) types a NULL and coerces numbers.
+
+    Strings escape backslash and quote (HiveQL unescapes ``\\\\`` and ``\\'`` inside quotes); timestamps are
+    rendered in UTC; NaN and infinities go through CAST. Anything else is a DataError.
+    """
+    import numpy as np
+
+    if value is None or (isinstance(value, float) and math.isnan(value) and column_type != "DOUBLE"):
+        return f"CAST(NULL AS {column_type})" if column_type else "NULL"
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(value) if column_type in (None, "BIGINT", "INT", "SMALLINT", "TINYINT") else (
+            f"CAST({value} AS {column_type})")
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return f"CAST('{'NaN' if math.isnan(value) else ('Infinity' if value > 0 else '-Infinity')}' AS DOUBLE)"
+        return f"CAST({value!r} AS {column_type or 'DOUBLE'})"
+    if isinstance(value, datetime):
+        return "TIMESTAMP '" + _utc_naive(value).strftime("%Y-%m-%d %H:%M:%S.%f") + "'"
+    if isinstance(value, date):
+        return f"DATE '{value.isoformat()}'"
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    raise DataError(f"value of type {type(value).__name__} cannot be sent to Hive as a literal")
+
+
+def day_literal(day: str | date) -> str:
+    """A ``ds`` value as a quoted literal, after strict YYYY-MM-DD parsing (a UsageError otherwise)."""
+    return "'" + parse_date(day, option="ds").isoformat() + "'"
+
+
+# raw-event columns (docs/data-contract.md) → Hive types accepted for them
+_RAW_TYPES: dict[str, tuple[str, ...]] = {
+    "event_id": ("STRING", "VARCHAR", "CHAR"),
+    "user_id": ("BIGINT", "INT", "SMALLINT", "TINYINT"),
+    "event_timestamp": ("TIMESTAMP",),
+    "event_type": ("STRING", "VARCHAR", "CHAR"),
+    "platform": ("STRING", "VARCHAR", "CHAR"),
+    "purchase_value": ("DOUBLE", "FLOAT", "DECIMAL", "BIGINT", "INT"),
+    "is_clicked": ("INT", "BIGINT", "SMALLINT", "TINYINT", "BOOLEAN", "DOUBLE", "FLOAT"),
+}
+
+
+def _check_raw_columns(table: str, columns: Sequence[tuple[str, str]]) -> None:
+    types = {name.lower(): typ.split("(")[0].split("<")[0].strip().upper() for name, typ in columns}
+    for name, accepted in _RAW_TYPES.items():
+        if name not in types:
+            raise DataError(f"table {table} has no column '{name}' (raw-event contract: docs/data-contract.md)")
+        if types[name] not in accepted:
+            raise DataError(f"table {table} column '{name}' is {types[name]}, expected {' or '.join(accepted)}")
+
+
+# -- the warehouse ---------------------------------------------------------------------------------------------
+
+class HiveWarehouse(Warehouse):
+    """Tables in ``settings.hive.database`` on a HiveServer2 endpoint, partitioned by ``ds``, stored as Parquet.
+
+    ``hive`` replaces ``settings.hive`` (the Feast store passes its own, and no settings);
+    ``connection_factory`` (tests) replaces :func:`connect`; it is called with those HiveSettings.
+    """
+
+    engine = "hive"
+    dialect = "hive"  # modelsvc.etl.DIALECTS
+    writes_on_server = True  # run_etl: INSERT OVERWRITE … SELECT on the server, not rows through the client
+
+    def __init__(self, settings: Settings | None, *, hive: HiveSettings | None = None,
+                 connection_factory: Callable[[HiveSettings], Any] | None = None) -> None:
+        super().__init__(settings)  # type: ignore[arg-type]  # None: a bare client (the Feast store)
+        if hive is None:
+            if settings is None:
+                raise TypeError("HiveWarehouse needs settings or hive")
+            hive = settings.hive
+        self.hive = hive
+        self.database = check_identifier(self.hive.database, what="hive.database")
+        self.scratch_database = check_identifier(self.hive.scratch_database or self.hive.database,
+                                                 what="hive.scratch_database")
+        self._factory = connection_factory or connect
+        self._conn: Any = None
+        self._known_columns: dict[str, list[tuple[str, str]]] = {}  # tables created or described by this instance
+
+    # -- plumbing --------------------------------------------------------------------------------------------
+    @property
+    def connection(self) -> Any:
+        if self._conn is None:
+            self._conn = self._factory(self.hive)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
+    def qualified(self, table: str, *, scratch: bool = False) -> str:
+        """```db`.`table``` after checking the name (raises UsageError before any query)."""
+        check_identifier(table)
+        return f"`{self.scratch_database if scratch else self.database}`.`{table}`"
+
+    @contextmanager
+    def _cursor(self, sql: str, table: str | None = None) -> Iterator[Any]:
+        from pyhive import exc as pyhive_exc
+        from thrift.transport.TTransport import TTransportException
+
+        cur = self.connection.cursor()
+        try:
+            try:
+                cur.execute(sql)
+            except pyhive_exc.OperationalError as exc:
+                state, message = server_error(exc)
+                if table is not None and _is_missing_table(state, message):
+                    raise NotFoundError(
+                        f"table {self.database}.{table} does not exist on HiveServer2 at {endpoint(self.hive)}"
+                    ) from None
+                raise HiveQueryError(f"HiveServer2 at {endpoint(self.hive)} failed a statement: {message}") from None
+            except (TTransportException, OSError, EOFError) as exc:
+                self.close()
+                if isinstance(exc, (socket.timeout, TimeoutError)) or "timed out" in str(exc):
+                    raise RetryableError(
+                        f"HiveServer2 at {endpoint(self.hive)} did not answer within "
+                        f"hive.query_timeout_s={self.hive.query_timeout_s:g}s") from None
+                raise ServiceUnavailableError(
+                    f"lost the connection to HiveServer2 at {endpoint(self.hive)}: {_reason(exc)}") from None
+            yield cur
+        finally:
+            with suppress(Exception):
+                cur.close()
+
+    def execute(self, sql: str, *, table: str | None = None) -> None:
+        """Run one statement that returns no rows (DDL, INSERT). ``table`` names the culprit if it is missing."""
+        with self._cursor(sql, table):
+            pass
+
+    def query(self, sql: str, *, table: str | None = None) -> pa.Table:
+        """Run one SELECT and return its rows as an arrow table (timestamps as UTC)."""
+        import pyarrow as pa
+
+        with self._cursor(sql, table) as cur:
+            desc = cur.description or []
+            names = [_column_name(d[0]) for d in desc]
+            types = [arrow_type(d[1]) for d in desc]
+            columns: list[list[Any]] = [[] for _ in desc]
+            while True:
+                rows = cur.fetchmany(FETCH_SIZE)
+                if not rows:
+                    break
+                for row in rows:
+                    for i, v in enumerate(row):
+                        columns[i].append(v)
+        arrays = []
+        for values, typ in zip(columns, types, strict=True):
+            if pa.types.is_timestamp(typ):
+                values = [None if v is None else _as_utc(v) for v in values]
+            arrays.append(pa.array(values, type=typ))
+        return pa.Table.from_arrays(arrays, schema=pa.schema(list(zip(names, types, strict=True))))
+
+    def scalar_rows(self, sql: str, *, table: str | None = None) -> list[tuple[Any, ...]]:
+        with self._cursor(sql, table) as cur:
+            return [tuple(r) for r in cur.fetchall()]
+
+    # -- the Warehouse interface -----------------------------------------------------------------------------
+    def table_exists(self, table: str, *, scratch: bool = False) -> bool:
+        check_identifier(table)
+        db = self.scratch_database if scratch else self.database
+        rows = self.scalar_rows(f"SHOW TABLES IN `{db}` LIKE '{table}'")
+        # (database, tableName, isTemporary) on Spark, (tab_name) on Hive
+        return any(table.lower() in (str(c).lower() for c in row) for row in rows)
+
+    def partitions(self, table: str) -> list[date]:
+        qualified = self.qualified(table)
+        if not self.table_exists(table):
+            return []
+        days = []
+        for (spec,) in self.scalar_rows(f"SHOW PARTITIONS {qualified}", table=table):
+            for part in str(spec).split("/"):
+                key, _, value = part.partition("=")
+                if key == PARTITION_COLUMN:
+                    days.append(date.fromisoformat(value))
+        return sorted(days)
+
+    def columns(self, table: str, *, scratch: bool = False) -> list[tuple[str, str]]:
+        """(name, hive type) of ``table``'s data columns, in table order (``ds`` excluded)."""
+        qualified = self.qualified(table, scratch=scratch)
+        if not scratch and table in self._known_columns:
+            return list(self._known_columns[table])
+        out: list[tuple[str, str]] = []
+        for row in self.scalar_rows(f"DESCRIBE {qualified}", table=table):
+            name = (row[0] or "").strip()
+            if not name or name.startswith("#"):
+                break  # the "# Partition Information" section repeats the partition columns
+            if name != PARTITION_COLUMN:
+                out.append((name, str(row[1]).strip().upper()))
+        if not scratch:
+            self._known_columns[table] = out
+        return list(out)
+
+    def read(self, table: str, *, start: date | None = None, end: date | None = None,
+             columns: Sequence[str] | None = None) -> pa.Table:
+        qualified = self.qualified(table)
+        select = "*"
+        if columns is not None:
+            cols = [check_identifier(c, what="column name") for c in columns if c != PARTITION_COLUMN]
+            select = ", ".join(f"`{c}`" for c in [*cols, PARTITION_COLUMN])
+        where = []
+        if start is not None:
+            where.append(f"`{PARTITION_COLUMN}` >= {day_literal(start)}")
+        if end is not None:
+            where.append(f"`{PARTITION_COLUMN}` <= {day_literal(end)}")
+        sql = f"SELECT {select} FROM {qualified}" + (" WHERE " + " AND ".join(where) if where else "")
+        return self.query(sql, table=table)
+
+    def ensure_table(self, table: str, schema: pa.Schema, *, scratch: bool = False,
+                     partitioned: bool = True) -> None:
+        """CREATE TABLE IF NOT EXISTS, Parquet, partitioned by ``ds`` (the schema's own ``ds`` is the key)."""
+        qualified = self.qualified(table, scratch=scratch)
+        cols = []
+        for field in schema:
+            if partitioned and field.name == PARTITION_COLUMN:
+                continue
+            cols.append(f"`{check_identifier(field.name, what='column name')}` {hive_type(field.type)}")
+        part = f" PARTITIONED BY (`{PARTITION_COLUMN}` STRING)" if partitioned else ""
+        self.execute(f"CREATE TABLE IF NOT EXISTS {qualified} ({', '.join(cols)}){part} STORED AS PARQUET")
+
+    def drop_table(self, table: str, *, scratch: bool = False) -> None:
+        self.execute(f"DROP TABLE IF EXISTS {self.qualified(table, scratch=scratch)}")
+        if not scratch:
+            self._known_columns.pop(table, None)
+
+    def overwrite_partition(self, table: str, day: str | date, select_sql: str) -> None:
+        """Replace partition ``day`` of ``table`` with the rows of ``select_sql`` (run by the server).
+
+        ``select_sql`` must yield the table's data columns in table order (without ``ds``).
+        """
+        qualified = self.qualified(table)
+        self.execute(f"INSERT OVERWRITE TABLE {qualified} PARTITION (`{PARTITION_COLUMN}`={day_literal(day)}) "
+                     f"{select_sql}", table=table)
+
+    def insert_rows(self, table: str, data: pa.Table, *, scratch: bool = False) -> int:
+        """Append ``data`` to an existing table with batched INSERT … VALUES; returns the statements sent."""
+        qualified = self.qualified(table, scratch=scratch)
+        types = [hive_type(f.type) for f in data.schema]
+        cols = ", ".join(f"`{check_identifier(n, what='column name')}`" for n in data.column_names)
+        head = f"INSERT INTO TABLE {qualified} ({cols}) VALUES "
+        sent = 0
+        batch: list[str] = []
+        size = len(head)
+        for row in _rows(data):
+            values = "(" + ", ".join(sql_literal(v, t) for v, t in zip(row, types, strict=True)) + ")"
+            if batch and size + len(values) + 2 > MAX_STATEMENT_CHARS:
+                self.execute(head + ", ".join(batch))
+                sent += 1
+                batch, size = [], len(head)
+            batch.append(values)
+            size += len(values) + 2
+        if batch:
+            self.execute(head + ", ".join(batch))
+            sent += 1
+        return sent
+
+    def write_partitions(self, table: str, data: pa.Table) -> list[date]:
+        """Upload ``data`` to a staging table, then swap each ``ds`` in with one INSERT OVERWRITE."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        self.qualified(table)
+        if PARTITION_COLUMN not in data.column_names:
+            raise DataError(f"rows for table {table} have no '{PARTITION_COLUMN}' column")
+        days = sorted({parse_date(str(d), option=f"{table}.ds") for d in pc.unique(data[PARTITION_COLUMN]).to_pylist()
+                       if d is not None})
+        if len(days) != len(pc.unique(data[PARTITION_COLUMN])):
+            raise DataError(f"rows for table {table} have a null '{PARTITION_COLUMN}'")
+        if not days:
+            return []
+        data = data.set_column(data.column_names.index(PARTITION_COLUMN), PARTITION_COLUMN,
+                               pc.cast(data[PARTITION_COLUMN], pa.string()))
+        self.ensure_table(table, data.schema)
+        target_cols = [name for name, _ in self.columns(table)]
+        missing = [c for c in target_cols if c not in data.column_names]
+        if missing:
+            raise DataError(f"rows for table {table} lack its column(s) {', '.join(missing)}")
+        stage = f"modelsvc_stage_{table[:60]}_{uuid.uuid4().hex[:12]}"
+        staged = data.select([*target_cols, PARTITION_COLUMN])
+        self.ensure_table(stage, staged.schema, scratch=True, partitioned=False)
+        try:
+            self.insert_rows(stage, staged, scratch=True)
+            select_cols = ", ".join(f"`{c}`" for c in target_cols)
+            for day in days:
+                self.overwrite_partition(
+                    table, day, f"SELECT {select_cols} FROM {self.qualified(stage, scratch=True)} "
+                                f"WHERE `{PARTITION_COLUMN}` = {day_literal(day)}")
+        finally:
+            with suppress(ModelsvcError):
+                self.drop_table(stage, scratch=True)
+        return days
+
+    # -- the ETL on the server -----------------------------------------------------------------------------------
+    def check_raw(self, table: str, *, start: date, end: date) -> dict[date, int]:
+        """Check the raw-event table's columns against the contract and count its rows per partition in
+        [start, end] (one aggregate query, run by the server). Missing table → NotFoundError."""
+        if not self.table_exists(table):
+            raise NotFoundError(f"table {self.database}.{table} does not exist on HiveServer2 at "
+                                f"{endpoint(self.hive)}", hint="load raw events first (modelsvc demo-data)")
+        _check_raw_columns(table, self.columns(table))
+        counts = self.partition_counts(table, start=start, end=end)
+        for day in self.partitions(table):  # empty partitions exist but have no rows to group
+            if start <= day <= end:
+                counts.setdefault(day, 0)
+        return dict(sorted(counts.items()))
+
+    def overwrite_partition_from_select(self, table: str, day: date, select_sql: str) -> None:
+        """Replace partition ``day`` of ``table`` with the rows of ``select_sql`` whose ``ds`` is ``day``, computed
+        and written by the server. ``select_sql`` yields the table's columns by name, ``ds`` included; the table is
+        created (typed from the query's result columns) when missing."""
+        qualified = self.qualified(table)
+        literal = day_literal(day)
+        if table not in self._known_columns and not self.table_exists(table):
+            with self._cursor(f"SELECT * FROM ({select_sql}) q LIMIT 0") as cur:
+                desc = cur.description or []
+            import pyarrow as pa
+
+            schema = pa.schema([(_column_name(d[0]), arrow_type(d[1])) for d in desc])
+            if PARTITION_COLUMN not in schema.names:
+                raise DataError(f"the SELECT for table {table} has no '{PARTITION_COLUMN}' column")
+            self.ensure_table(table, schema)
+        cols = ", ".join(f"q.`{name}`" for name, _ in self.columns(table))
+        self.execute(f"INSERT OVERWRITE TABLE {qualified} PARTITION (`{PARTITION_COLUMN}`={literal}) "
+                     f"SELECT {cols} FROM ({select_sql}) q WHERE q.`{PARTITION_COLUMN}` = {literal}", table=table)
+
+    def partition_counts(self, table: str, *, start: date, end: date) -> dict[date, int]:
+        """Rows per partition of ``table`` in [start, end] (one aggregate query)."""
+        rows = self.scalar_rows(
+            f"SELECT `{PARTITION_COLUMN}`, COUNT(*) FROM {self.qualified(table)} WHERE `{PARTITION_COLUMN}` >= "
+            f"{day_literal(start)} AND `{PARTITION_COLUMN}` <= {day_literal(end)} GROUP BY `{PARTITION_COLUMN}`",
+            table=table)
+        return {date.fromisoformat(str(ds)): int(n) for ds, n in rows}
+
+
+_QUALIFIED_COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.([A-Za-z_][A-Za-z0-9_]*)$")
+
+
+def _column_name(name: str) -> str:
+    # Hive returns "alias.column" for SELECT * unless hive.resultset.use.unique.column.names=false
+    m = _QUALIFIED_COLUMN.match(name)
+    return m.group(1) if m else name
+
+
+def _as_utc(value: Any) -> datetime:
+    if isinstance(value, str):  # pyhive leaves a timestamp as a string when it cannot parse it
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def _rows(data: pa.Table) -> Iterator[tuple[Any, ...]]:
+    import pyarrow as pa
+
+    cols = []
+    for column in data.columns:
+        if pa.types.is_timestamp(column.type):
+            unit_ns = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}[column.type.unit]
+            ints = column.cast(pa.int64()).to_pylist()
+            cols.append([None if v is None else _from_ns(v * unit_ns) for v in ints])
+        else:
+            cols.append(column.to_pylist())
+    yield from zip(*cols, strict=True)
+
+
+def _from_ns(ns: int) -> datetime:
+    from datetime import timedelta
+
+    return datetime(1970, 1, 1) + timedelta(microseconds=ns // 1000)

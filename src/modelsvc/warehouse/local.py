@@ -1,0 +1,228 @@
+"""The embedded engine: Parquet folders ``<paths.warehouse>/<table>/ds=YYYY-MM-DD/*`` queried with DuckDB.
+
+Writes replace each partition atomically: the new partition is written to a hidden temporary folder beside the
+old one, then swapped in by renames (old → ``.old-…``, new → ``ds=…``), then the old one is deleted. Readers never
+see a half partition; a run interrupted while writing leaves the previous partition in place, and a run
+interrupted between the two renames is repaired by the next call on that table (the ``.old-…`` folder is
+renamed back). One writer per table at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelsvc.errors import DataError, NotFoundError
+from modelsvc.warehouse.base import Warehouse, check_identifier
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from modelsvc.config import Settings
+
+PART_PREFIX = "ds="
+TMP_PREFIX = ".tmp-"
+OLD_PREFIX = ".old-"
+DATA_FILE = "part-00000.parquet"
+
+
+def _is_data_file(p: Path) -> bool:
+    # Hive/Spark leave _SUCCESS, _metadata and .crc files beside the data; users may name files as they like
+    return p.is_file() and not p.name.startswith((".", "_"))
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class LocalWarehouse(Warehouse):
+    """Hive-style partitioned Parquet on the local disk, DuckDB for SQL."""
+
+    engine = "duckdb"
+    dialect = "duckdb"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.root = settings.paths.resolve("warehouse")
+        self._con: Any = None
+        self._views: set[str] = set()
+
+    # -- layout ------------------------------------------------------------------------------------------------
+    def table_path(self, table: str) -> Path:
+        return self.root / check_identifier(table)
+
+    def partition_path(self, table: str, day: date) -> Path:
+        return self.table_path(table) / f"{PART_PREFIX}{day.isoformat()}"
+
+    def files(self, table: str, day: date) -> list[Path]:
+        """The data files of one partition, sorted ([] when the partition is missing)."""
+        folder = self.partition_path(table, day)
+        if not folder.is_dir():
+            return []
+        return sorted(p for p in folder.iterdir() if _is_data_file(p))
+
+    def _recover(self, table: str) -> None:
+        """Put back a partition whose swap was interrupted between its two renames."""
+        base = self.table_path(table)
+        if not base.is_dir():
+            return
+        for old in base.glob(f"{OLD_PREFIX}{PART_PREFIX}*"):
+            name = old.name[len(OLD_PREFIX):].rsplit("-", 1)[0]
+            target = base / name
+            if target.exists():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(old, target)
+
+    # -- Warehouse interface -------------------------------------------------------------------------------------
+    def table_exists(self, table: str) -> bool:
+        return bool(self.partitions(table))
+
+    def partitions(self, table: str) -> list[date]:
+        base = self.table_path(table)
+        if not base.is_dir():
+            return []
+        self._recover(table)
+        days = []
+        for p in base.iterdir():
+            if p.is_dir() and p.name.startswith(PART_PREFIX):
+                try:
+                    days.append(date.fromisoformat(p.name[len(PART_PREFIX):]))
+                except ValueError:
+                    continue  # not ours: ignore folders that are not ds=YYYY-MM-DD
+        return sorted(days)
+
+    def read(self, table: str, *, start: date | None = None, end: date | None = None,
+             columns: Sequence[str] | None = None) -> pa.Table:
+        import pyarrow as pa
+
+        days = [d for d in self.partitions(table) if (start is None or d >= start) and (end is None or d <= end)]
+        if table == self.settings.tables.raw_events:
+            relation = self.raw_relation(table, days) if days else None
+        else:
+            relation = self._relation(table, days)
+        cols = ", ".join(check_identifier(c, what="column") for c in columns) if columns else "*"
+        if relation is None:
+            if not days and not self.table_path(table).is_dir():
+                raise NotFoundError(f"table '{table}' not found under {self.root}")
+            return pa.table({}) if not columns else pa.table({c: pa.array([], pa.null()) for c in columns})
+        return self.connection().sql(f"SELECT {cols} FROM ({relation}) ORDER BY ds").to_arrow_table()
+
+    def write_partitions(self, table: str, data: pa.Table) -> list[date]:
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        if "ds" not in data.column_names:
+            raise DataError(f"cannot write table '{table}': the data has no 'ds' column")
+        base = self.table_path(table)
+        base.mkdir(parents=True, exist_ok=True)
+        self._recover(table)
+        ds = data.column("ds")
+        days = sorted({date.fromisoformat(str(v)) for v in pc.unique(ds).to_pylist() if v is not None})
+        if pc.any(pc.is_null(ds)).as_py():
+            raise DataError(f"cannot write table '{table}': some rows have a null 'ds'")
+        body = data.drop_columns(["ds"])
+        token = uuid.uuid4().hex[:8]
+        staged: list[tuple[Path, Path]] = []
+        try:
+            for day in days:  # stage every partition first: nothing is swapped until all are written
+                part = body.filter(pc.equal(ds, day.isoformat()))
+                tmp = base / f"{TMP_PREFIX}{PART_PREFIX}{day.isoformat()}-{token}"
+                tmp.mkdir()
+                staged.append((tmp, self.partition_path(table, day)))
+                pq.write_table(part, tmp / DATA_FILE, row_group_size=1_000_000)
+        except BaseException:
+            for tmp, _ in staged:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        for tmp, final in staged:
+            self._swap(tmp, final, token)
+        self._views.discard(table)
+        return days
+
+    @staticmethod
+    def _swap(tmp: Path, final: Path, token: str) -> None:
+        old = final.parent / f"{OLD_PREFIX}{final.name}-{token}"
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+
+    # -- SQL -----------------------------------------------------------------------------------------------------
+    def connection(self) -> Any:
+        if self._con is None:
+            import duckdb
+
+            con = duckdb.connect()
+            con.execute("SET TimeZone = 'UTC'")
+            con.execute("SET enable_progress_bar = false")
+            if self.settings.warehouse.threads:
+                con.execute(f"SET threads = {int(self.settings.warehouse.threads)}")
+            self._con = con
+        return self._con
+
+    def _relation(self, table: str, days: Sequence[date]) -> str | None:
+        files = [f for d in days for f in self.files(table, d)]
+        if not files:
+            return None
+        listing = ", ".join(_sql_str(str(f)) for f in files)
+        return (f"SELECT * FROM read_parquet([{listing}], hive_partitioning = true, union_by_name = true, "
+                "hive_types = {'ds': VARCHAR})")
+
+    def raw_relation(self, table: str, days: Sequence[date]) -> str:
+        """A SELECT over the raw-event files of ``days`` in the canonical schema (after the contract check)."""
+        from modelsvc.contract import check_parquet_files, select_sql
+
+        files = [f for d in days for f in self.files(table, d)]
+        plans = check_parquet_files(files, connection=self.connection())
+        groups: dict[tuple, list[Path]] = {}
+        for f, plan in plans.items():
+            groups.setdefault(plan, []).append(f)
+        parts = []
+        for plan, group in groups.items():
+            listing = ", ".join(_sql_str(str(f)) for f in group)
+            source = f"read_parquet([{listing}], hive_partitioning = true, hive_types = {{'ds': VARCHAR}})"
+            parts.append(select_sql(plan, source))
+        return " UNION ALL ".join(parts)
+
+    def check_raw(self, table: str, *, start: date, end: date) -> dict[date, int]:
+        """Check the raw-event contract of the partitions in [start, end] and expose them to :meth:`query` as a
+        view named ``table``. Returns the row count of each partition found (from the Parquet footers)."""
+        import pyarrow.parquet as pq
+
+        days = [d for d in self.partitions(table) if start <= d <= end]
+        counts = {d: sum(pq.ParquetFile(f).metadata.num_rows for f in self.files(table, d)) for d in days}
+        relation = self.raw_relation(table, [d for d in days if counts[d]]) if any(counts.values()) else None
+        con = self.connection()
+        if relation is None:
+            from modelsvc.contract import RAW_COLUMNS
+
+            cols = ", ".join(f"CAST(NULL AS {typ}) AS {name}" for name, (typ, _) in RAW_COLUMNS.items())
+            relation = f"SELECT {cols}, CAST(NULL AS VARCHAR) AS ds WHERE false"
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {check_identifier(table)} AS {relation}")
+        self._views.add(table)
+        return counts
+
+    def query(self, sql: str) -> pa.Table:
+        """Run one SELECT; tables not prepared by :meth:`check_raw` are read from their Parquet folders."""
+        con = self.connection()
+        if self.root.is_dir():
+            for folder in self.root.iterdir():
+                name = folder.name
+                if name in self._views or not folder.is_dir() or name not in sql:
+                    continue
+                relation = self._relation(name, self.partitions(name))
+                if relation is not None:
+                    con.execute(f"CREATE OR REPLACE TEMP VIEW {check_identifier(name)} AS {relation}")
+        return con.sql(sql).to_arrow_table()
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+            self._views.clear()

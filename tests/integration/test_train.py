@@ -1,0 +1,133 @@
+"""Training end to end on a real local Ray and a real local MLflow store (both under the test's tmp dir).
+
+Ray is started once by the first training in the session (``train`` reuses an initialised Ray).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from typer.testing import CliRunner
+
+from modelsvc.cli import app
+from modelsvc.config import load_settings
+from modelsvc.errors import RetryableError
+from tests.datasets import write_synthetic_dataset
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+FAST = {"training": {"epochs": 3, "batch_size": 256, "early_stopping_patience": 5}, "ray": {"num_cpus": 2}}
+
+
+def small_settings(workdir, **over):
+    merged = {k: dict(v) for k, v in FAST.items()}
+    for k, v in over.items():
+        merged.setdefault(k, {}).update(v)
+    return load_settings(workdir / "configs", **merged)
+
+
+def _client(settings):
+    from modelsvc.tracking import mlflow_client
+
+    return mlflow_client(settings)
+
+
+def test_train_cli_end_to_end_logs_one_complete_mlflow_run(workdir, monkeypatch):
+    settings = small_settings(workdir)
+    write_synthetic_dataset(settings, rows=3000, seed=1)
+    # the CLI reads the same settings through the environment
+    monkeypatch.setenv("MODELSVC_TRAINING__EPOCHS", "3")
+    monkeypatch.setenv("MODELSVC_TRAINING__BATCH_SIZE", "256")
+    monkeypatch.setenv("MODELSVC_TRAINING__EARLY_STOPPING_PATIENCE", "5")
+    monkeypatch.setenv("MODELSVC_RAY__NUM_CPUS", "2")
+    result = CliRunner().invoke(app, ["train", "--dataset", "ctr_training", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["model_uri"] == f"runs:/{out['run_id']}/model"
+    assert out["epochs_run"] == 3 and [h["epoch"] for h in out["history"]] == [0, 1, 2]
+    assert out["data_path"] == "resident" and out["device"] == "cpu"
+    assert 0.5 < out["metrics"]["val_auc"] <= 1.0
+    assert out["resumed"] is False
+
+    client = _client(settings)
+    run = client.get_run(out["run_id"])
+    assert run.info.status == "FINISHED"
+    tags = run.data.tags
+    assert tags["modelsvc.dataset.name"] == "ctr_training"
+    assert tags["modelsvc.dataset.version"] == out["dataset_version"]
+    assert tags["modelsvc.dataset.fingerprint"] == out["dataset_fingerprint"]
+    assert "user_realtime_features:current_page_views_10m" in tags["modelsvc.feature_refs"]
+    assert tags["modelsvc.version"]
+    assert run.data.params["training.batch_size"] == "256"
+    assert run.data.params["model.hidden_layers"] == "[128, 64]"
+    assert run.data.params["scaling.num_workers"] == "1"
+    for key in ("train_loss", "val_loss", "val_auc", "samples_per_s"):
+        assert [m.step for m in client.get_metric_history(out["run_id"], key)] == [0, 1, 2]
+    assert [d.dataset.digest for d in run.inputs.dataset_inputs] == [out["dataset_fingerprint"][:36]]
+    arts = {a.path for a in client.list_artifacts(out["run_id"], "plots")}
+    assert arts == {"plots/loss_curves.png", "plots/roc_validation.png"}
+
+    # the same training again: already finished, same run, no new MLflow run
+    again = CliRunner().invoke(app, ["train", "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["run_id"] == out["run_id"]
+    assert len(client.search_runs([out["experiment_id"]])) == 1
+
+    # the logged pyfunc in a fresh process, on raw rows with nulls and an unknown platform
+    script = textwrap.dedent(f"""
+        import json, mlflow, pandas as pd
+        mlflow.set_tracking_uri({settings.tracking_uri()!r})
+        model = mlflow.pyfunc.load_model({out['model_uri']!r})
+        rows = pd.DataFrame({{
+            "total_orders_7d": [3, None, 0, 3],
+            "avg_purchase_value_30d": [25.0, None, None, 25.0],
+            "last_seen_platform": ["ios", None, "smart-fridge", None],
+            "current_page_views_10m": [5, None, 2, 5],
+            "unrelated": ["x", "y", "z", "w"],
+        }})
+        out = model.predict(rows)
+        print(json.dumps({{"columns": list(out.columns), "p": out["p_click"].tolist()}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=workdir, env={k: v for k, v in os.environ.items() if not k.startswith("MODELSVC_")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    pred = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert pred["columns"] == ["p_click"]
+    assert len(pred["p"]) == 4 and all(0.0 < p < 1.0 for p in pred["p"])
+    assert pred["p"][0] != pred["p"][3]  # a known platform differs from the unknown bucket
+
+
+def test_failure_then_rerun_resumes_and_worker_restart_resumes_into_one_run(workdir, monkeypatch):
+    """Attempt 1 fails at epoch 1 with no retries left; rerunning resumes from the epoch-0 checkpoint, a worker
+    failure at epoch 2 is retried from the epoch-1 checkpoint, and MLflow holds ONE finished run, every epoch
+    logged once."""
+    base = {"training": {"epochs": 4, "max_failures": 0}}
+    settings = small_settings(workdir, **base)
+    write_synthetic_dataset(settings, rows=2000, seed=2)
+
+    monkeypatch.setenv("MODELSVC_TEST_FAIL_AT_EPOCH", "1")
+    from modelsvc.training import train
+
+    with pytest.raises(RetryableError, match="injected worker failure at epoch 1") as err:
+        train(settings)
+    assert err.value.exit_code == 75
+    client = _client(settings)
+    runs = client.search_runs([client.get_experiment_by_name(settings.mlflow.experiment).experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+    monkeypatch.setenv("MODELSVC_TEST_FAIL_AT_EPOCH", "2")
+    retry = small_settings(workdir, training={"epochs": 4, "max_failures": 1})  # max_failures: not in the hash
+    result = train(retry)
+    assert result.resumed is True
+    assert result.run_id == runs[0].info.run_id
+    assert [h.epoch for h in result.history] == [0, 1, 2, 3]
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    for key in ("train_loss", "val_loss", "val_auc"):
+        assert sorted(m.step for m in client.get_metric_history(result.run_id, key)) == [0, 1, 2, 3]
+    assert len(client.search_runs([result.experiment_id])) == 1

@@ -1,0 +1,144 @@
+"""The MLP, the data path (resident and streaming batches), AUC and CPU determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from modelsvc.dataset import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+from modelsvc.training.loop import (
+    ResidentBatches,
+    StreamingBatches,
+    choose_data_path,
+    roc_auc,
+    shard_bounds,
+    to_tensors,
+    train_one_epoch,
+)
+from modelsvc.training.model import CTRModel
+from modelsvc.training.preprocessing import Preprocessor
+from tests.datasets import synthetic_frame
+
+CPU = torch.device("cpu")
+
+
+def small_model(**kw) -> CTRModel:
+    args = {"embedding_dim": 4, "hidden_layers": [16, 8], "dropout": 0.1} | kw
+    return CTRModel(6, [4], **args)
+
+
+def test_shapes_and_layers():
+    model = small_model()
+    out = model(torch.randn(32, 6), torch.randint(0, 4, (32, 1)))
+    assert out.shape == (32,)
+    assert model.embeddings[0].num_embeddings == 4 and model.embeddings[0].embedding_dim == 4
+    linears = [m for m in model.mlp if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(6 + 4, 16), (16, 8), (8, 1)]
+    assert not any(isinstance(m, torch.nn.Dropout) for m in small_model(dropout=0.0).mlp)
+
+
+def test_from_config_round_trip():
+    model = small_model()
+    again = CTRModel.from_config(model.config)
+    again.load_state_dict(model.state_dict())
+    x, c = torch.randn(5, 6), torch.randint(0, 4, (5, 1))
+    model.eval()
+    again.eval()
+    torch.testing.assert_close(model(x, c), again(x, c))
+
+
+@pytest.fixture(scope="module")
+def data():
+    df = synthetic_frame(3000, seed=1)
+    train = df[df["split"] == "train"]
+    pre = Preprocessor.fit(train, NUMERIC_FEATURES, CATEGORICAL_FEATURES)
+    return pre, train, to_tensors(pre, train, "is_clicked")
+
+
+def _train(data, seed: int, epochs: int = 2) -> dict[str, torch.Tensor]:
+    pre, _, arrays = data
+    torch.manual_seed(seed)
+    model = CTRModel(pre.num_numeric_outputs, pre.cardinalities, embedding_dim=4, hidden_layers=[16], dropout=0.1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    batches = ResidentBatches(*arrays, batch_size=128, seed=seed, rank=0, device=CPU)
+    losses = []
+    for epoch in range(epochs):
+        torch.manual_seed(seed * 7919 + epoch)
+        loss, samples = train_one_epoch(model, opt, batches, epoch)
+        assert samples == len(arrays[2])
+        losses.append(loss)
+    assert losses[-1] < losses[0]  # it learns
+    return model.state_dict()
+
+
+def test_training_is_deterministic_on_cpu(data):
+    a, b, c = _train(data, 7), _train(data, 7), _train(data, 8)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_resident_batches_cover_every_row_once_in_a_seeded_order(data):
+    _, _, (num, cat, y) = data
+    b = ResidentBatches(num, cat, y, batch_size=500, seed=1, rank=0, device=CPU)
+    got = [batch for batch in b.epoch(0)]
+    assert len(got) == len(b) == -(-len(y) // 500)
+    rows = torch.cat([n for n, _, _ in got])
+    assert sorted(map(tuple, rows.tolist())) == sorted(map(tuple, torch.from_numpy(num).tolist()))
+    first = [n for n, _, _ in b.epoch(0)][0]
+    torch.testing.assert_close(first, got[0][0])  # same epoch, same order
+    assert not torch.equal([n for n, _, _ in b.epoch(1)][0], got[0][0])  # reshuffled per epoch
+
+
+def test_streaming_batches_cover_the_shard_like_resident(tmp_path, data):
+    pre, _, _ = data
+    df = synthetic_frame(3000, seed=1)
+    path = tmp_path / "data.parquet"
+    df.drop(columns=["p_true"]).to_parquet(path, index=False, row_group_size=700)
+    n_train = int((df["split"] == "train").sum())
+    for rank in (0, 1):
+        start, stop = shard_bounds(n_train, rank, 2)
+        s = StreamingBatches(path, pre, "is_clicked", start=start, stop=stop, batch_size=256, seed=1, rank=rank,
+                             device=CPU, chunk_rows=300)
+        got = list(s.epoch(0))
+        assert len(got) == len(s)
+        assert all(len(y) == 256 for _, _, y in got[:-1])
+        expect = to_tensors(pre, df[df["split"] == "train"].iloc[start:stop], "is_clicked")[0]
+        rows = torch.cat([n for n, _, _ in got]).numpy()
+        np.testing.assert_array_equal(np.sort(rows, axis=0), np.sort(expect, axis=0))
+
+
+def test_streaming_errors_reach_the_training_loop(tmp_path, data):
+    pre, _, _ = data
+    path = tmp_path / "data.parquet"
+    pd.DataFrame({"split": ["train"] * 10, "is_clicked": [0] * 10}).to_parquet(path)
+    s = StreamingBatches(path, pre, "is_clicked", start=0, stop=10, batch_size=4, seed=0, rank=0, device=CPU)
+    with pytest.raises(Exception, match="total_orders_7d"):
+        list(s.epoch(0))
+
+
+def test_shards_are_equal_sized_and_disjoint():
+    bounds = [shard_bounds(10, r, 3) for r in range(3)]
+    assert bounds == [(0, 3), (3, 6), (6, 9)]
+
+
+def test_auto_data_path_respects_the_memory_budget():
+    assert choose_data_path("auto", 1000, 40, CPU, 1_000_000) == "resident"
+    assert choose_data_path("auto", 1000, 40, CPU, 39_999) == "streaming"
+    assert choose_data_path("resident", 10**12, 40, CPU, 1) == "resident"
+
+
+def test_roc_auc_matches_pairwise_definition():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    s = np.round(rng.normal(size=400) + y, 1)  # rounded: many ties
+    pos, neg = s[y == 1], s[y == 0]
+    pairwise = ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (
+        len(pos) * len(neg))
+    assert roc_auc(y, s) == pytest.approx(pairwise, abs=1e-12)
+    assert roc_auc([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]) == 1.0
+    assert roc_auc([1, 1, 0, 0], [0.1, 0.2, 0.3, 0.4]) == 0.0
+    assert roc_auc([0, 1], [0.5, 0.5]) == 0.5
+    assert np.isnan(roc_auc([1, 1], [0.1, 0.2]))

@@ -1,0 +1,121 @@
+"""Preprocessing: fitted on train only, robust to nulls and unknown values, JSON round trip."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from modelsvc.dataset import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES
+from modelsvc.errors import DataError
+from modelsvc.training.preprocessing import UNKNOWN_INDEX, Preprocessor
+
+
+def frame(**cols) -> pd.DataFrame:
+    base = {
+        "total_orders_7d": [1, 2, 3, None],
+        "avg_purchase_value_30d": [10.0, None, 30.0, 20.0],
+        "last_seen_platform": ["web", "ios", None, "web"],
+        "current_page_views_10m": [0, 4, 8, 4],
+    }
+    base.update(cols)
+    return pd.DataFrame(base)
+
+
+def fit(df: pd.DataFrame) -> Preprocessor:
+    return Preprocessor.fit(df, NUMERIC_FEATURES, CATEGORICAL_FEATURES)
+
+
+def test_numeric_standardised_with_train_mean_imputation_and_indicator():
+    pre = fit(frame())
+    assert pre.numeric["total_orders_7d"].mean == pytest.approx(2.0)
+    assert pre.numeric["avg_purchase_value_30d"].mean == pytest.approx(20.0)
+    num, _ = pre.transform(frame())
+    k = len(NUMERIC_FEATURES)
+    assert num.shape == (4, 2 * k) and num.dtype == np.float32
+    i = NUMERIC_FEATURES.index("total_orders_7d")
+    assert num[3, i] == 0.0 and num[3, k + i] == 1.0  # missing -> mean (0 after scaling), flagged
+    assert num[0, k + i] == 0.0
+    std = np.std([1, 2, 3])
+    assert num[0, i] == pytest.approx((1 - 2) / std)
+
+
+def test_unknown_and_missing_categories_go_to_the_unknown_bucket():
+    pre = fit(frame())
+    assert pre.categorical["last_seen_platform"] == ["ios", "web"]
+    assert pre.cardinalities == [3]
+    _, cat = pre.transform(frame(last_seen_platform=["web", "ios", "smart-fridge", None]))
+    assert cat[:, 0].tolist() == [2, 1, UNKNOWN_INDEX, UNKNOWN_INDEX]
+
+
+def test_all_null_column_gives_finite_output_and_indicator():
+    df = frame(avg_purchase_value_30d=[None, None, None, None])
+    pre = fit(df)
+    num, _ = pre.transform(df)
+    i, k = NUMERIC_FEATURES.index("avg_purchase_value_30d"), len(NUMERIC_FEATURES)
+    assert np.isfinite(num).all()
+    assert (num[:, i] == 0).all() and (num[:, k + i] == 1).all()
+    # a value at serving time is still standardised with the neutral stats, never NaN
+    num2, _ = pre.transform(frame(avg_purchase_value_30d=[5.0, None, None, None]))
+    assert num2[0, i] == pytest.approx(5.0) and np.isfinite(num2).all()
+
+
+def test_constant_column_does_not_divide_by_zero():
+    pre = fit(frame(current_page_views_10m=[3, 3, 3, 3]))
+    num, _ = pre.transform(frame(current_page_views_10m=[3, 4, None, 3]))
+    assert np.isfinite(num).all()
+
+
+def test_text_and_infinite_values_are_treated_as_missing():
+    pre = fit(frame())
+    num, _ = pre.transform(frame(avg_purchase_value_30d=["abc", np.inf, "30", None]))
+    i, k = NUMERIC_FEATURES.index("avg_purchase_value_30d"), len(NUMERIC_FEATURES)
+    assert num[:, k + i].tolist() == [1.0, 1.0, 0.0, 1.0]
+    assert num[2, i] == pytest.approx((30 - 20) / pre.numeric["avg_purchase_value_30d"].std)
+
+
+def test_json_round_trip_gives_identical_transform():
+    pre = fit(frame())
+    text = pre.to_json()
+    json.loads(text)  # plain JSON, no pickle
+    again = Preprocessor.from_json(text)
+    a, b = pre.transform(frame()), again.transform(frame())
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_other_columns_are_ignored_and_a_missing_column_is_named():
+    pre = fit(frame())
+    num, cat = pre.transform(frame().assign(extra="x", is_clicked=1))
+    assert num.shape[0] == 4 and cat.shape == (4, 1)
+    with pytest.raises(DataError, match="current_page_views_10m"):
+        pre.transform(frame().drop(columns=["current_page_views_10m"]))
+
+
+def test_bad_format_version_is_refused():
+    with pytest.raises(DataError, match="format_version"):
+        Preprocessor.from_dict({"format_version": 99, "numeric": {}, "categorical": {}})
+
+
+def test_fit_on_the_train_split_only(settings):
+    """Validation/test rows with a very different distribution must not move the fitted statistics."""
+    from modelsvc.training.trainer import _fit_preprocessor
+    from tests.datasets import write_synthetic_dataset
+
+    manifest, df = write_synthetic_dataset(settings, rows=600, seed=3)
+    # rewrite the data file with shifted validation/test values and a platform only seen outside train
+    shifted = pd.read_parquet(manifest.data_path)
+    outside = shifted["split"] != "train"
+    shifted.loc[outside, "avg_purchase_value_30d"] = 1e6
+    shifted.loc[outside, "last_seen_platform"] = "only-in-validation"
+    shifted.to_parquet(manifest.data_path, index=False)
+
+    pre, train_rows = _fit_preprocessor(manifest)
+    train = df[df["split"] == "train"]
+    assert train_rows == len(train)
+    assert pre.numeric["avg_purchase_value_30d"].mean == pytest.approx(train["avg_purchase_value_30d"].mean())
+    assert pre.numeric["total_orders_7d"].mean == pytest.approx(train["total_orders_7d"].astype(float).mean())
+    assert "only-in-validation" not in pre.categorical["last_seen_platform"]
+    assert set(pre.input_columns) == set(FEATURES)
