@@ -130,3 +130,26 @@ def mark_evaluated(settings: Any, run_id: str, *, verdict: str = "passed", again
     client.set_tag(run_id, "modelsvc.eval.verdict", verdict)
     client.set_tag(run_id, "modelsvc.eval.production_version", against)
     client.log_metric(run_id, "eval_auc", auc)
+
+
+_TEMPLATE_DB: list[str] = []
+
+
+def fresh_mlflow_db(settings: Any) -> None:
+    """Put an empty, already migrated MLflow SQLite store in place (creating one runs migrations: seconds).
+
+    The template is built once per test process; each test gets its own copy.
+    """
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    if not _TEMPLATE_DB:
+        from mlflow.tracking import MlflowClient
+
+        path = Path(tempfile.mkdtemp(prefix="modelsvc-mlflow-template-")) / "mlflow.db"
+        MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+        _TEMPLATE_DB.append(str(path))
+    target = settings.paths.resolve("mlflow")
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_TEMPLATE_DB[0], target / "mlflow.db")

@@ -90,24 +90,34 @@ def check_schema(schema: pa.Schema, *, where: str) -> tuple[ColumnPlan, ...]:
     return tuple(plans)
 
 
-def check_parquet_files(files: Iterable[Path], *, connection: object | None = None) -> dict[Path, tuple]:
-    """Check the footers of raw-event Parquet files; parse string timestamps. Returns each file's column plans.
+@dataclass(frozen=True)
+class FileCheck:
+    """One raw file after its check: how to read each column, and its row count (from the footer)."""
+
+    path: Path
+    plan: tuple[ColumnPlan, ...]
+    rows: int
+
+
+def check_parquet_files(files: Iterable[Path], *, connection: object | None = None) -> list[FileCheck]:
+    """Check the footers of raw-event Parquet files; parse string timestamps.
 
     ``connection`` is an optional DuckDB connection used to parse string timestamps (one is opened if needed).
     """
     import pyarrow.parquet as pq
 
-    plans: dict[Path, tuple] = {}
+    checked = []
     for path in files:
         try:
-            schema = pq.read_schema(path)
+            meta = pq.read_metadata(path)
+            schema = meta.schema.to_arrow_schema()
         except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for a file that is not Parquet
             raise DataError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
         plan = check_schema(schema, where=str(path))
-        if any(p.kind == "parse" for p in plan):
+        if meta.num_rows and any(p.kind == "parse" for p in plan):
             _check_timestamps_parse(path, connection)
-        plans[path] = plan
-    return plans
+        checked.append(FileCheck(path, plan, meta.num_rows))
+    return checked
 
 
 def _check_timestamps_parse(path: Path, connection: object | None) -> None:

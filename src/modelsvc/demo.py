@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
-# Defaults of `modelsvc demo-data` (and `make demo`): ~450k impressions, a few seconds to generate.
-DEFAULT_USERS = 12_000
+# Defaults of `modelsvc demo-data` (and `make demo`): ~440k impressions, a few seconds to generate.
+DEFAULT_USERS = 10_000
 DEFAULT_DAYS = 28
 DEFAULT_START = "2025-01-01"
 DEFAULT_SEED = 7
@@ -74,15 +74,15 @@ def click_logit(total_orders_7d: np.ndarray, avg_purchase_value_30d: np.ndarray,
     views = current_page_views_10m.astype(float)
     platform = np.asarray(last_seen_platform, dtype=object)
     is_web = platform == "web"
-    logit = np.full(len(orders), -2.55)
-    logit += 1.1 * np.tanh(orders / 2.0)
+    logit = np.full(len(orders), -3.2)
+    logit += 1.32 * np.tanh(orders / 2.0)
     price = np.log(np.where(np.isnan(avg) | (avg <= 0), 1.0, avg))
-    logit += np.where(np.isnan(avg), -0.15, 1.2 * np.exp(-((price - 3.4) ** 2) / 0.35) - 0.2)
+    logit += np.where(np.isnan(avg), -0.18, 1.44 * np.exp(-((price - 3.4) ** 2) / 0.35) - 0.24)
     logit += np.select([platform == "ios", platform == "android", is_web, platform == None],  # noqa: E711
-                       [0.45, 0.05, -0.35, -0.4], default=-0.9)
+                       [0.54, 0.06, -0.42, -0.48], default=-1.08)
     v = np.nan_to_num(views, nan=0.0)
-    logit += np.where(np.isnan(views), -0.45, 0.9 * np.log1p(v) - 0.12 * v + np.where(is_web, 0.6, 0.0)
-                      * np.log1p(v) - 0.3)
+    logit += np.where(np.isnan(views), -0.54,
+                      (1.08 + np.where(is_web, 0.72, 0.0)) * np.log1p(v) - 0.144 * v - 0.36)
     return logit
 
 
@@ -205,6 +205,14 @@ def _raw_table(ev: dict[str, Any]) -> pa.Table:
         "is_clicked": pa.nulls(n, pa.int32()),
         "ds": _day_strings(ev["ts"]),
     })
+
+
+def simulate_events(*, users: int, days: int, start_date: str | date, seed: int) -> pa.Table:
+    """Only the raw events of the demo (is_clicked null): for benchmarks and tests that need volume."""
+    import numpy as np
+
+    start = parse_date(start_date, option="--start-date")
+    return _raw_table(_simulate(np.random.default_rng(seed), users, days, start))
 
 
 def served_features(settings: Settings, raw: pa.Table, days: list[date]) -> pa.Table:

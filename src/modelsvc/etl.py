@@ -122,6 +122,10 @@ def _day_rows(days: Sequence[date], *, with_snapshot: Dialect | None = None) -> 
     return "\n    UNION ALL ".join(rows)
 
 
+def _offset_rows(n: int) -> str:
+    return "\n    UNION ALL ".join(f"SELECT CAST({k} AS BIGINT) AS k" for k in range(n))
+
+
 def feature_sql(dialect: str | Dialect, *, days: Sequence[date], raw_table: str, etl: EtlSettings,
                 created: datetime) -> FeatureSql:
     """The feature SELECTs for the contiguous ``days`` reading ``raw_table`` in ``dialect``.
@@ -154,6 +158,9 @@ def feature_sql(dialect: str | Dialect, *, days: Sequence[date], raw_table: str,
 WITH snap AS (
     {_day_rows(days, with_snapshot=d)}
 ),
+offsets AS (
+    {_offset_rows(lookback)}
+),
 daily AS (
     SELECT user_id, {day_num} AS day_num,
            SUM(CASE WHEN event_type = 'order' THEN 1 ELSE 0 END) AS n_orders,
@@ -165,22 +172,24 @@ daily AS (
     GROUP BY user_id, {day_num}
 ),
 rolled AS (
-    SELECT dl.user_id AS user_id, s.day_num AS day_num, s.ds AS ds, s.snapshot_ts AS snapshot_ts,
-           SUM(CASE WHEN dl.day_num > s.day_num - {etl.orders_window_days} THEN dl.n_orders ELSE 0 END) AS orders,
-           SUM(CASE WHEN dl.day_num > s.day_num - {etl.purchase_window_days} THEN dl.pv_sum END) AS pv_sum,
-           SUM(CASE WHEN dl.day_num > s.day_num - {etl.purchase_window_days} THEN dl.pv_n ELSE 0 END) AS pv_n,
-           {d.arg_max("dl.platform", "CASE WHEN dl.platform IS NOT NULL THEN dl.day_num END")} AS platform
-    FROM daily dl JOIN snap s ON dl.day_num <= s.day_num AND dl.day_num > s.day_num - {lookback}
-    GROUP BY dl.user_id, s.day_num, s.ds, s.snapshot_ts
+    SELECT dl.user_id AS user_id, dl.day_num + k.k AS day_num,
+           SUM(CASE WHEN k.k < {etl.orders_window_days} THEN dl.n_orders ELSE 0 END) AS orders,
+           SUM(CASE WHEN k.k < {etl.purchase_window_days} THEN dl.pv_sum END) AS pv_sum,
+           SUM(CASE WHEN k.k < {etl.purchase_window_days} THEN dl.pv_n ELSE 0 END) AS pv_n,
+           MAX(CASE WHEN dl.platform IS NOT NULL THEN dl.day_num END) AS platform_day
+    FROM daily dl JOIN offsets k ON dl.day_num + k.k >= {first} AND dl.day_num + k.k <= {last}
+    GROUP BY dl.user_id, dl.day_num + k.k
 )
 SELECT r.user_id AS user_id,
-       r.snapshot_ts AS event_timestamp,
+       s.snapshot_ts AS event_timestamp,
        {created_lit} AS created_timestamp,
        CAST(r.orders AS BIGINT) AS total_orders_7d,
        CAST(r.pv_sum AS DOUBLE) / CASE WHEN r.pv_n > 0 THEN r.pv_n END AS avg_purchase_value_30d,
-       r.platform AS last_seen_platform,
-       r.ds AS ds
+       p.platform AS last_seen_platform,
+       s.ds AS ds
 FROM rolled r
+JOIN snap s ON r.day_num = s.day_num
+LEFT JOIN daily p ON p.user_id = r.user_id AND p.day_num = r.platform_day
 ORDER BY ds, user_id
 """
 
@@ -191,21 +200,22 @@ WITH days AS (
     {_day_rows(days)}
 ),
 pv AS (
-    SELECT user_id, {bucket} AS bucket_s, {day_num} AS day_num
+    SELECT user_id, {bucket} AS bucket_s
     FROM {raw}
     WHERE {where} AND ds >= '{days[0].isoformat()}' AND event_type = 'page_view'
+          AND {day_num} >= {first} AND {day_num} <= {last}
 ),
 windows AS (
-    SELECT p.user_id AS user_id, p.bucket_s AS bucket_s, dy.ds AS ds, COUNT(*) AS views
-    FROM pv p JOIN days dy ON p.day_num = dy.day_num
-    GROUP BY p.user_id, p.bucket_s, dy.ds
+    SELECT user_id, bucket_s, COUNT(*) AS views
+    FROM pv
+    GROUP BY user_id, bucket_s
 )
-SELECT user_id,
+SELECT w.user_id AS user_id,
        {d.ts_from_epoch_s(f"w.bucket_s + {width}")} AS event_timestamp,
        {created_lit} AS created_timestamp,
        CAST(w.views AS BIGINT) AS current_page_views_10m,
-       w.ds AS ds
-FROM windows w
+       dy.ds AS ds
+FROM windows w JOIN days dy ON CAST(floor(w.bucket_s / 86400) AS BIGINT) = dy.day_num
 ORDER BY ds, user_id, event_timestamp
 """
     return FeatureSql(days=list(days), raw_start=raw_start, raw_end=days[-1],

@@ -289,7 +289,7 @@ def evaluate(settings: Settings, *, run_id: str, dataset: str | None = None, rep
     y = df[label].to_numpy(dtype=np.float64)
     slice_col = settings.evaluation.slice_column
     slices = _slice_keys(df, slice_col)
-    features = df[list(FEATURES)]
+    features = model_input(df)
     bins = settings.evaluation.calibration_bins
 
     with reporter.task("scoring", total=2) as task:
@@ -315,6 +315,18 @@ def evaluate(settings: Settings, *, run_id: str, dataset: str | None = None, rep
     )
     _store(settings, client, report)
     return report
+
+
+def model_input(df: pd.DataFrame) -> pd.DataFrame:
+    """The pyfunc's input: the raw features, numeric ones as float64 (MLflow will not cast int64 to double)."""
+    from modelsvc.dataset import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES
+
+    out = df[list(FEATURES)].copy()
+    for col in NUMERIC_FEATURES:
+        out[col] = out[col].astype("float64")
+    for col in CATEGORICAL_FEATURES:
+        out[col] = out[col].astype(object).where(out[col].notna(), None)
+    return out
 
 
 def _get_run(client: Any, run_id: str) -> Any:
@@ -400,31 +412,14 @@ def _oracle_metrics(settings: Settings, df: pd.DataFrame, y: np.ndarray, cand_p:
 def _read_oracle(settings: Settings, table: str, start: Any, end: Any) -> pd.DataFrame | None:
     from datetime import timedelta
 
-    # the oracle is partitioned by the impression day; a day either side covers UTC edge cases
-    start, end = start - timedelta(days=1), end + timedelta(days=1)
-    try:
-        from modelsvc.warehouse import open_warehouse
+    from modelsvc.warehouse import open_warehouse
 
-        wh = open_warehouse(settings)
-    except ImportError:  # the local engine is not there: read the Parquet partitions directly
-        return _read_oracle_parquet(settings, table, start, end)
-    with wh:
+    # the oracle is partitioned by the impression day; a day either side covers UTC edge cases
+    with open_warehouse(settings) as wh:
         if not wh.table_exists(table):
             return None
-        return wh.read(table, start=start, end=end, columns=["event_id", "p_click"]).to_pandas()
-
-
-def _read_oracle_parquet(settings: Settings, table: str, start: Any, end: Any) -> pd.DataFrame | None:
-    import pyarrow.dataset as ds
-
-    folder = settings.paths.resolve("warehouse") / table
-    if not folder.is_dir():
-        return None
-    parts = [p for p in folder.glob("ds=*") if start.isoformat() <= p.name[3:] <= end.isoformat()]
-    files = [str(f) for p in parts for f in sorted(p.glob("*.parquet"))]
-    if not files:
-        return None
-    return ds.dataset(files, format="parquet").to_table(columns=["event_id", "p_click"]).to_pandas()
+        return wh.read(table, start=start - timedelta(days=1), end=end + timedelta(days=1),
+                       columns=["event_id", "p_click"]).to_pandas()
 
 
 def _store(settings: Settings, client: Any, report: EvalReport) -> None:

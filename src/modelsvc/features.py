@@ -90,11 +90,11 @@ def settings_for_repo(repo_dir: Path) -> Settings:
     return settings
 
 
-def _offline_store_config(settings: Settings) -> dict[str, Any]:
+def _offline_store_config(settings: Settings, *, for_file: bool = False) -> dict[str, Any]:
     if settings.warehouse.engine == "hive":
-        from modelsvc.feast_hive import offline_store_config  # type: ignore[import-not-found]
+        from modelsvc.feast_hive import offline_store_config
 
-        return dict(offline_store_config(settings))
+        return dict(offline_store_config(settings, for_file=for_file))
     return {"type": LOCAL_OFFLINE_STORE}
 
 
@@ -118,7 +118,7 @@ def store_config(settings: Settings, *, for_file: bool = False) -> dict[str, Any
         "provider": "local",
         "registry": {"registry_type": "file", "path": str(settings.paths.resolve("feast") / "registry.db"),
                      "cache_ttl_seconds": 0},
-        "offline_store": _offline_store_config(settings),
+        "offline_store": _offline_store_config(settings, for_file=for_file),
         "online_store": _online_store_config(settings, for_file=for_file),
         "entity_key_serialization_version": 3,
     }
@@ -151,7 +151,7 @@ def batch_source(settings: Settings, table: str, *, feature_ts_column: str) -> A
     """The Feast data source of a feature table for the configured engine (called by the repo definitions)."""
     tags = {FEATURE_TS_TAG: feature_ts_column}
     if settings.warehouse.engine == "hive":
-        from modelsvc.feast_hive import hive_source  # type: ignore[import-not-found]
+        from modelsvc.feast_hive import hive_source
 
         return hive_source(settings, table, timestamp_field=TIMESTAMP_FIELD,
                            created_timestamp_column=CREATED_TIMESTAMP_FIELD, tags=tags)
@@ -240,12 +240,13 @@ def _registered(store: Any, obj: Any) -> Any:
     from feast import Entity, FeatureService, FeatureView
     from feast.errors import FeastObjectNotFoundException
 
-    getters = [(FeatureView, store.get_feature_view), (FeatureService, store.get_feature_service),
-               (Entity, store.get_entity)]
+    getters: list[tuple[type, Any]] = [(FeatureView, store.get_feature_view),
+                                       (FeatureService, store.get_feature_service), (Entity, store.get_entity)]
+    name = obj.name
     for kind, get in getters:
         if isinstance(obj, kind):
             try:
-                return get(obj.name)
+                return get(name)
             except FeastObjectNotFoundException:
                 return None
     return None

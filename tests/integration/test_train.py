@@ -110,7 +110,7 @@ def test_failure_then_rerun_resumes_and_worker_restart_resumes_into_one_run(work
     settings = small_settings(workdir, **base)
     write_synthetic_dataset(settings, rows=2000, seed=2)
 
-    monkeypatch.setenv("MODELSVC_TEST_FAIL_AT_EPOCH", "1")
+    monkeypatch.setenv("MODELSVCTEST_FAIL_AT_EPOCH", "1")
     from modelsvc.training import train
 
     with pytest.raises(RetryableError, match="injected worker failure at epoch 1") as err:
@@ -120,7 +120,7 @@ def test_failure_then_rerun_resumes_and_worker_restart_resumes_into_one_run(work
     runs = client.search_runs([client.get_experiment_by_name(settings.mlflow.experiment).experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]
 
-    monkeypatch.setenv("MODELSVC_TEST_FAIL_AT_EPOCH", "2")
+    monkeypatch.setenv("MODELSVCTEST_FAIL_AT_EPOCH", "2")
     retry = small_settings(workdir, training={"epochs": 4, "max_failures": 1})  # max_failures: not in the hash
     result = train(retry)
     assert result.resumed is True

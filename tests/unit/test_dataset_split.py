@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from modelsvc.config import SplitSettings
-from modelsvc.dataset import FEATURES, assign_split, build_dataset, finish_join, fingerprint, split_cutoffs
+from modelsvc.dataset import FEATURES, assign_split, build_dataset, fingerprint, finish_join, split_cutoffs
 from modelsvc.errors import ConfigError, DataError, UsageError
 
 TS_COLS = {"offline_feature_ts_us": FEATURES[:3], "realtime_feature_ts_us": FEATURES[3:]}

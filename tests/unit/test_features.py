@@ -41,6 +41,20 @@ def test_store_config_redis_keeps_the_password_out_of_the_file(workdir):
     assert "cache:6380,db=2,password=${MODELSVC_FEATURES__REDIS__PASSWORD}" in text
 
 
+def test_hive_engine_uses_the_hive_plugin(workdir):
+    """Same definitions, Hive sources and store: the data sources are chosen by warehouse.engine."""
+    from modelsvc.config import load_settings
+    from modelsvc.features import FEATURE_TS_TAG, load_definitions, store_config, write_store_yaml
+
+    s = load_settings(workdir / "configs", warehouse={"engine": "hive"}, hive={"password": "hive-pw"})
+    assert store_config(s)["offline_store"]["type"] == "modelsvc.feast_hive.HiveOfflineStore"
+    assert "hive-pw" not in write_store_yaml(s).read_text()
+    views = {o.name: o for o in load_definitions(s) if hasattr(o, "batch_source")}
+    src = views["user_offline_features"].batch_source
+    assert type(src).__name__ == "HiveSource" and src.tags[FEATURE_TS_TAG] == "offline_feature_ts_us"
+    assert views["user_realtime_features"].ttl == timedelta(minutes=30)
+
+
 def test_missing_repo_is_not_found(workdir):
     from modelsvc.config import load_settings
     from modelsvc.features import materialize
@@ -117,14 +131,12 @@ def test_feast_cli_apply_in_the_repo(workdir):
     out = subprocess.run([str(feast), "apply"], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert (workdir / "data" / "feast" / "registry.db").is_file()
-    listed = subprocess.run([str(feast), "feature-views", "list"], cwd=repo, env=env, capture_output=True,
-                            text=True, timeout=300)
-    assert listed.returncode == 0, listed.stderr[-2000:]
-    assert "user_offline_features" in listed.stdout and "user_realtime_features" in listed.stdout
-
     # modelsvc sees the registry feast wrote as up to date (same definitions, same settings)
     from modelsvc.config import load_settings
     from modelsvc.features import apply_definitions, feature_store
 
     s = load_settings(workdir / "configs")
-    assert apply_definitions(s, feature_store(s, apply=False)) is False
+    store = feature_store(s, apply=False)
+    assert sorted(v.name for v in store.list_feature_views()) == ["user_offline_features", "user_realtime_features"]
+    assert store.get_feature_service("ctr_model_v1") is not None
+    assert apply_definitions(s, store) is False

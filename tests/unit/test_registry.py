@@ -15,9 +15,15 @@ from modelsvc.registry import (
     rollback,
 )
 from modelsvc.tracking import mlflow_client
-from tests.registry_support import log_fake_run, mark_evaluated
+from tests.registry_support import fresh_mlflow_db, log_fake_run, mark_evaluated
 
 NAME = "ctr_model"
+
+
+@pytest.fixture
+def settings(settings):
+    fresh_mlflow_db(settings)
+    return settings
 
 
 def _alias(settings, alias: str) -> str | None:
@@ -137,15 +143,19 @@ def test_declared_paths_cover_pyfunc_artifacts_env_and_flavor_data() -> None:
 def test_lock_is_exclusive_released_and_stale_locks_are_broken(settings) -> None:
     client = mlflow_client(settings)
     lock = NAME + LOCK_SUFFIX
-    with promotion_lock(client, NAME) as token:
-        assert client.get_registered_model(lock).tags[LOCK_TOKEN_TAG] == token
-        with pytest.raises(RetryableError, match=f"another promotion holds the registry lock '{lock}'"), \
-                promotion_lock(client, NAME, wait_s=0.3):
-            pass
-        # a lock older than the ttl is taken to be left by a crashed process
-        with promotion_lock(client, NAME, wait_s=5, ttl_s=0.0) as second:
-            assert second != token
-    # the first holder found someone else's token: it must not delete that lock (already gone here)
+    first = promotion_lock(client, NAME)
+    token = first.__enter__()
+    assert client.get_registered_model(lock).tags[LOCK_TOKEN_TAG] == token
+    with pytest.raises(RetryableError, match=f"^another promotion holds the registry lock '{lock}'"), \
+            promotion_lock(client, NAME, wait_s=0.3):
+        pass
+    # a lock older than the ttl is taken to be left by a crashed process and broken
+    second = promotion_lock(client, NAME, wait_s=5, ttl_s=0.0)
+    token2 = second.__enter__()
+    assert token2 != token
+    first.__exit__(None, None, None)  # the first holder must not release the second holder's lock
+    assert client.get_registered_model(lock).tags[LOCK_TOKEN_TAG] == token2
+    second.__exit__(None, None, None)
     assert client.search_registered_models(f"name='{lock}'") == []
     with promotion_lock(client, NAME, wait_s=0.3):
         pass

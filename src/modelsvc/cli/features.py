@@ -69,9 +69,8 @@ def build_dataset_cmd(
         ((s, st.rows, st.label_rate, st.start, st.end) for s, st in manifest.splits.items()),
     ))
     console.print(kv_table("Manifest", [
-        ("path", manifest.path),
         ("rows", manifest.rows),
         ("label rate", manifest.label_rate),
         *((f"null rate {f}", r) for f, r in manifest.null_rate.items()),
-        ("fingerprint", manifest.fingerprint),
     ]))
+    console.print(f"path: {manifest.path}\nfingerprint: {manifest.fingerprint}", soft_wrap=True)

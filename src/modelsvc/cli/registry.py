@@ -109,10 +109,11 @@ def _render_report(report: EvalReport) -> None:
         console.print(kv_table("Demo oracle", [("rows", o.rows), ("oracle AUC", o.oracle_auc),
                                               ("candidate AUC", o.candidate_auc), ("gap", o.gap)]))
     console.print(rows_table(
-        f"Gate: {report.gate.note}", ["check", "value", "bound", "result"],
+        "Gate", ["check", "value", "bound", "result"],
         [[c.name, c.value, f"{c.op} {c.bound}" if c.bound is not None else "-", "pass" if c.passed else "FAIL"]
          for c in report.gate.checks]))
     style = "green" if report.verdict == "passed" else "red"
+    console.print(f"gate: {report.gate.note}", soft_wrap=True)
     console.print(f"verdict: [{style}]{report.verdict}[/{style}]")
 
 
@@ -121,8 +122,6 @@ def _render_promotion(result: Promotion, as_json: bool) -> None:
         emit_json(result)
         return
     title = f"{result.action}: {result.model_uri}"
-    if not result.changed:
-        title += " (already in production, nothing changed)"
     rows: list[tuple[str, Any]] = [
         ("version", result.version), ("run id", result.run_id), ("replaced version", result.previous_version),
         ("actor", result.actor), ("at", result.at.isoformat()), ("reason", result.reason),
@@ -130,3 +129,5 @@ def _render_promotion(result: Promotion, as_json: bool) -> None:
     ]
     rows += [(k, v) for k, v in sorted(result.metrics.items())]
     console.print(kv_table(title, rows))
+    if not result.changed:
+        console.print(f"nothing changed: version {result.version} is already in production", soft_wrap=True)

@@ -30,7 +30,7 @@ from modelsvc.progress import NULL, Reporter
 from modelsvc.training.result import EpochMetrics, TrainResult
 
 RUN_STATE_FILE = "modelsvc_run.json"
-FAIL_AT_EPOCH_ENV = "MODELSVC_TEST_FAIL_AT_EPOCH"  # test hook: a worker fails once at this epoch
+FAIL_AT_EPOCH_ENV = "MODELSVCTEST_FAIL_AT_EPOCH"  # test hook: a worker fails once at this epoch
 _HASH_EXCLUDE = {"training": {"max_failures", "resident_max_bytes"}}
 
 
@@ -235,7 +235,6 @@ def _log_model_and_finish(settings: Settings, client: Any, run_id: str, manifest
                           state: dict[str, Any], history: list[EpochMetrics], best: EpochMetrics) -> None:
     import mlflow
     import torch
-    from mlflow.models import infer_signature
 
     from modelsvc.dataset import read_dataset
     from modelsvc.training import loop, plots
@@ -259,8 +258,8 @@ def _log_model_and_finish(settings: Settings, client: Any, run_id: str, manifest
         example = val[FEATURES].head(5).copy()
         for col in NUMERIC_FEATURES:
             example[col] = example[col].astype("float64")
-        example_out = CTRPyfunc.predict_frame(pre, model, example)
-        signature = infer_signature(example, example_out)
+        signature = _signature()
+        CTRPyfunc.predict_frame(pre, model, example)  # fail here, not at serving time
         plots.loss_curves([h.model_dump() for h in history], t / "loss_curves.png")
         plots.roc_curve(y, scores, best.val_auc, t / "roc_validation.png")
         with mlflow.start_run(run_id=run_id):
@@ -281,6 +280,16 @@ def _log_model_and_finish(settings: Settings, client: Any, run_id: str, manifest
                                 "best_val_auc": best.val_auc})
             mlflow.set_tags({"modelsvc.data_path": str(state.get("data_path", "")),
                              "modelsvc.stopped_early": str(bool(state["stopped"])).lower()})
+
+
+def _signature() -> Any:
+    """Every feature optional (nulls allowed); numeric features as double, the platform as string."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    inputs = [ColSpec("double", c, required=False) for c in NUMERIC_FEATURES]
+    inputs += [ColSpec("string", c, required=False) for c in CATEGORICAL_FEATURES]
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("double", "p_click")]))
 
 
 def _code_bundle(dest: Path) -> Path:

@@ -103,7 +103,7 @@ class LocalWarehouse(Warehouse):
 
         days = [d for d in self.partitions(table) if (start is None or d >= start) and (end is None or d <= end)]
         if table == self.settings.tables.raw_events:
-            relation = self.raw_relation(table, days) if days else None
+            relation = self.raw_relation(table, days)
         else:
             relation = self._relation(table, days)
         cols = ", ".join(check_identifier(c, what="column") for c in columns) if columns else "*"
@@ -174,37 +174,40 @@ class LocalWarehouse(Warehouse):
         return (f"SELECT * FROM read_parquet([{listing}], hive_partitioning = true, union_by_name = true, "
                 "hive_types = {'ds': VARCHAR})")
 
-    def raw_relation(self, table: str, days: Sequence[date]) -> str:
-        """A SELECT over the raw-event files of ``days`` in the canonical schema (after the contract check)."""
+    def raw_relation(self, table: str, days: Sequence[date]) -> str | None:
+        """A SELECT over the raw-event files of ``days`` in the canonical schema, after the contract check of
+        every file (footers; string timestamps are parsed). None when the files hold no rows."""
+        return self._raw_relation(table, days)[0]
+
+    def _raw_relation(self, table: str, days: Sequence[date]) -> tuple[str | None, dict[date, int]]:
         from modelsvc.contract import check_parquet_files, select_sql
 
-        files = [f for d in days for f in self.files(table, d)]
-        plans = check_parquet_files(files, connection=self.connection())
+        counts: dict[date, int] = {}
         groups: dict[tuple, list[Path]] = {}
-        for f, plan in plans.items():
-            groups.setdefault(plan, []).append(f)
+        for day in days:
+            checked = check_parquet_files(self.files(table, day), connection=self.connection())
+            counts[day] = sum(c.rows for c in checked)
+            for c in checked:
+                if c.rows:  # an empty file may carry placeholder types (e.g. all-null columns): skip it
+                    groups.setdefault(c.plan, []).append(c.path)
         parts = []
         for plan, group in groups.items():
             listing = ", ".join(_sql_str(str(f)) for f in group)
             source = f"read_parquet([{listing}], hive_partitioning = true, hive_types = {{'ds': VARCHAR}})"
             parts.append(select_sql(plan, source))
-        return " UNION ALL ".join(parts)
+        return (" UNION ALL ".join(parts) if parts else None), counts
 
     def check_raw(self, table: str, *, start: date, end: date) -> dict[date, int]:
         """Check the raw-event contract of the partitions in [start, end] and expose them to :meth:`query` as a
         view named ``table``. Returns the row count of each partition found (from the Parquet footers)."""
-        import pyarrow.parquet as pq
+        from modelsvc.contract import RAW_COLUMNS
 
         days = [d for d in self.partitions(table) if start <= d <= end]
-        counts = {d: sum(pq.ParquetFile(f).metadata.num_rows for f in self.files(table, d)) for d in days}
-        relation = self.raw_relation(table, [d for d in days if counts[d]]) if any(counts.values()) else None
-        con = self.connection()
+        relation, counts = self._raw_relation(table, days)
         if relation is None:
-            from modelsvc.contract import RAW_COLUMNS
-
             cols = ", ".join(f"CAST(NULL AS {typ}) AS {name}" for name, (typ, _) in RAW_COLUMNS.items())
             relation = f"SELECT {cols}, CAST(NULL AS VARCHAR) AS ds WHERE false"
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {check_identifier(table)} AS {relation}")
+        self.connection().execute(f"CREATE OR REPLACE TEMP VIEW {check_identifier(table)} AS {relation}")
         self._views.add(table)
         return counts
 

@@ -1,0 +1,43 @@
+# syntax=docker/dockerfile:1
+# modelsvc image: configured only through environment variables (see .env.template); configs in /app/configs.
+#   docker build -t modelsvc .                                   CPU torch (default)
+#   docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 -t modelsvc:cuda .
+#   docker run --rm -e MODELSVC_PROFILE=production -e MODELSVC_HIVE__HOST=hs2 modelsvc doctor --json
+ARG PYTHON_IMAGE=python:3.11-slim
+
+# -- builder: a venv with torch (pinned, from TORCH_INDEX) and the package wheel with extras hive+redis --------------
+FROM ${PYTHON_IMAGE} AS builder
+ARG TORCH_SPEC=torch==2.13.0
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends build-essential \
+ && rm -rf /var/lib/apt/lists/*
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+# torch first, from its own index: CPU by default, CUDA when TORCH_INDEX says so
+RUN pip install --index-url "${TORCH_INDEX}" --extra-index-url https://pypi.org/simple "${TORCH_SPEC}"
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN pip wheel --no-deps -w /wheels . \
+ && pip install "$(ls /wheels/modelsvc-*.whl)[hive,redis]" \
+ && modelsvc --version
+
+# -- final: slim runtime, non-root ----------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE}
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    MODELSVC_CONFIG_DIR=/app/configs \
+    MODELSVC_PATHS__ROOT=/app/data
+RUN useradd --create-home --uid 10001 --user-group modelsvc
+COPY --from=builder /opt/venv /opt/venv
+WORKDIR /app
+COPY configs ./configs
+COPY feature_repo ./feature_repo
+RUN mkdir -p /app/data && chown -R modelsvc:modelsvc /app/data /app/feature_repo
+USER modelsvc
+VOLUME ["/app/data"]
+ENTRYPOINT ["modelsvc"]
+CMD ["--help"]

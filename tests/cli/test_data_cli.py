@@ -1,0 +1,80 @@
+"""CLI: demo-data and etl (exit codes, error lines, --json)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from modelsvc.cli import app
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def _invoke(runner: CliRunner, *args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_demo_data_then_etl_json(workdir, runner):
+    res = _invoke(runner, "demo-data", "--users", "200", "--days", "3", "--start-date", "2025-01-01",
+                  "--seed", "5", "--json")
+    assert res.exit_code == 0, res.output
+    demo = json.loads(res.stdout)
+    assert demo["days"] == 3 and demo["end_date"] == "2025-01-03" and demo["impressions"] > 0
+    assert (workdir / "data" / "warehouse" / "raw_events" / "ds=2025-01-03").is_dir()
+
+    res = _invoke(runner, "etl", "--start-date", "2025-01-01", "--end-date", "2025-01-03", "--json")
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["days"] == 3 and report["raw_events_read"] == demo["events"]
+    assert report["rows_written"]["user_features_precomputed"] > 0
+    assert report["rows_written"]["user_realtime_features"] > 0
+
+
+def test_etl_table_output(workdir, runner):
+    assert _invoke(runner, "demo-data", "--users", "50", "--days", "2", "--seed", "1").exit_code == 0
+    res = _invoke(runner, "etl", "--start-date", "2025-01-02")  # --end-date defaults to --start-date
+    assert res.exit_code == 0, res.output
+    assert "2025-01-02 .. 2025-01-02 (1)" in res.stdout and "events/s" in res.stdout
+
+
+@pytest.mark.parametrize(("args", "code", "line"), [
+    (["etl", "--start-date", "2025-13-01"], 64, "Error: --start-date: '2025-13-01' is not a date (expected YYYY-MM-DD)"),
+    (["etl", "--start-date", "2025-01-05", "--end-date", "2025-01-01"], 64,
+     "Error: --end-date 2025-01-01 is before --start-date 2025-01-05"),
+    (["etl", "--start-date", "2025-01-01", "--end-date", "2025-01-02"], 65,
+     "Error: table 'raw_events' has no partition ds=2025-01-01 (no raw events for 2025-01-01)"),
+    (["demo-data", "--users", "0"], 64, "Error: --users must be at least 1 (got 0)"),
+    (["demo-data", "--start-date", "tomorrow"], 64,
+     "Error: --start-date: 'tomorrow' is not a date (expected YYYY-MM-DD)"),
+    (["etl", "--config", "nowhere"], 78, "Error: config directory 'nowhere' does not exist (pass --config DIR)"),
+])
+def test_errors(workdir, runner, args, code, line):
+    res = _invoke(runner, *args)
+    assert res.exit_code == code, res.output
+    assert res.stderr.splitlines()[0] == line
+
+
+def test_contract_violation_exit_code(workdir, runner):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = workdir / "data" / "warehouse" / "raw_events" / "ds=2025-01-01"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"event_id": ["a"], "user_id": [1]}), folder / "bad.parquet")
+    res = _invoke(runner, "etl", "--start-date", "2025-01-01", "--json")
+    assert res.exit_code == 65
+    assert res.stdout == ""
+    assert res.stderr.splitlines()[0] == (
+        f"Error: {folder / 'bad.parquet'}: column 'event_timestamp' is missing "
+        "(expected timestamp (any unit/time zone) or a parsable ISO string)")
+
+
+def test_help_has_examples(runner):
+    for cmd in ("demo-data", "etl"):
+        res = _invoke(runner, cmd, "--help")
+        assert res.exit_code == 0 and f"Example: modelsvc {cmd}" in res.stdout

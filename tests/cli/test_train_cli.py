@@ -1,0 +1,52 @@
+"""The train command's errors and help (no Ray needed)."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from modelsvc.cli import app
+
+
+def test_train_without_a_dataset_names_the_missing_dataset(workdir):
+    result = CliRunner().invoke(app, ["train", "--dataset", "nope"])
+    assert result.exit_code == 66
+    assert result.stderr.splitlines()[0] == f"Error: dataset 'nope' not found under {workdir / 'data' / 'datasets'}"
+
+
+def test_train_with_a_missing_version_names_it(settings, workdir):
+    from tests.datasets import write_synthetic_dataset
+
+    write_synthetic_dataset(settings, rows=200, version="20260101T000000Z")
+    result = CliRunner().invoke(app, ["train", "--version", "20991231T000000Z"])
+    assert result.exit_code == 66
+    assert result.stderr.splitlines()[0] == (
+        "Error: dataset 'ctr_training' has no version '20991231T000000Z' (latest: 20260101T000000Z)")
+
+
+def test_train_refuses_a_dataset_without_validation_rows(settings, workdir):
+    import pandas as pd
+
+    from tests.datasets import write_synthetic_dataset
+
+    manifest, _ = write_synthetic_dataset(settings, rows=200)
+    df = pd.read_parquet(manifest.data_path)
+    df.loc[df["split"] == "validation", "split"] = "test"
+    df.to_parquet(manifest.data_path, index=False)
+    result = CliRunner().invoke(app, ["train", "--json"])
+    assert result.exit_code == 65
+    assert result.stderr.splitlines()[0] == (
+        f"Error: dataset ctr_training/{manifest.version} has no validation rows (needed to stop early)")
+    assert result.stdout == ""
+
+
+def test_train_bad_config_value_is_a_config_error(workdir, monkeypatch):
+    monkeypatch.setenv("MODELSVC_TRAINING__DATA_PATH", "gpu-magic")
+    result = CliRunner().invoke(app, ["train"])
+    assert result.exit_code == 78
+    assert result.stderr.startswith("Error: environment MODELSVC_TRAINING__DATA_PATH: training.data_path")
+
+
+def test_train_help_has_an_example():
+    result = CliRunner().invoke(app, ["train", "--help"])
+    assert result.exit_code == 0
+    assert "modelsvc train --dataset ctr_training" in result.output

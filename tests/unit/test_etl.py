@@ -1,0 +1,210 @@
+"""Feature ETL on the local engine: semantics (tests/etl_cases.py), idempotence, validation before writing."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from modelsvc.errors import ConfigError, DataError, UsageError
+from modelsvc.etl import feature_sql, run_etl
+from modelsvc.warehouse import open_warehouse
+from tests.etl_cases import CASES, EtlCase, check_case, events_table, run_case, same_rows
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_semantics(case: EtlCase, settings):
+    check_case(case, settings)
+
+
+def _case(name: str) -> EtlCase:
+    return next(c for c in CASES if c.name == name)
+
+
+def _raw_dir(settings, day: str):
+    return settings.paths.resolve("warehouse") / settings.tables.raw_events / f"ds={day}"
+
+
+def _feature_files(settings) -> dict[str, bytes]:
+    root = settings.paths.resolve("warehouse")
+    out = {}
+    for table in (settings.tables.user_features, settings.tables.realtime_features):
+        for f in sorted((root / table).rglob("*")) if (root / table).exists() else []:
+            if f.is_file():
+                out[str(f.relative_to(root))] = f.read_bytes()
+    return out
+
+
+def test_rerun_gives_the_same_rows_and_moves_created_timestamp(settings):
+    case = _case("window_edges")
+    users1, rt1 = run_case(case, settings)
+    with open_warehouse(settings) as wh:
+        created1 = set(wh.read(settings.tables.user_features).column("created_timestamp").to_pylist())
+    users2, rt2 = run_case(case, settings)
+    with open_warehouse(settings) as wh:
+        created2 = set(wh.read(settings.tables.user_features).column("created_timestamp").to_pylist())
+    assert users1 == users2 and rt1 == rt2
+    assert len(created1) == len(created2) == 1 and min(created2) > max(created1)
+    assert same_rows(users2, case.user_features)
+
+
+def test_report_counts(settings):
+    case = _case("realtime_windows")
+    with open_warehouse(settings) as wh:
+        wh.write_partitions(settings.tables.raw_events, events_table(case.events))
+    report = run_etl(settings, start_date=case.start, end_date=case.end)
+    assert report.days == 2 and report.engine == "duckdb"
+    assert report.raw_start == date(2024, 2, 10)
+    assert report.raw_events_read == len(case.events)
+    assert report.rows_written == {settings.tables.user_features: 4, settings.tables.realtime_features: 4}
+    assert report.events_per_s > 0
+
+
+def test_missing_day_is_a_data_error_and_nothing_is_written(settings):
+    case = _case("no_orders_unknown_platform_nulls")
+    with open_warehouse(settings) as wh:
+        wh.write_partitions(settings.tables.raw_events, events_table(case.events))
+    with pytest.raises(DataError, match=r"table 'raw_events' has no partition ds=2024-03-11") as exc:
+        run_etl(settings, start_date="2024-03-10", end_date="2024-03-11")
+    assert exc.value.exit_code == 65
+    assert _feature_files(settings) == {}  # 2024-03-10 was fine, but validation comes before any write
+
+
+def test_no_raw_table_at_all(settings):
+    with pytest.raises(DataError, match=r"has no partition ds=2024-03-10"):
+        run_etl(settings, start_date="2024-03-10", end_date="2024-03-10")
+
+
+def test_empty_day_is_a_data_error(settings):
+    folder = _raw_dir(settings, "2024-03-10")
+    folder.mkdir(parents=True)
+    pq.write_table(events_table([]).drop_columns(["ds"]), folder / "empty.parquet")
+    with pytest.raises(DataError, match=r"partition ds=2024-03-10 is empty"):
+        run_etl(settings, start_date="2024-03-10", end_date="2024-03-10")
+    assert _feature_files(settings) == {}
+
+
+def test_bad_ranges_are_usage_errors(settings):
+    with pytest.raises(UsageError, match="is before --start-date"):
+        run_etl(settings, start_date="2024-03-10", end_date="2024-03-09")
+    with pytest.raises(UsageError, match="is not a date"):
+        run_etl(settings, start_date="2024-13-01", end_date=None)
+
+
+def test_window_settings_are_checked(settings):
+    settings.etl.orders_window_days = 40
+    with pytest.raises(ConfigError, match="etl.orders_window_days"):
+        run_etl(settings, start_date="2024-03-10", end_date="2024-03-10")
+    settings.etl.orders_window_days = 7
+    settings.etl.realtime_window_minutes = 7
+    with pytest.raises(ConfigError, match="realtime_window_minutes"):
+        run_etl(settings, start_date="2024-03-10", end_date="2024-03-10")
+
+
+# -- the input contract ----------------------------------------------------------------------------------------
+
+def _write_good_then(settings, bad: pa.Table, day: str = "2024-03-09"):
+    """Good events for the case, then one extra file ``bad`` in ``day``'s partition (a lookback day)."""
+    case = _case("no_orders_unknown_platform_nulls")
+    with open_warehouse(settings) as wh:
+        wh.write_partitions(settings.tables.raw_events, events_table(case.events))
+    run_etl(settings, start_date=case.start, end_date=case.end)
+    before = _feature_files(settings)
+    path = _raw_dir(settings, day) / "dropped-by-user.parquet"
+    pq.write_table(bad, path)
+    return case, path, before
+
+
+def _one_event(**override) -> pa.Table:
+    cols = {
+        "event_id": pa.array(["x1"]), "user_id": pa.array([9], pa.int64()),
+        "event_timestamp": pa.array([datetime(2024, 3, 9, 12, tzinfo=timezone.utc)], pa.timestamp("us", tz="UTC")),
+        "event_type": pa.array(["page_view"]), "platform": pa.array(["ios"]),
+        "purchase_value": pa.array([None], pa.float64()), "is_clicked": pa.array([None], pa.int32()),
+    }
+    cols.update(override)
+    return pa.table({k: v for k, v in cols.items() if v is not None})
+
+
+@pytest.mark.parametrize(("bad", "message"), [
+    (_one_event(purchase_value=None), r"column 'purchase_value' is missing"),
+    (_one_event(user_id=pa.array(["9"])), r"column 'user_id' has type string"),
+    (_one_event(event_timestamp=pa.array([1710000000], pa.int64())), r"column 'event_timestamp' has type int64"),
+    (_one_event(purchase_value=pa.array(["12.5"])), r"column 'purchase_value' has type string"),
+    (_one_event(event_timestamp=pa.array(["yesterday at noon"])),
+     r"column 'event_timestamp' has 1 value\(s\) that do not parse as timestamps \(e.g. 'yesterday at noon'\)"),
+    (_one_event(event_type=pa.array([None], pa.null())), r"column 'event_type' has type null"),
+], ids=["missing-column", "user-id-string", "timestamp-int", "value-string", "timestamp-unparsable", "null-type"])
+def test_contract_violations_name_file_and_column_and_write_nothing(settings, bad, message):
+    case, path, before = _write_good_then(settings, bad)
+    with pytest.raises(DataError, match=message) as exc:
+        run_etl(settings, start_date=case.start, end_date=case.end)
+    assert str(path) in exc.value.message
+    assert exc.value.exit_code == 65
+    assert _feature_files(settings) == before  # the previous feature partitions are untouched
+
+
+def test_not_a_parquet_file(settings):
+    case, path, before = _write_good_then(settings, _one_event())
+    path.write_text("event_id,user_id\n1,2\n")
+    with pytest.raises(DataError, match="not a readable Parquet file"):
+        run_etl(settings, start_date=case.start, end_date=case.end)
+    assert _feature_files(settings) == before
+
+
+def test_compatible_types_are_accepted(settings):
+    """Each day's events split over files with different but compatible types give the canonical result."""
+    case = _case("realtime_windows")
+    table = events_table(case.events)
+    for day in sorted(set(table.column("ds").to_pylist())):
+        part = table.filter(pa.compute.equal(table.column("ds"), day)).drop_columns(["ds"])
+        folder = _raw_dir(settings, day)
+        folder.mkdir(parents=True)
+        half = part.num_rows // 2
+        a, b = part.slice(0, half), part.slice(half)
+        pq.write_table(a, folder / "canonical.parquet")
+        ts = b.column("event_timestamp")
+        variant = pa.table({
+            "event_id": b.column("event_id").cast(pa.large_string()),
+            "user_id": b.column("user_id").cast(pa.int32()),
+            # ISO strings with an offset: the same instants, written in another zone
+            "event_timestamp": pa.array([v.astimezone(__import__("zoneinfo").ZoneInfo("Europe/Paris")).isoformat()
+                                         for v in ts.to_pylist()]),
+            "event_type": b.column("event_type").dictionary_encode(),
+            "platform": b.column("platform"),
+            "purchase_value": b.column("purchase_value").cast(pa.float32()),
+            "is_clicked": b.column("is_clicked").cast(pa.float64()),
+            "extra_column": pa.array(["ignored"] * b.num_rows),
+        })
+        pq.write_table(variant, folder / "variant")
+        ns = pa.table({**{c: a.column(c) for c in a.column_names},
+                       "event_timestamp": a.column("event_timestamp").cast(pa.timestamp("ns")),
+                       "user_id": a.column("user_id").cast(pa.int16()),
+                       "platform": pa.nulls(a.num_rows), "is_clicked": pa.nulls(a.num_rows)}).slice(0, 0)
+        pq.write_table(ns, folder / "empty-naive-ns")  # an empty file with naive ns timestamps and null columns
+    run_etl(settings, start_date=case.start, end_date=case.end)
+    with open_warehouse(settings) as wh:
+        realtime = wh.read(settings.tables.realtime_features).to_pylist()
+    from tests.etl_cases import _normal
+
+    assert same_rows(_normal(realtime), case.realtime)
+
+
+# -- the SQL for other engines ---------------------------------------------------------------------------------
+
+def test_feature_sql_for_hive_avoids_duckdb_functions(settings):
+    days = [date(2024, 3, 10), date(2024, 3, 11)]
+    created = datetime(2024, 3, 12, tzinfo=timezone.utc)
+    sql = feature_sql("hive", days=days, raw_table="raw_events", etl=settings.etl, created=created)
+    text = sql.user_features + sql.realtime_features
+    for duck_only in ("epoch_us", "arg_max", "to_timestamp", "TIMESTAMPTZ", "{'"):
+        assert duck_only not in text
+    assert "max_by(platform" in text and "TIMESTAMP '2024-03-12 00:00:00.000000'" in text
+    assert sql.raw_start == date(2024, 2, 10) and "ds >= '2024-02-10'" in sql.user_features
+    with pytest.raises(UsageError, match="contiguous"):
+        feature_sql("duckdb", days=[days[0], date(2024, 3, 13)], raw_table="raw_events", etl=settings.etl,
+                    created=created)
+    with pytest.raises(UsageError, match="not a valid identifier"):
+        feature_sql("duckdb", days=days, raw_table="raw; DROP", etl=settings.etl, created=created)

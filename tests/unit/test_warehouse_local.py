@@ -1,0 +1,116 @@
+"""LocalWarehouse: partition listing, pruned reads, atomic partition replacement."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from modelsvc.errors import DataError, NotFoundError, UsageError
+from modelsvc.warehouse import open_warehouse
+from modelsvc.warehouse.local import LocalWarehouse
+
+
+def _table(rows: dict[str, list]) -> pa.Table:
+    return pa.table({"user_id": pa.array(rows["user_id"], pa.int64()), "v": pa.array(rows["v"], pa.float64()),
+                     "ds": pa.array(rows["ds"], pa.string())})
+
+
+@pytest.fixture
+def wh(settings):
+    with open_warehouse(settings) as w:
+        assert isinstance(w, LocalWarehouse)
+        yield w
+
+
+def test_write_list_and_pruned_read(wh):
+    days = wh.write_partitions("t", _table({"user_id": [1, 2, 3], "v": [1.0, 2.0, 3.0],
+                                            "ds": ["2024-01-02", "2024-01-01", "2024-01-03"]}))
+    assert days == [date(2024, 1, 1), date(2024, 1, 2), date(2024, 1, 3)]
+    assert wh.partitions("t") == days
+    assert wh.table_exists("t") and not wh.table_exists("nope")
+    got = wh.read("t", start=date(2024, 1, 2), end=date(2024, 1, 3))
+    assert sorted(got.column("user_id").to_pylist()) == [1, 3]
+    assert set(got.column("ds").to_pylist()) == {"2024-01-02", "2024-01-03"}
+    assert wh.read("t", columns=["v"]).column_names == ["v"]
+
+
+def test_partitions_ignore_foreign_folders_and_files(wh):
+    wh.write_partitions("t", _table({"user_id": [1], "v": [1.0], "ds": ["2024-01-01"]}))
+    base = wh.table_path("t")
+    (base / "not_a_partition").mkdir()
+    (base / "ds=garbage").mkdir()
+    (base / ".tmp-ds=2024-01-05-abc").mkdir()
+    (base / "ds=2024-01-01" / "_SUCCESS").write_text("")
+    (base / "ds=2024-01-01" / ".part.crc").write_text("x")
+    assert wh.partitions("t") == [date(2024, 1, 1)]
+    assert wh.read("t").num_rows == 1
+
+
+def test_user_files_with_any_name_are_read(wh):
+    folder = wh.table_path("t") / "ds=2024-01-01"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"user_id": [1, 2], "v": [0.5, 1.5]}), folder / "export-from-app")
+    pq.write_table(pa.table({"user_id": [3], "v": [2.5]}), folder / "more.parquet")
+    assert sorted(wh.read("t").column("user_id").to_pylist()) == [1, 2, 3]
+
+
+def test_rewrite_replaces_only_the_days_written(wh):
+    wh.write_partitions("t", _table({"user_id": [1, 2], "v": [1.0, 2.0], "ds": ["2024-01-01", "2024-01-02"]}))
+    wh.write_partitions("t", _table({"user_id": [9], "v": [9.0], "ds": ["2024-01-02"]}))
+    got = wh.read("t").to_pylist()
+    assert sorted((r["ds"], r["user_id"]) for r in got) == [("2024-01-01", 1), ("2024-01-02", 9)]
+    assert sorted(p.name for p in wh.table_path("t").iterdir()) == ["ds=2024-01-01", "ds=2024-01-02"]
+
+
+def test_interrupted_write_leaves_the_old_partitions(wh, monkeypatch):
+    wh.write_partitions("t", _table({"user_id": [1, 2], "v": [1.0, 2.0], "ds": ["2024-01-01", "2024-01-02"]}))
+    calls = {"n": 0}
+    real = pq.write_table
+
+    def failing(*args, **kwargs):  # the second partition's file fails half-way
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("disk full")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pq, "write_table", failing)
+    with pytest.raises(OSError, match="disk full"):
+        wh.write_partitions("t", _table({"user_id": [7, 8], "v": [7.0, 8.0], "ds": ["2024-01-01", "2024-01-02"]}))
+    monkeypatch.undo()
+    got = sorted((r["ds"], r["user_id"]) for r in wh.read("t").to_pylist())
+    assert got == [("2024-01-01", 1), ("2024-01-02", 2)]  # neither day replaced: both were staged first
+    assert sorted(p.name for p in wh.table_path("t").iterdir()) == ["ds=2024-01-01", "ds=2024-01-02"]
+
+
+def test_swap_interrupted_between_renames_is_repaired(wh):
+    import os
+
+    wh.write_partitions("t", _table({"user_id": [1], "v": [1.0], "ds": ["2024-01-01"]}))
+    part = wh.partition_path("t", date(2024, 1, 1))
+    os.replace(part, part.parent / ".old-ds=2024-01-01-deadbeef")  # crash after the first rename
+    assert wh.partitions("t") == [date(2024, 1, 1)]
+    assert wh.read("t").column("user_id").to_pylist() == [1]
+
+
+def test_write_refuses_rows_without_ds(wh):
+    with pytest.raises(DataError, match="no 'ds' column"):
+        wh.write_partitions("t", pa.table({"user_id": [1]}))
+    with pytest.raises(DataError, match="null 'ds'"):
+        wh.write_partitions("t", pa.table({"user_id": [1, 2], "ds": pa.array(["2024-01-01", None])}))
+    assert not wh.table_exists("t") or wh.partitions("t") == []
+
+
+def test_bad_names_and_missing_tables(wh):
+    with pytest.raises(UsageError, match="not a valid identifier"):
+        wh.partitions("../etc")
+    with pytest.raises(NotFoundError, match="table 'missing' not found"):
+        wh.read("missing")
+
+
+def test_query_sees_tables_by_name(wh):
+    wh.write_partitions("t", _table({"user_id": [1, 2], "v": [1.0, 2.0], "ds": ["2024-01-01", "2024-01-02"]}))
+    got = wh.query("SELECT ds, sum(v) AS s FROM t GROUP BY ds ORDER BY ds").to_pylist()
+    assert got == [{"ds": "2024-01-01", "s": 1.0}, {"ds": "2024-01-02", "s": 2.0}]
