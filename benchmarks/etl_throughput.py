@@ -13,7 +13,8 @@ local warehouse, then computes both feature tables for every day with:
 
 Every alternative's rows are compared with modelsvc's (integers and strings exactly, averages to 1e-9
 relative). Rates are raw events read per second; ratios are against the baseline (duckdb naive) measured in the
-same run.
+same run. CPU seconds (all threads of the process) are printed too: on a shared machine they say more than the
+wall clock (events/cpu-s x cores = the rate on an idle machine if the work parallelises perfectly).
 
     python benchmarks/etl_throughput.py --events 10000000
 """
@@ -139,7 +140,7 @@ def pandas_features(root: Path, days: list[date], users_kept: set[int], lookback
     frames = [pq.read_table(f, filters=[("user_id", "in", users_kept)]).to_pandas() for f in _files(root, "raw_events")]
     ev = pd.concat(frames, ignore_index=True)
     n_events = len(ev)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     ev["ts"] = ev["event_timestamp"].astype("int64") // 1000 if ev["event_timestamp"].dt.unit == "ns" else \
         ev["event_timestamp"].astype("int64")
     ev["day"] = ev["ts"] // 86_400_000_000
@@ -165,7 +166,7 @@ def pandas_features(root: Path, days: list[date], users_kept: set[int], lookback
     pv = ev[(ev["event_type"] == "page_view") & (ev["day"] >= first)]
     realtime = pv.groupby([pv["user_id"], (pv["ts"] // 600_000_000).rename("bucket")]).size()
     realtime = realtime.rename("current_page_views_10m")
-    return users, realtime.reset_index(), n_events, time.perf_counter() - t0
+    return users, realtime.reset_index(), n_events, time.perf_counter() - t0, time.process_time() - c0
 
 
 # -- comparison ------------------------------------------------------------------------------------------------
@@ -234,50 +235,55 @@ def main() -> None:
         settings = _settings(root, args.threads)
         results = []  # (name, events, seconds, identical)
 
+        c = time.process_time()
         report = run_etl(settings, start_date=days[0], end_date=days[-1])
-        results.append(("modelsvc etl (end to end)", report.raw_events_read, report.seconds, "reference"))
+        results.append(("modelsvc etl (end to end)", report.raw_events_read, report.seconds,
+                        time.process_time() - c, "reference"))
         with open_warehouse(settings) as wh:
             ref_users = _canon_users(wh.read("user_features_precomputed").to_pandas(), "ds")
             ref_rt = _canon_rt(wh.read("user_realtime_features").to_pandas(), "event_timestamp")
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             wh.check_raw("raw_events", start=report.raw_start, end=days[-1])
             sql = feature_sql("duckdb", days=days, raw_table="raw_events", etl=settings.etl,
                               created=__import__("datetime").datetime.now(__import__("datetime").timezone.utc))
             u, r = wh.query(sql.user_features), wh.query(sql.realtime_features)
-            results.append(("modelsvc sql (compute only)", n, time.perf_counter() - t,
+            results.append(("modelsvc sql (compute only)", n, time.perf_counter() - t, time.process_time() - c,
                             _same(_canon_users(u.to_pandas(), "ds"), ref_users)
                             and _canon_rt(r.to_pandas(), "event_timestamp").equals(ref_rt)))
 
         if not args.skip_naive:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             u, r = duckdb_naive(root, days, args.threads)
-            sec = time.perf_counter() - t
-            results.append(("duckdb naive (baseline)", n, sec, _same(_canon_users(u.to_pandas(), "ds"), ref_users)
+            sec, cpu = time.perf_counter() - t, time.process_time() - c
+            results.append(("duckdb naive (baseline)", n, sec, cpu, _same(_canon_users(u.to_pandas(), "ds"), ref_users)
                             and _canon_rt(r.to_pandas(), "event_timestamp").equals(ref_rt)))
 
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         u, r = polars_features(root, days)
-        sec = time.perf_counter() - t
-        results.append(("polars (partial aggregates)", n, sec, _same(_canon_users(u.to_pandas(), "snap"), ref_users)
+        sec, cpu = time.perf_counter() - t, time.process_time() - c
+        results.append(("polars (partial aggregates)", n, sec, cpu,
+                        _same(_canon_users(u.to_pandas(), "snap"), ref_users)
                         and _canon_rt(r.to_pandas(), "bucket").equals(ref_rt)))
 
         all_users = pc.unique(open_warehouse(settings).read("raw_events", columns=["user_id"])
                               .column("user_id")).to_pylist()
         kept = set(sorted(all_users)[:: max(1, round(1 / args.pandas_users))])
-        u, r, n_sample, sec = pandas_features(root, days, kept)
+        u, r, n_sample, sec, cpu = pandas_features(root, days, kept)
         sub = ref_users[ref_users["user_id"].isin(kept)].reset_index(drop=True)
         sub_rt = ref_rt[ref_rt["user_id"].isin(kept)].reset_index(drop=True)
-        results.append((f"pandas (partial aggregates, {len(kept):,} users)", n_sample, sec,
+        results.append((f"pandas (partial aggregates, {len(kept):,} users)", n_sample, sec, cpu,
                         _same(_canon_users(u, "snap"), sub) and _canon_rt(r, "bucket").equals(sub_rt)))
 
-        base = next((e / s for name, e, s, _ in results if name.startswith("duckdb naive")), None)
+        base = next((e / s for name, e, s, _, _ in results if name.startswith("duckdb naive")), None)
         print(f"\nmachine: {platform.platform()}, {os.cpu_count()} cores, "
               f"load average {os.getloadavg()[0]:.1f} at the end")
-        print(f"{'engine':<44} {'events':>12} {'seconds':>9} {'events/s':>12} {'vs naive':>9}  identical")
-        for name, events, sec, same in results:
+        print(f"{'engine':<44} {'events':>12} {'wall s':>8} {'events/s':>12} {'vs naive':>9} {'cpu s':>8} "
+              f"{'events/cpu-s':>13}  identical")
+        for name, events, sec, cpu, same in results:
             rate = events / sec
             ratio = f"{rate / base:.1f}x" if base else "-"
-            print(f"{name:<44} {events:>12,} {sec:>9.2f} {rate:>12,.0f} {ratio:>9}  {same}")
+            print(f"{name:<44} {events:>12,} {sec:>8.2f} {rate:>12,.0f} {ratio:>9} {cpu:>8.2f} {events / cpu:>13,.0f}"
+                  f"  {same}")
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)

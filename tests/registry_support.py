@@ -145,9 +145,13 @@ def fresh_mlflow_db(settings: Any) -> None:
     from pathlib import Path
 
     if not _TEMPLATE_DB:
+        import atexit
+
         from mlflow.tracking import MlflowClient
 
-        path = Path(tempfile.mkdtemp(prefix="modelsvc-mlflow-template-")) / "mlflow.db"
+        folder = tempfile.mkdtemp(prefix="modelsvc-mlflow-template-")
+        atexit.register(shutil.rmtree, folder, True)
+        path = Path(folder) / "mlflow.db"
         MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
         _TEMPLATE_DB.append(str(path))
     target = settings.paths.resolve("mlflow")

@@ -23,7 +23,7 @@ from modelsvc.config import Settings, _mask_uri
 from modelsvc.errors import ModelsvcError, ServiceUnavailableError
 
 Status = Literal["ok", "warn", "fail", "skip"]
-DEFAULT_TIMEOUT_S = 20.0
+DEFAULT_TIMEOUT_S = 30.0
 
 
 class Check(BaseModel):
@@ -227,11 +227,53 @@ def _feast_registry(settings: Settings, timeout: float) -> str:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout) as con:
             tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         return f"{path}: SQL registry ({len(tables)} tables)"
-    from feast.protos.feast.core.Registry_pb2 import Registry as RegistryProto
+    try:
+        counts = _top_level_fields(data)
+    except ValueError as exc:
+        raise _Outcome("fail", f"{path} is not a readable Feast registry ({exc})") from None
+    # field numbers of feast.core.Registry (Registry.proto): 1 entities, 6 feature_views, 7 feature_services
+    return (f"{path}: {counts.get(6, 0)} feature views, {counts.get(7, 0)} feature services, "
+            f"{counts.get(1, 0)} entities")
 
-    proto = RegistryProto.FromString(data)
-    return (f"{path}: {len(proto.feature_views)} feature views, {len(proto.feature_services)} feature services, "
-            f"{len(proto.entities)} entities")
+
+def _top_level_fields(data: bytes) -> dict[int, int]:
+    """Count the top-level fields of a protobuf message by number: enough to read Feast's file registry without
+    importing feast (which takes longer than a check may)."""
+
+    def varint(pos: int) -> tuple[int, int]:
+        value = shift = 0
+        while True:
+            if pos >= len(data) or shift > 63:
+                raise ValueError("truncated varint")
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value, pos
+            shift += 7
+
+    counts: dict[int, int] = {}
+    pos = 0
+    while pos < len(data):
+        key, pos = varint(pos)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise ValueError("field number 0")
+        if wire == 0:
+            _, pos = varint(pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 2:
+            size, pos = varint(pos)
+            pos += size
+        elif wire == 5:
+            pos += 4
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        if pos > len(data):
+            raise ValueError("truncated field")
+        counts[number] = counts.get(number, 0) + 1
+    return counts
 
 
 def _online_store(settings: Settings, timeout: float) -> str:

@@ -163,7 +163,7 @@ offsets AS (
 ),
 daily AS (
     SELECT user_id, {day_num} AS day_num,
-           SUM(CASE WHEN event_type = 'order' THEN 1 ELSE 0 END) AS n_orders,
+           COUNT(CASE WHEN event_type = 'order' THEN 1 END) AS n_orders,
            SUM({pv}) AS pv_sum,
            COUNT({pv}) AS pv_n,
            {latest} AS platform

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from modelsvc.config import Settings
-from modelsvc.errors import ConfigError, DataError, NotFoundError
+from modelsvc.errors import ConfigError, DataError, NotFoundError, ServiceUnavailableError
 from modelsvc.progress import NULL, Reporter
 from modelsvc.timeutil import parse_timestamp
 
@@ -192,6 +192,41 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+def check_online_store(settings: Settings, *, timeout_s: float = 3.0) -> None:
+    """Fail fast (one PING, no retries) when the Redis online store is unreachable; SQLite needs no check."""
+    if settings.features.online_store != "redis":
+        return
+    from modelsvc.errors import require
+
+    require("redis", "redis")
+    import redis as redis_py
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    cfg = settings.features.redis
+    client = redis_py.Redis(host=cfg.host, port=cfg.port, db=cfg.db, ssl=cfg.ssl,
+                            password=cfg.password.get_secret_value() if cfg.password else None,
+                            socket_connect_timeout=timeout_s, socket_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
+    try:
+        with _online_store(settings):
+            client.ping()
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def _online_store(settings: Settings) -> Iterator[None]:
+    """An unreachable Redis online store is a ServiceUnavailableError (no password in the message)."""
+    try:
+        yield
+    except Exception as exc:
+        if settings.features.online_store == "redis" and type(exc).__module__.split(".")[0] == "redis":
+            redis = settings.features.redis
+            raise ServiceUnavailableError(
+                f"Redis online store at {redis.host}:{redis.port} is unreachable ({type(exc).__name__})") from None
+        raise
+
+
 def feature_store(settings: Settings, *, apply: bool = True) -> Any:
     """A ``FeatureStore`` for ``settings``; with ``apply``, the definitions are registered when they changed."""
     from feast import FeatureStore
@@ -302,6 +337,7 @@ def materialize(settings: Settings, *, end: str | datetime | date | None = None,
 
     t0 = time.perf_counter()
     end_ts = _end_timestamp(end)
+    check_online_store(settings)
     store = feature_store(settings, apply=False)
     applied = apply_definitions(settings, store)
     views = _views(store, settings)
@@ -319,7 +355,7 @@ def materialize(settings: Settings, *, end: str | datetime | date | None = None,
                 task.advance(1, view=view.name, rows=0)
                 continue
             rows = _count_latest(store, view, start, end_ts)
-            with _quiet():
+            with _quiet(), _online_store(settings):
                 if previous is None:
                     store.materialize(start_date=start, end_date=end_ts, feature_views=[view.name])
                 else:
@@ -357,10 +393,11 @@ def _count_latest(store: Any, view: Any, start: datetime, end: datetime) -> int:
 
 def get_online_features(settings: Settings, user_ids: Sequence[int]) -> pd.DataFrame:
     """The online values of the model's features for ``user_ids`` (one row per id, None where missing)."""
+    check_online_store(settings)
     store = feature_store(settings, apply=False)
     service = _service(store, settings)
     rows = [{settings.entity: int(u)} for u in user_ids]
-    with _quiet():
+    with _quiet(), _online_store(settings):
         return store.get_online_features(features=service, entity_rows=rows).to_df()
 
 

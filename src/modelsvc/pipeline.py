@@ -86,16 +86,14 @@ def run_pipeline(settings: Settings, *, start_date: str | date | None, end_date:
 
         report = do_evaluate(settings, run_id=state["run_id"], reporter=reporter)
         state["eval"] = report
-        summary = _summary(report)
-        if not report.passed:
-            raise GateRefusedError(f"the gate refused run {state['run_id']}: {'; '.join(report.reasons) or 'refused'}")
-        return summary
+        report.raise_if_refused()
+        return _summary(report)
 
     def promote() -> dict[str, Any]:
         from modelsvc.registry import promote as do_promote
 
         promotion = do_promote(settings, run_id=state["run_id"])
-        state["promoted_version"] = str(promotion.to_version)
+        state["promoted_version"] = promotion.version
         return _summary(promotion)
 
     actions: dict[StepName, Callable[[], dict[str, Any]]] = {

@@ -144,6 +144,8 @@ def promote(settings: Settings, *, run_id: str, force: bool = False, reason: str
         client.set_registered_model_alias(name, alias, version)
         if current is not None:
             client.set_registered_model_alias(name, previous_alias(settings), str(current.version))
+        else:
+            _delete_alias(client, name, previous_alias(settings))
         _verify_alias(client, name, alias, version)
     return Promotion(**base, version=version, previous_version=None if current is None else str(current.version),
                      changed=True, files=files)
@@ -151,6 +153,8 @@ def promote(settings: Settings, *, run_id: str, force: bool = False, reason: str
 
 def rollback(settings: Settings, *, reason: str | None = None, actor: str | None = None) -> Promotion:
     """Move the production alias back to the version the current one replaced (recorded on both versions)."""
+    from modelsvc.evaluation import TAG_VERDICT
+
     client = _client(settings)
     name, alias = settings.mlflow.registered_model, settings.mlflow.production_alias
     who = actor or _default_actor()
@@ -179,7 +183,7 @@ def rollback(settings: Settings, *, reason: str | None = None, actor: str | None
         _verify_alias(client, name, alias, prev)
     return Promotion(action="rollback", registered_model=name, alias=alias, model_uri=f"models:/{name}@{alias}",
                      version=prev, run_id=target.run_id, previous_version=str(current.version), changed=True,
-                     reason=reason, actor=who, at=at, verdict=target.tags.get("modelsvc.eval.verdict"),
+                     reason=reason, actor=who, at=at, verdict=target.tags.get(TAG_VERDICT),
                      metrics=metrics, files=files)
 
 
@@ -393,7 +397,8 @@ def promotion_lock(client: Any, name: str, *, wait_s: float = LOCK_WAIT_S, ttl_s
         except MlflowException as exc:
             if _error_code(exc) != "RESOURCE_ALREADY_EXISTS":
                 raise
-        _break_stale_lock(client, lock, ttl_s)
+        if _inspect_lock(client, lock, token, ttl_s):
+            break  # our own create went through although the call failed (a retried request)
         if time.monotonic() > deadline:
             raise RetryableError(f"another promotion holds the registry lock '{lock}' (waited {wait_s:.0f}s)",
                                  hint=f"if no promotion is running, delete the registered model '{lock}'")
@@ -409,14 +414,18 @@ def promotion_lock(client: Any, name: str, *, wait_s: float = LOCK_WAIT_S, ttl_s
             pass
 
 
-def _break_stale_lock(client: Any, lock: str, ttl_s: float) -> None:
+def _inspect_lock(client: Any, lock: str, token: str, ttl_s: float) -> bool:
+    """True when the lock holds ``token``; deletes a lock older than ``ttl_s`` (left by a crashed process)."""
     from mlflow.exceptions import MlflowException
 
     try:
         rm = client.get_registered_model(lock)
     except MlflowException:
-        return
+        return False
+    if rm.tags.get(LOCK_TOKEN_TAG) == token:
+        return True
     age_s = time.time() - (rm.creation_timestamp or 0) / 1000.0
     if age_s > ttl_s:
         with suppress(MlflowException):
             client.delete_registered_model(lock)
+    return False

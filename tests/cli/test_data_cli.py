@@ -43,7 +43,8 @@ def test_etl_table_output(workdir, runner):
 
 
 @pytest.mark.parametrize(("args", "code", "line"), [
-    (["etl", "--start-date", "2025-13-01"], 64, "Error: --start-date: '2025-13-01' is not a date (expected YYYY-MM-DD)"),
+    (["etl", "--start-date", "2025-13-01"], 64,
+     "Error: --start-date: '2025-13-01' is not a date (expected YYYY-MM-DD)"),
     (["etl", "--start-date", "2025-01-05", "--end-date", "2025-01-01"], 64,
      "Error: --end-date 2025-01-01 is before --start-date 2025-01-05"),
     (["etl", "--start-date", "2025-01-01", "--end-date", "2025-01-02"], 65,

@@ -111,3 +111,20 @@ def test_readme_setup_commands_are_make_targets():
     for target in re.findall(r"`make ([a-z-]+)`|^make ([a-z-]+)", readme, flags=re.M):
         name = target[0] or target[1]
         assert re.search(rf"^{name}:", makefile, flags=re.M), f"README mentions make {name}: no such target"
+
+
+def test_make_help_and_the_demo_recipe_use_real_commands(gen):
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    helped = subprocess.run(["make", "-s", "help"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    for target in ("venv", "demo", "test", "lint", "docs", "clean"):
+        assert re.search(rf"^\s+{target}\s", helped, flags=re.M), f"make help does not list {target}"
+    # -n: print the demo's commands without running them (the venv exists, so nothing is installed)
+    recipe = subprocess.run(["make", "-n", "demo"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    used = re.findall(r"\bmodelsvc ([a-z][a-z-]*)", recipe)
+    assert used, recipe
+    registered = {name.split()[1] for name, _ in gen.commands()}
+    assert set(used) <= registered, f"make demo calls commands that do not exist: {set(used) - registered}"

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from modelsvc.cli import app
+from modelsvc.tracking import mlflow_client
 from tests.registry_support import CONSTANT_COEF, fresh_mlflow_db, log_fake_run, make_dataset
 
 
@@ -62,6 +63,11 @@ def test_evaluate_unknown_run_and_run_without_dataset_tags(env) -> None:
         f"Error: run {untagged} has no modelsvc.dataset.name/modelsvc.dataset.version tags; pass --dataset NAME")
     result = invoke("evaluate", "--run-id", untagged, "--dataset", "ctr_training", "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)["dataset"] == "ctr_training"
+    mlflow_client(settings).delete_run(untagged)
+    for command in ("evaluate", "promote"):
+        result = invoke(command, "--run-id", untagged)
+        assert result.exit_code == 66
+        assert result.stderr.splitlines()[0] == f"Error: MLflow run '{untagged}' is deleted"
 
 
 def test_promote_and_rollback_exit_codes_and_json(env) -> None:

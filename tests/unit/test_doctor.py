@@ -106,3 +106,29 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_feast_file_registry_is_read_without_feast(settings, workdir):
+    feast_dir = workdir / "data" / "feast"
+    feast_dir.mkdir(parents=True)
+    # a Registry message: two entities (field 1), one feature view (6), one feature service (7), a version id (4)
+    blob = b"\x0a\x02ab" * 2 + b"\x32\x03xyz" + b"\x3a\x00" + b"\x22\x021a" + b"\x28\x96\x01"
+    (feast_dir / "registry.db").write_bytes(blob)
+    check = _by_name(check_all(settings))["feast.registry"]
+    assert check.status == "ok"
+    assert check.detail.endswith("registry.db: 1 feature views, 1 feature services, 2 entities")
+    (feast_dir / "registry.db").write_bytes(b"\x0a\x09short")
+    check = _by_name(check_all(settings))["feast.registry"]
+    assert check.status == "fail"
+    assert check.detail.endswith("is not a readable Feast registry (truncated field)")
+
+
+@pytest.mark.slow
+def test_existing_local_mlflow_store_is_queried(settings, workdir):
+    from modelsvc.tracking import mlflow_client
+
+    mlflow_client(settings).create_registered_model(settings.mlflow.registered_model)
+    checks = _by_name(check_all(settings, timeout_s=120))
+    assert checks["mlflow.tracking"].status == "ok"
+    assert checks["mlflow.registry"].status == "ok"
+    assert checks["mlflow.registry"].detail == "1 registered models; 'ctr_model': no 'production' alias yet"

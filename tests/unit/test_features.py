@@ -140,3 +140,24 @@ def test_feast_cli_apply_in_the_repo(workdir):
     assert sorted(v.name for v in store.list_feature_views()) == ["user_offline_features", "user_realtime_features"]
     assert store.get_feature_service("ctr_model_v1") is not None
     assert apply_definitions(s, store) is False
+
+
+@pytest.mark.slow
+def test_unreachable_redis_is_service_unavailable(workdir):
+    import socket
+
+    from modelsvc.config import load_settings
+    from modelsvc.errors import ServiceUnavailableError
+    from modelsvc.features import materialize
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    off, rt, _ = random_case(2, users=3, days=2)
+    write_offline(workdir / "data", off)
+    write_realtime(workdir / "data", rt)
+    s = load_settings(workdir / "configs", features={
+        "online_store": "redis", "redis": {"host": "127.0.0.1", "port": port, "password": "pw-never-shown"}})
+    with pytest.raises(ServiceUnavailableError, match=f"Redis online store at 127.0.0.1:{port} is unreachable") as e:
+        materialize(s, end=T0 + timedelta(days=2))
+    assert "pw-never-shown" not in str(e.value)

@@ -19,8 +19,10 @@ def materialize_cmd(
     profile: ProfileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Register the feature definitions if they changed, then load the latest feature values into the online
-    store (incremental: each view continues where the previous run stopped).
+    """Register the feature definitions if they changed, then load the latest feature values into the online store.
+
+    Incremental: each feature view continues where the previous run stopped; the same --end-date again writes
+    nothing.
 
     Example: modelsvc materialize --end-date 2026-01-29
     """
@@ -51,8 +53,9 @@ def build_dataset_cmd(
     profile: ProfileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Join the impressions of a day range to their point-in-time features, split by time, and write a new
-    dataset version (data.parquet + manifest.json).
+    """Join a day range's impressions to their point-in-time features, split by time, write a dataset version.
+
+    Writes data.parquet and manifest.json to <root>/datasets/<name>/<version>/.
 
     Example: modelsvc build-dataset --start-date 2026-01-08 --end-date 2026-01-28 --name ctr_training
     """

@@ -29,7 +29,7 @@ def config_cmd(config: ConfigOpt = DEFAULT_CONFIG, profile: ProfileOpt = None, a
 
 @app.command("doctor")
 def doctor_cmd(
-    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds allowed to each check.")] = 20.0,
+    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds allowed to each check.")] = 30.0,
     config: ConfigOpt = DEFAULT_CONFIG,
     profile: ProfileOpt = None,
     as_json: JsonOpt = False,

@@ -297,10 +297,10 @@ class HiveWarehouse(Warehouse):
                 cur.execute(sql)
             except pyhive_exc.OperationalError as exc:
                 state, message = server_error(exc)
-                if table is not None and _is_missing_table(state, message):
+                if _is_missing_table(state, message):
                     raise NotFoundError(
                         f"table {self.database}.{table} does not exist on HiveServer2 at {endpoint(self.hive)}"
-                    ) from None
+                        if table is not None else f"HiveServer2 at {endpoint(self.hive)}: {message}") from None
                 raise HiveQueryError(f"HiveServer2 at {endpoint(self.hive)} failed a statement: {message}") from None
             except (TTransportException, OSError, EOFError) as exc:
                 self.close()

@@ -114,6 +114,7 @@ class LocalWarehouse(Warehouse):
         return self.connection().sql(f"SELECT {cols} FROM ({relation}) ORDER BY ds").to_arrow_table()
 
     def write_partitions(self, table: str, data: pa.Table) -> list[date]:
+        import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
@@ -122,7 +123,7 @@ class LocalWarehouse(Warehouse):
         base = self.table_path(table)
         base.mkdir(parents=True, exist_ok=True)
         self._recover(table)
-        ds = data.column("ds")
+        ds = pc.cast(data.column("ds"), pa.string())  # a date32 ds becomes 'YYYY-MM-DD'
         days = sorted({date.fromisoformat(str(v)) for v in pc.unique(ds).to_pylist() if v is not None})
         if pc.any(pc.is_null(ds)).as_py():
             raise DataError(f"cannot write table '{table}': some rows have a null 'ds'")
