@@ -132,7 +132,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads for (a)/(b) = Ray worker CPUs")
     ap.add_argument("--ttq-rows", type=int, default=0, help="rows for the time-to-quality run (0: skip)")
     args = ap.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="modelsvc-bench-"))
+    try:
+        _run(args, root)
+    finally:
+        import shutil
 
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _run(args, root: Path) -> None:
     import ray
     import torch
 
@@ -147,7 +156,6 @@ def main() -> None:
     device = torch.device(args.device)
     use_gpu = args.device == "cuda"
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    root = Path(tempfile.mkdtemp(prefix="modelsvc-bench-"))
     base = _settings(root, scaling={"use_gpu": use_gpu, "cpus_per_worker": args.threads})
     manifest, df = write_synthetic_dataset(base, rows=args.rows, seed=0)
     train_df = df[df["split"] == "train"]

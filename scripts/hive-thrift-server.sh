@@ -18,6 +18,9 @@ SPARK_SUBMIT="$(realpath -m "${VENV}/bin/spark-submit")"
 
 command -v java >/dev/null || { echo "Error: java not found (the Spark Thrift server needs a JDK 17)" >&2; exit 69; }
 [[ -x "$SPARK_SUBMIT" ]] || { echo "Error: $SPARK_SUBMIT not found (pip install 'modelsvc[dev]')" >&2; exit 69; }
+# spark-submit finds SPARK_HOME with whatever python3 is on PATH: point it at the venv's pyspark
+SPARK_HOME="$("${VENV}/bin/python" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')"
+export SPARK_HOME
 mkdir -p "$HIVE_HOME_DIR/warehouse" "$HIVE_HOME_DIR/derby" "$HIVE_HOME_DIR/logs"
 
 export SPARK_LOCAL_IP="$BIND" TZ=UTC SPARK_LOG_DIR="$HIVE_HOME_DIR/logs" SPARK_PID_DIR="$HIVE_HOME_DIR"

@@ -4,9 +4,10 @@ The feature logic is SQL text written once (:func:`feature_sql`) and run by any 
 things SQL dialects spell differently (timestamp arithmetic, structs) live in the tiny :data:`DIALECTS` table.
 
 Algorithm: instead of recomputing 30 days of raw events for every snapshot day, events are first reduced to
-per-user per-day partial aggregates (orders, exact purchase sum and count, the latest event as a struct), and
-those are rolled over the window of each snapshot day. Purchase values are summed as DECIMAL(38, 9), so the sum
-does not depend on the order in which threads add them: rerunning a day gives bit-identical values.
+per-user per-day partial aggregates (orders, exact purchase sum and count, the day's latest platform), and
+those are rolled over the window of each snapshot day (the latest platform comes from the latest such day).
+Purchase values are summed as DECIMAL(38, 9), so the sum does not depend on the order in which threads add
+them: rerunning a day gives bit-identical values.
 """
 
 from __future__ import annotations
@@ -244,10 +245,20 @@ def write_features_on_server(wh: Any, settings: Settings, *, days: Sequence[date
         rows[table] += sum(wh.partition_counts(table, start=days[0], end=days[-1]).values())
 
 
-def _slice_day(table: pa.Table, day: date) -> pa.Table:
+def _split_by_day(table: pa.Table) -> dict[str, pa.Table]:
+    """Zero-copy slices of a table sorted by ``ds`` (the feature SQL orders by ds), one per day."""
     import pyarrow.compute as pc
 
-    return table.filter(pc.equal(table.column("ds"), day.isoformat()))
+    out: dict[str, pa.Table] = {}
+    offset = 0
+    for item in pc.value_counts(table.column("ds")).to_pylist():  # distinct values in order of appearance
+        ds, n = item["values"], item["counts"]
+        part = table.slice(offset, n)
+        if ds in out or pc.count_distinct(part.column("ds")).as_py() != 1:  # not sorted by ds: filter instead
+            return {d: table.filter(pc.equal(table.column("ds"), d)) for d in pc.unique(table.column("ds")).to_pylist()}
+        out[ds] = part
+        offset += n
+    return out
 
 
 def run_etl(settings: Settings, *, start_date: str | date | None, end_date: str | date | None,
@@ -285,8 +296,10 @@ def run_etl(settings: Settings, *, start_date: str | date | None, end_date: str 
                     continue
                 users, realtime = compute_features(wh, days=chunk, raw_table=raw, etl=settings.etl,
                                                    created=created)
+                users_by_day, realtime_by_day = _split_by_day(users), _split_by_day(realtime)
                 for day in chunk:
-                    u, r = _slice_day(users, day), _slice_day(realtime, day)
+                    u = users_by_day.get(day.isoformat(), users.slice(0, 0))
+                    r = realtime_by_day.get(day.isoformat(), realtime.slice(0, 0))
                     wh.write_partitions(settings.tables.user_features, u)
                     if r.num_rows:  # a day without page views has no realtime windows
                         wh.write_partitions(settings.tables.realtime_features, r)

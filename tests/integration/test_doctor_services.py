@@ -28,7 +28,8 @@ def with_raw_events(workdir):
 def test_doctor_passes_against_redis_and_mlflow_server(with_raw_events, redis_server, mlflow_server):
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=mlflow_server.url)
+    # registry_uri too: else the client takes the process-wide one an earlier test may have set
+    client = MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url)
     if not client.search_registered_models(filter_string="name='doctor_model'"):
         client.create_registered_model("doctor_model")
     settings = load_settings(with_raw_events / "configs", **redis_server.settings_overrides(),

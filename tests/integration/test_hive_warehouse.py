@@ -20,7 +20,8 @@ SCHEMA = pa.schema([("event_id", pa.string()), ("user_id", pa.int64()),
 
 
 def _rows() -> list[dict]:
-    awkward = ["it's", "back\\slash", "x'; DROP TABLE y; --", "new\nline", "ünïcödé ✓", "", "\\'", "%(x)s"]
+    awkward = ["it's", "back\\slash", "x'; DROP TABLE y; --", "new\nline", "ünïcödé ✓ \U0001F600", "", "\\'",
+               "%(x)s", "tab\there", '"quoted"', "\\n not a newline", "\r\n", "\\u0041"]
     rows = []
     for i, text in enumerate(awkward):
         rows.append({"event_id": text, "user_id": i, "ds": f"2024-01-0{1 + i % 3}",
@@ -66,12 +67,30 @@ def test_round_trip_keeps_values_exactly(hive_settings) -> None:
     assert sorted(got.to_pylist(), key=lambda r: r["user_id"]) == _rows()
 
 
+def test_special_floats_and_extreme_values_round_trip(hive_settings) -> None:
+    import math
+
+    values = [float("nan"), float("inf"), float("-inf"), -0.0, 5e-324, 1.7976931348623157e308, 0.1 + 0.2, None]
+    data = pa.table({"v": values, "n": pa.array([-(2**63), 2**63 - 1, 0, None, 1, 2, 3, 4], pa.int64()),
+                     "ds": ["2024-01-01"] * 8})
+    with open_warehouse(hive_settings) as wh:
+        wh.write_partitions("floats", data)
+        got = sorted(wh.read("floats").to_pylist(), key=lambda r: (r["n"] is None, r["n"] or 0))
+    expected = sorted(data.to_pylist(), key=lambda r: (r["n"] is None, r["n"] or 0))
+    for g, e in zip(got, expected, strict=True):
+        assert g["n"] == e["n"]
+        if e["v"] is None or math.isnan(e["v"]):
+            assert (g["v"] is None) == (e["v"] is None) and (g["v"] is None or math.isnan(g["v"]))
+        else:
+            assert g["v"] == e["v"] and math.copysign(1, g["v"]) == math.copysign(1, e["v"])
+
+
 def test_read_prunes_partitions_and_selects_columns(hive_settings) -> None:
     with open_warehouse(hive_settings) as wh:
         wh.write_partitions("events", pa.Table.from_pylist(_rows(), schema=SCHEMA))
         got = wh.read("events", start=date(2024, 1, 2), end=date(2024, 1, 2), columns=["user_id"])
     assert got.column_names == ["user_id", "ds"]
-    assert sorted(got.column("user_id").to_pylist()) == [1, 4, 7]
+    assert sorted(got.column("user_id").to_pylist()) == [1, 4, 7, 10]
     assert set(got.column("ds").to_pylist()) == {"2024-01-02"}
 
 
@@ -87,8 +106,8 @@ def test_rewriting_a_partition_replaces_only_that_partition(hive_settings) -> No
     by_day: dict[str, list[int]] = {}
     for r in got.to_pylist():
         by_day.setdefault(r["ds"], []).append(r["user_id"])
-    assert {d: sorted(v) for d, v in by_day.items()} == {"2024-01-01": [0, 3, 6], "2024-01-02": [100],
-                                                         "2024-01-03": [2, 5]}
+    assert {d: sorted(v) for d, v in by_day.items()} == {"2024-01-01": [0, 3, 6, 9, 12], "2024-01-02": [100],
+                                                         "2024-01-03": [2, 5, 8, 11]}
 
 
 def test_missing_table_is_not_found(hive_settings) -> None:
@@ -140,3 +159,17 @@ def test_a_failing_statement_names_the_server(hive_settings) -> None:
     with open_warehouse(hive_settings) as wh, pytest.raises(HiveQueryError, match=r"HiveServer2 at 127\.0\.0\.1:\d+"
                                                                                   r" failed a statement: .*"):
         wh.query("SELECT no_such_function(1)")
+
+
+def test_a_query_past_the_timeout_is_retryable(hive_settings) -> None:
+    from modelsvc.errors import RetryableError
+
+    hive_settings.hive.query_timeout_s = 1
+    with open_warehouse(hive_settings) as wh:
+        assert wh.query("SELECT 1 AS one").to_pylist() == [{"one": 1}]
+        with pytest.raises(RetryableError, match=r"HiveServer2 at 127\.0\.0\.1:\d+ did not answer within "
+                                                 r"hive\.query_timeout_s=1s") as err:
+            # sleeps on the server without using CPU
+            wh.query("SELECT reflect('java.lang.Thread', 'sleep', CAST(3000 AS BIGINT))")
+        assert err.value.exit_code == 75
+        assert wh.query("SELECT 2 AS two").to_pylist() == [{"two": 2}]  # reconnects

@@ -22,7 +22,7 @@ def test_redis_server_ping_set_get(redis_server):
 def test_mlflow_server_logs_a_metric_through_the_server(mlflow_server, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=mlflow_server.url)
+    client = MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url)
     exp_id = client.create_experiment("smoke-services")
     run = client.create_run(exp_id)
     client.log_metric(run.info.run_id, "auc", 0.75)

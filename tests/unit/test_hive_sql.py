@@ -9,7 +9,7 @@ import pytest
 
 from modelsvc.config import load_settings
 from modelsvc.errors import ServiceUnavailableError, UsageError
-from modelsvc.warehouse.hive import HiveWarehouse, day_literal, sql_literal
+from modelsvc.warehouse.hive import HiveWarehouse, _json_value, day_literal, sql_literal
 from tests.fixtures._service import free_port
 
 
@@ -56,6 +56,17 @@ def test_typed_literals() -> None:
     assert sql_literal(datetime(2024, 3, 1, 1, 0, 0, 5, tzinfo=cet)) == "TIMESTAMP '2024-03-01 00:00:00.000005'"
     with pytest.raises(Exception, match="cannot be sent to Hive"):
         sql_literal(object())
+
+
+def test_upload_values_are_strings_the_server_casts_back() -> None:
+    assert _json_value(None) is None
+    assert _json_value(True) == "true"
+    assert _json_value(12) == "12"
+    assert _json_value(0.1) == "0.1" and float(_json_value(1 / 3)) == 1 / 3  # shortest exact repr
+    assert [_json_value(v) for v in (math.nan, math.inf, -math.inf)] == ["NaN", "Infinity", "-Infinity"]
+    cet = timezone(timedelta(hours=1))
+    assert _json_value(datetime(2024, 3, 1, 1, 0, 0, 5, tzinfo=cet)) == "2024-03-01 00:00:00.000005"
+    assert _json_value(date(2024, 3, 1)) == "2024-03-01"
 
 
 @pytest.mark.parametrize("bad", ["2024-3-1", "2024-02-30", "2024-01-01' OR '1'='1", "yesterday"])

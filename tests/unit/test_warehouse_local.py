@@ -114,3 +114,9 @@ def test_query_sees_tables_by_name(wh):
     wh.write_partitions("t", _table({"user_id": [1, 2], "v": [1.0, 2.0], "ds": ["2024-01-01", "2024-01-02"]}))
     got = wh.query("SELECT ds, sum(v) AS s FROM t GROUP BY ds ORDER BY ds").to_pylist()
     assert got == [{"ds": "2024-01-01", "s": 1.0}, {"ds": "2024-01-02", "s": 2.0}]
+
+
+def test_date_typed_ds_is_written_as_a_string_partition(wh):
+    data = pa.table({"user_id": [1], "ds": pa.array([date(2024, 1, 5)], pa.date32())})
+    assert wh.write_partitions("t", data) == [date(2024, 1, 5)]
+    assert wh.read("t").column("ds").to_pylist() == ["2024-01-05"]

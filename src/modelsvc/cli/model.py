@@ -39,7 +39,7 @@ def train_cmd(
         ("dataset", f"{result.dataset_name}/{result.dataset_version}"),
         ("best epoch", f"{result.best_epoch} of {result.epochs_run}" + (" (early stop)" if result.stopped_early
                                                                          else "")),
-        *((k, v) for k, v in result.metrics.items()),
+        *((k, round(v) if k == "samples_per_s" else v) for k, v in result.metrics.items()),
         ("data path", f"{result.data_path} on {result.device} x{result.num_workers}"),
         ("resumed", result.resumed),
         ("wall time s", result.wall_s),

@@ -47,8 +47,10 @@ def doctor_cmd(
     if as_json:
         emit_json(report.model_dump(mode="json") | {"ok": report.ok})
     else:
-        rows = [(c.name, _STATUS.get(c.status, c.status), c.detail, c.fix if c.status in {"fail", "warn"} else "")
-                for c in report.checks]
+        from rich.markup import escape  # details quote backend errors: never read them as markup
+
+        rows = [(c.name, _STATUS.get(c.status, c.status), escape(c.detail),
+                 escape(c.fix or "") if c.status in {"fail", "warn"} else "") for c in report.checks]
         console.print(rows_table(f"modelsvc doctor ({report.engine}, online store {report.online_store})",
                                  ["check", "status", "detail", "fix"], rows))
     run(report.raise_if_failed)

@@ -4,8 +4,9 @@ Semantics follow Feast's reference stores: for each entity row, the latest featu
 timestamp is at or before the entity timestamp and no older than the view's ttl (no lower bound when the ttl is
 0/None), ties on the timestamp broken by the latest ``created_timestamp``; entity rows without a match get nulls;
 ``full_feature_names`` names columns ``view__feature``. The entity dataframe is uploaded to a temporary table in
-the scratch database (batched INSERT … VALUES; a SQL entity query is materialized by the server with CREATE
-TABLE … AS) and dropped afterwards, also when the query fails. Results keep the entity rows' order.
+the scratch database (``HiveWarehouse.insert_rows``: JSON lines in a SQL literal; a SQL entity query is
+materialized by the server with CREATE TABLE … AS) and dropped afterwards, also when the query fails. Results
+keep the entity rows' order.
 """
 
 from __future__ import annotations

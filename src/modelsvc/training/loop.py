@@ -201,7 +201,7 @@ class StreamingBatches:
                 stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
                 carry: tuple[np.ndarray, ...] | None = None
                 for df in self._chunks():
-                    arrays = to_tensors(self.pre, df, self.label)
+                    arrays: tuple[np.ndarray, ...] = to_tensors(self.pre, df, self.label)
                     perm = rng.permutation(len(df))
                     arrays = tuple(a[perm] for a in arrays)
                     if carry is not None:
@@ -282,7 +282,8 @@ def _sync(device: torch.device) -> None:
 
 # -- checkpoint state ------------------------------------------------------------------------------------------
 def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
+    inner = getattr(model, "module", model)  # DistributedDataParallel wraps the model
+    return inner if isinstance(inner, nn.Module) else model
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -322,10 +323,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             state = load_state(d)
 
     torch.manual_seed(seed)
-    model = CTRModel.from_config(config["model_config"])
+    net = CTRModel.from_config(config["model_config"])
     if state is not None:
-        model.load_state_dict(state["model"])
-    model = ray.train.torch.prepare_model(model)
+        net.load_state_dict(state["model"])
+    model = ray.train.torch.prepare_model(net)
     optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
     history: list[dict[str, float]] = []
     best_val_loss, bad_epochs, stopped = math.inf, 0, False

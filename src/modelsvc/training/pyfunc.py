@@ -11,14 +11,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
+from mlflow.pyfunc import PythonModel
 
 PREPROCESSING = "preprocessing"
 MODEL_CONFIG = "model_config"
 WEIGHTS = "weights"
 
 
-class CTRPyfunc(mlflow.pyfunc.PythonModel):
+class CTRPyfunc(PythonModel):
     """Predicts click probability from a DataFrame of the raw feature columns (nulls, unknown values allowed)."""
 
     def load_context(self, context: Any) -> None:

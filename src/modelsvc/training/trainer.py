@@ -287,7 +287,7 @@ def _signature() -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    inputs = [ColSpec("double", c, required=False) for c in NUMERIC_FEATURES]
+    inputs: list[Any] = [ColSpec("double", c, required=False) for c in NUMERIC_FEATURES]
     inputs += [ColSpec("string", c, required=False) for c in CATEGORICAL_FEATURES]
     return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("double", "p_click")]))
 
@@ -326,7 +326,7 @@ def _ensure_ray(settings: Settings) -> None:
     if ray.is_initialized():
         return
     address = settings.ray_address()
-    quiet = {"logging_level": logging.WARNING, "log_to_driver": False, "configure_logging": True}
+    quiet: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False, "configure_logging": True}
     if address:
         try:
             ray.init(address=address, **quiet)

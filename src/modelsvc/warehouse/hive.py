@@ -8,9 +8,10 @@ a statement is built, so a hostile name is refused before anything is sent. Valu
 literals by :func:`sql_literal` (strings escaped the way HiveQL reads them), never pasted in raw.
 
 Uploads (``write_partitions``, used by demo-data for raw events, and the Feast entity dataframe) go through SQL
-only, so they work against a remote server: rows are sent as batched ``INSERT INTO … VALUES`` into a staging
-table, then each day is swapped in with one ``INSERT OVERWRITE … PARTITION`` (atomic per partition). That is
-fine for demo sizes (a few thousand rows per second); production loads raw events with its own ingestion.
+only, so they work against a remote server: rows are sent as JSON lines inside one string literal per statement
+(≤ 1 MB), split and cast by the server into a staging table (about 15k rows/s on the test server), then one
+multi-insert ``FROM staging INSERT OVERWRITE … PARTITION (ds='d1') … INSERT OVERWRITE … PARTITION (ds='d2') …``
+replaces every day present (each partition whole), and the staging table is dropped.
 
 Timestamps: HiveQL timestamps carry no zone. modelsvc writes and reads them as UTC wall-clock values, so the
 server must run with a UTC session time zone (Spark: ``spark.sql.session.timeZone=UTC``).
@@ -18,6 +19,7 @@ server must run with a UTC session time zone (Spark: ``spark.sql.session.timeZon
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import socket
@@ -37,8 +39,8 @@ if TYPE_CHECKING:
     from modelsvc.config import HiveSettings, Settings
 
 PARTITION_COLUMN = "ds"
-# One INSERT … VALUES statement carries at most this many characters of SQL (HiveServer2 and Spark parse the
-# whole statement in memory; a few hundred KB keeps each statement around a second).
+# One upload statement carries at most this many characters of SQL (HiveServer2 and Spark parse the
+# whole statement in memory; 1 MB keeps each statement under a second or two).
 MAX_STATEMENT_CHARS = 1_000_000
 FETCH_SIZE = 10_000
 
@@ -281,6 +283,9 @@ class HiveWarehouse(Warehouse):
                 self._conn.close()
             self._conn = None
 
+    def __enter__(self) -> HiveWarehouse:
+        return self
+
     def qualified(self, table: str, *, scratch: bool = False) -> str:
         """```db`.`table``` after checking the name (raises UsageError before any query)."""
         check_identifier(table)
@@ -304,7 +309,8 @@ class HiveWarehouse(Warehouse):
                 raise HiveQueryError(f"HiveServer2 at {endpoint(self.hive)} failed a statement: {message}") from None
             except (TTransportException, OSError, EOFError) as exc:
                 self.close()
-                if isinstance(exc, (socket.timeout, TimeoutError)) or "timed out" in str(exc):
+                timed_out = getattr(exc, "type", None) == TTransportException.TIMED_OUT
+                if timed_out or isinstance(exc, (socket.timeout, TimeoutError)):
                     raise RetryableError(
                         f"HiveServer2 at {endpoint(self.hive)} did not answer within "
                         f"hive.query_timeout_s={self.hive.query_timeout_s:g}s") from None
@@ -425,24 +431,35 @@ class HiveWarehouse(Warehouse):
                      f"{select_sql}", table=table)
 
     def insert_rows(self, table: str, data: pa.Table, *, scratch: bool = False) -> int:
-        """Append ``data`` to an existing table with batched INSERT … VALUES; returns the statements sent."""
+        """Append ``data`` to an existing table; returns the statements sent.
+
+        Rows travel as JSON lines inside one string literal per statement, split and typed by the server
+        (``explode(split(…))`` + ``json_tuple`` + ``CAST``): one literal parses far faster than thousands of
+        ``VALUES`` tuples, and it is plain SQL, so it works against a remote server.
+        """
         qualified = self.qualified(table, scratch=scratch)
         types = [hive_type(f.type) for f in data.schema]
         cols = ", ".join(f"`{check_identifier(n, what='column name')}`" for n in data.column_names)
-        head = f"INSERT INTO TABLE {qualified} ({cols}) VALUES "
+        keys = [f"c{i}" for i in range(len(types))]
+        select = ", ".join(f"j.{k}" if t == "STRING" else f"CAST(j.{k} AS {t})" for k, t in zip(keys, types,
+                                                                                               strict=True))
+        tuple_keys = ", ".join(f"'{k}'" for k in keys)
+        head = f"INSERT INTO TABLE {qualified} ({cols}) SELECT {select} FROM (SELECT explode(split("
+        tail = f", '\\n')) AS line) t LATERAL VIEW json_tuple(t.line, {tuple_keys}) j AS {', '.join(keys)}"
         sent = 0
         batch: list[str] = []
-        size = len(head)
+        size = len(head) + len(tail)
         for row in _rows(data):
-            values = "(" + ", ".join(sql_literal(v, t) for v, t in zip(row, types, strict=True)) + ")"
-            if batch and size + len(values) + 2 > MAX_STATEMENT_CHARS:
-                self.execute(head + ", ".join(batch))
+            line = json.dumps({k: _json_value(v) for k, v in zip(keys, row, strict=True)}, ensure_ascii=False,
+                              separators=(",", ":"))
+            if batch and size + len(line) * 1.1 + 1 > MAX_STATEMENT_CHARS:
+                self.execute(head + sql_literal("\n".join(batch)) + tail)
                 sent += 1
-                batch, size = [], len(head)
-            batch.append(values)
-            size += len(values) + 2
+                batch, size = [], len(head) + len(tail)
+            batch.append(line)
+            size += int(len(line) * 1.1) + 1
         if batch:
-            self.execute(head + ", ".join(batch))
+            self.execute(head + sql_literal("\n".join(batch)) + tail)
             sent += 1
         return sent
 
@@ -553,6 +570,25 @@ def _rows(data: pa.Table) -> Iterator[tuple[Any, ...]]:
         else:
             cols.append(column.to_pylist())
     yield from zip(*cols, strict=True)
+
+
+def _json_value(value: Any) -> str | None:
+    """A value as the string the server CASTs back (JSON carries it; every field is a string or null)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        return repr(value)
+    if isinstance(value, datetime):
+        return _utc_naive(value).strftime("%Y-%m-%d %H:%M:%S.%f")
+    if isinstance(value, (date, int, str)):
+        return value.isoformat() if isinstance(value, date) else str(value)
+    raise DataError(f"value of type {type(value).__name__} cannot be sent to Hive")
 
 
 def _from_ns(ns: int) -> datetime:
