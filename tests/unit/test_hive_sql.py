@@ -49,6 +49,7 @@ def test_typed_literals() -> None:
     assert sql_literal(7, "DOUBLE") == "CAST(7 AS DOUBLE)"
     assert sql_literal(0.1) == "CAST(0.1 AS DOUBLE)"
     assert sql_literal(float("nan"), "DOUBLE") == "CAST('NaN' AS DOUBLE)"
+    assert sql_literal(None) == "NULL"
     assert sql_literal(-math.inf) == "CAST('-Infinity' AS DOUBLE)"
     assert sql_literal(date(2024, 3, 1)) == "DATE '2024-03-01'"
     # timestamps are rendered as UTC wall-clock time, whatever their zone
@@ -128,6 +129,15 @@ def test_unreachable_server_is_service_unavailable_naming_host_port_never_the_pa
     assert f"127.0.0.1:{port}" in err.value.message
     assert "s3cr3t" not in err.value.message and "s3cr3t" not in (err.value.hint or "")
     assert err.value.message.startswith(f"cannot reach HiveServer2 at 127.0.0.1:{port}")
+
+
+def test_ldap_without_a_password_is_a_config_error() -> None:
+    from modelsvc.errors import ConfigError
+
+    wh = HiveWarehouse(_settings(port=free_port(), auth="LDAP"))
+    with pytest.raises(ConfigError, match="hive.auth is LDAP but hive.password is not set") as err:
+        wh.table_exists("raw_events")
+    assert err.value.exit_code == 78
 
 
 def test_unknown_host_is_service_unavailable() -> None:

@@ -29,7 +29,15 @@ from contextlib import contextmanager, suppress
 from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from modelsvc.errors import DataError, ModelsvcError, NotFoundError, RetryableError, ServiceUnavailableError, require
+from modelsvc.errors import (
+    ConfigError,
+    DataError,
+    ModelsvcError,
+    NotFoundError,
+    RetryableError,
+    ServiceUnavailableError,
+    require,
+)
 from modelsvc.timeutil import parse_date
 from modelsvc.warehouse.base import Warehouse, check_identifier
 
@@ -80,8 +88,7 @@ def connect(hive: HiveSettings) -> Any:
         # in NONE mode the server ignores the password, but SASL PLAIN needs a non-empty one
         sasl_password = password if hive.auth in ("LDAP", "CUSTOM") else "x"
         if hive.auth in ("LDAP", "CUSTOM") and not password:
-            raise ServiceUnavailableError(
-                f"HiveServer2 at {endpoint(hive)}: auth {hive.auth} needs a password (set MODELSVC_HIVE__PASSWORD)")
+            raise ConfigError(f"hive.auth is {hive.auth} but hive.password is not set (set MODELSVC_HIVE__PASSWORD)")
 
         def sasl_factory() -> Any:
             return pyhive_hive.get_installed_sasl(host=hive.host, sasl_auth=sasl_mech,
@@ -94,8 +101,11 @@ def connect(hive: HiveSettings) -> Any:
     except Exception as exc:  # thrift, socket and SASL errors all mean "cannot talk to the server"
         with suppress(Exception):
             transport.close()
+        reason = _reason(exc)
+        if password:  # belt and braces: a server or SASL message never echoes the secret back to the user
+            reason = reason.replace(password, "**********")
         raise ServiceUnavailableError(
-            f"cannot reach HiveServer2 at {endpoint(hive)}: {_reason(exc)}",
+            f"cannot reach HiveServer2 at {endpoint(hive)}: {reason}",
             hint="check hive.host/hive.port (MODELSVC_HIVE__HOST, MODELSVC_HIVE__PORT) and that the server is up",
         ) from None
     # queries may run long: from now on the socket waits up to the query timeout for an answer
@@ -113,7 +123,7 @@ def _reason(exc: BaseException) -> str:
             return "connection refused"
         if isinstance(e, socket.gaierror):
             return "unknown host"
-    status = getattr(exc, "args", [None])[0]
+    status = exc.args[0] if exc.args else None
     msg = getattr(getattr(status, "status", None), "errorMessage", None)
     text = msg or str(exc) or type(exc).__name__
     return text.splitlines()[0][:200]
@@ -194,7 +204,7 @@ def sql_literal(value: Any, column_type: str | None = None) -> str:
     """
     import numpy as np
 
-    if value is None or (isinstance(value, float) and math.isnan(value) and column_type != "DOUBLE"):
+    if value is None:
         return f"CAST(NULL AS {column_type})" if column_type else "NULL"
     if isinstance(value, np.generic):
         value = value.item()
