@@ -16,8 +16,6 @@ PYTEST_ARGS ?=
 # The demo: the embedded defaults (DuckDB + Parquet, SQLite Feast, local MLflow, local Ray) on generated data.
 DEMO_START         ?= 2025-01-01
 DEMO_END           ?= 2025-01-28
-DEMO_DATASET_START ?= 2025-01-08
-DEMO_MATERIALIZE   ?= 2025-01-29
 
 .PHONY: help venv demo test test-fast test-integration lint docs docs-check doctor mlflow-ui wheel docker clean \
 	clean-all redis-server
@@ -35,10 +33,8 @@ venv: ## Create .venv (python3.11 or python3), install torch (CPU) first, then t
 	$(MODELSVC) --version
 
 demo: $(MODELSVC) ## Run the whole local pipeline on generated demo data (creates the venv if missing)
-	$(MODELSVC) demo-data
-	$(MODELSVC) etl --start-date $(DEMO_START) --end-date $(DEMO_END)
-	$(MODELSVC) materialize --end-date $(DEMO_MATERIALIZE)
-	$(MODELSVC) build-dataset --start-date $(DEMO_DATASET_START) --end-date $(DEMO_END)
+	$(MODELSVC) demo-data --start-date $(DEMO_START)
+	$(MODELSVC) run --start-date $(DEMO_START) --end-date $(DEMO_END)
 	@echo "demo done: state under ./data (make mlflow-ui to browse runs)"
 
 redis-server: ## Install redis-server with apt-get when it is missing (the Redis tests need the binary)

@@ -56,14 +56,16 @@ def run_pipeline(settings: Settings, *, start_date: str | date | None, end_date:
     def etl() -> dict[str, Any]:
         from modelsvc.etl import run_etl
 
-        return _summary(run_etl(settings, start_date=days[0], end_date=days[-1], reporter=reporter))
+        r = run_etl(settings, start_date=days[0], end_date=days[-1], reporter=reporter)
+        return {"days": r.days, "engine": r.engine, "raw_events_read": r.raw_events_read, **r.rows_written}
 
     def materialize() -> dict[str, Any]:
         from modelsvc.features import materialize as do_materialize
 
         # everything known up to the end of the last ETL day
         end = day_start(days[-1] + timedelta(days=1))
-        return _summary(do_materialize(settings, end=end, reporter=reporter))
+        r = do_materialize(settings, end=end, reporter=reporter)
+        return {"online_store": r.online_store, "rows": r.rows, "end": r.end.isoformat()}
 
     def build() -> dict[str, Any]:
         from modelsvc.dataset import build_dataset
@@ -79,7 +81,8 @@ def run_pipeline(settings: Settings, *, start_date: str | date | None, end_date:
         manifest = state["dataset"]
         result = do_train(settings, dataset=manifest.name, version=manifest.version, reporter=reporter)
         state["run_id"] = result.run_id
-        return _summary(result)
+        return {"run_id": result.run_id, "epochs": result.epochs_run, "device": result.device,
+                **{k: result.metrics[k] for k in ("val_auc", "val_loss") if k in result.metrics}}
 
     def evaluate() -> dict[str, Any]:
         from modelsvc.evaluation import evaluate as do_evaluate
@@ -87,14 +90,15 @@ def run_pipeline(settings: Settings, *, start_date: str | date | None, end_date:
         report = do_evaluate(settings, run_id=state["run_id"], reporter=reporter)
         state["eval"] = report
         report.raise_if_refused()
-        return _summary(report)
+        return _eval_summary(report)
 
     def promote() -> dict[str, Any]:
         from modelsvc.registry import promote as do_promote
 
         promotion = do_promote(settings, run_id=state["run_id"])
         state["promoted_version"] = promotion.version
-        return _summary(promotion)
+        return {"version": promotion.version, "previous_version": promotion.previous_version,
+                "alias": promotion.alias, "changed": promotion.changed}
 
     actions: dict[StepName, Callable[[], dict[str, Any]]] = {
         "etl": etl, "materialize": materialize, "build-dataset": build,
@@ -114,7 +118,7 @@ def run_pipeline(settings: Settings, *, start_date: str | date | None, end_date:
             status: Literal["failed", "refused"] = "refused" if isinstance(exc, GateRefusedError) else "failed"
             failed = StepResult(step=name, status=status, seconds=time.perf_counter() - s0,
                                 error=exc.message, exit_code=exc.exit_code,
-                                summary=_summary(state["eval"]) if name == "evaluate" and "eval" in state else {})
+                                summary=_eval_summary(state["eval"]) if name == "evaluate" and "eval" in state else {})
             steps.append(failed)
 
     report = PipelineReport(
@@ -129,9 +133,11 @@ def run_pipeline(settings: Settings, *, start_date: str | date | None, end_date:
     return report
 
 
-def _summary(result: Any) -> dict[str, Any]:
-    """A small JSON-able view of a step's result for the pipeline summary."""
-    if isinstance(result, BaseModel):
-        data = result.model_dump(mode="json")
-        return {k: v for k, v in data.items() if not isinstance(v, (list, dict)) or k in {"metrics", "rows"}}
-    return {"result": str(result)}
+def _eval_summary(report: Any) -> dict[str, Any]:
+    summary: dict[str, Any] = {"verdict": report.verdict, "auc": report.candidate.auc,
+                               "log_loss": report.candidate.log_loss}
+    if report.production is not None:
+        summary["production_auc"] = report.production.auc
+    if report.oracle is not None:
+        summary["oracle_auc"] = report.oracle.oracle_auc
+    return summary

@@ -1,0 +1,55 @@
+"""Model behaviour on the default demo: `modelsvc run` (what `make demo` runs) trains a model whose test AUC is
+within 0.01 of the oracle AUC of the demo's known click model, passes the gate and is promoted."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from modelsvc.cli import app
+
+pytestmark = [pytest.mark.model, pytest.mark.slow, pytest.mark.integration]
+
+runner = CliRunner()
+DEMO_START, DEMO_END = "2025-01-01", "2025-01-28"  # the Makefile's demo range
+
+
+def test_default_demo_run_reaches_oracle_auc(workdir):
+    demo = runner.invoke(app, ["demo-data", "--start-date", DEMO_START, "--json"])
+    assert demo.exit_code == 0, demo.output
+
+    result = runner.invoke(app, ["run", "--start-date", DEMO_START, "--end-date", DEMO_END, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [s["status"] for s in report["steps"]] == ["ok"] * 6
+    assert report["promoted_version"] == "1"
+
+    evaluation = next(s for s in report["steps"] if s["step"] == "evaluate")["summary"]
+    assert evaluation["verdict"] == "passed"
+    gap = evaluation["oracle_auc"] - evaluation["auc"]
+    assert abs(gap) <= 0.01, f"test AUC {evaluation['auc']:.4f} vs oracle {evaluation['oracle_auc']:.4f}"
+
+    # the promoted model serves from the registry alias and scores raw feature rows
+    import mlflow
+    import pandas as pd
+
+    from modelsvc.config import load_settings
+    from modelsvc.tracking import mlflow_client
+
+    settings = load_settings(workdir / "configs")
+    mlflow_client(settings)
+    model = mlflow.pyfunc.load_model(f"models:/{settings.mlflow.registered_model}@{settings.mlflow.production_alias}")
+    rows = pd.DataFrame({"total_orders_7d": [0.0, 3.0], "avg_purchase_value_30d": [None, 42.0],
+                         "last_seen_platform": ["web", "not-a-platform"], "current_page_views_10m": [None, 5.0]})
+    scores = model.predict(rows)["p_click"]
+    assert len(scores) == 2 and scores.between(0, 1).all()
+
+    # a second run on the same data: the same dataset content, a new candidate judged against production
+    again = runner.invoke(app, ["run", "--start-date", DEMO_START, "--end-date", DEMO_END, "--skip-etl", "--json"])
+    assert again.exit_code in (0, 1), again.output
+    second = json.loads(again.stdout)
+    assert second["steps"][0]["status"] == "skipped"
+    ev2 = next(s for s in second["steps"] if s["step"] == "evaluate")
+    assert "production_auc" in ev2["summary"], ev2
