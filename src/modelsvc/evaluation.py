@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from modelsvc.config import GateSettings, Settings
 from modelsvc.errors import DataError, GateRefusedError, ModelsvcError, NotFoundError, UsageError
 from modelsvc.progress import NULL, Reporter
+from modelsvc.tracking import mlflow_unreachable_as_service_error
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -265,6 +266,7 @@ def score(y: np.ndarray, p: np.ndarray, slices: np.ndarray, *, bins: int, model_
                         slices=per_slice)
 
 
+@mlflow_unreachable_as_service_error
 def evaluate(settings: Settings, *, run_id: str, dataset: str | None = None, reporter: Reporter = NULL) -> EvalReport:
     """Score run ``run_id`` (and production) on a dataset's test split, apply the gate, store the report.
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from modelsvc.config import Settings
-from modelsvc.errors import ServiceUnavailableError
+from modelsvc.errors import ModelsvcError, ServiceUnavailableError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def mlflow_client(settings: Settings) -> Any:
@@ -42,10 +46,30 @@ def ensure_experiment(settings: Settings) -> str:
         return str(client.create_experiment(name, artifact_location=settings.artifact_location()))
     except Exception as exc:  # mlflow raises many types for an unreachable server
         if _is_connection_error(exc):
+            # from None: the chained MLflow error quotes the URI, and a user:password@ URI would show in -v
             raise ServiceUnavailableError(
                 f"MLflow tracking server at {_safe(settings.tracking_uri())} is unreachable"
-            ) from exc
+            ) from None
         raise
+
+
+def mlflow_unreachable_as_service_error(fn: F) -> F:
+    """Decorate a step taking ``settings`` first: an MLflow server that cannot be reached becomes a
+    ServiceUnavailableError (exit 69) naming the masked URI, instead of MLflow's error, which quotes the full URI."""
+
+    @functools.wraps(fn)
+    def wrapper(settings: Settings, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(settings, *args, **kwargs)
+        except ModelsvcError:
+            raise
+        except Exception as exc:
+            if _is_connection_error(exc):
+                raise ServiceUnavailableError(
+                    f"MLflow tracking server at {_safe(settings.tracking_uri())} is unreachable") from None
+            raise
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _is_connection_error(exc: BaseException) -> bool:

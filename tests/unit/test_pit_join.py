@@ -94,3 +94,66 @@ def test_ttl_edges_and_created_tie_break(settings, workdir):
     views = {k: _norm(v) for k, v in df["current_page_views_10m"].items()}
     assert views == {"at": 7, "before": None, "ttl": None, "past": None, "rt_ttl": 7, "rt_past": None, "u2": None}
     assert df.loc["at", "last_seen_platform"] == "ios"
+
+
+def _feast_ibis_plan(store, views, refs, entity_df, full_feature_names):
+    """Feast's own plan (get_historical_features_ibis, our reader): the semantics the ASOF plan keeps."""
+    from feast.infra.offline_stores.ibis import get_historical_features_ibis
+
+    from modelsvc.feast_local import LocalDuckDBOfflineStore
+
+    return get_historical_features_ibis(
+        config=store.config, feature_views=views, feature_refs=refs, entity_df=entity_df, registry=store.registry,
+        project=store.project, full_feature_names=full_feature_names,
+        **LocalDuckDBOfflineStore._common(store.config)).to_arrow()
+
+
+@pytest.mark.parametrize("full_feature_names", [False, True])
+def test_asof_plan_equals_feast_plan_keeps_entity_order(settings, workdir, full_feature_names):
+    """Same schema and values as Feast's ibis plan; every entity row once, in the entity order (duplicates too)."""
+    from modelsvc.feast_local import AsofRetrievalJob
+    from modelsvc.features import feature_refs, feature_store
+
+    off, rt, imp = random_case(3, impressions=200)
+    root = workdir / "data"
+    write_offline(root, off)
+    write_realtime(root, rt)
+    # shuffled, with exact duplicate rows and rows sharing (user, time) under other ids
+    same_key = imp.sample(n=15, random_state=2).assign(event_id=lambda d: d["event_id"] + "-bis")
+    imp = pd.concat([imp, imp.iloc[:20], same_key], ignore_index=True).sample(frac=1, random_state=5)
+    imp = imp.reset_index(drop=True)
+
+    store = feature_store(settings)
+    refs = feature_refs(store, settings) + ["user_offline_features:offline_feature_ts_us",
+                                            "user_realtime_features:realtime_feature_ts_us"]
+    job = store.get_historical_features(entity_df=imp, features=refs, full_feature_names=full_feature_names)
+    assert isinstance(job, AsofRetrievalJob)
+    got = job.to_arrow()
+    views = [store.get_feature_view(name) for name in ("user_offline_features", "user_realtime_features")]
+    from feast.utils import make_df_tzaware
+
+    want = _feast_ibis_plan(store, views, refs, make_df_tzaware(imp), full_feature_names)
+
+    assert got.schema == want.schema
+    assert got.column("event_id").to_pylist() == imp["event_id"].tolist()  # entity order, each row once
+    columns = got.column_names
+    assert ("user_offline_features__total_orders_7d" in columns) == full_feature_names
+    key = [(c, "ascending") for c in columns]
+    assert got.sort_by(key).equals(want.sort_by(key))
+    df = job.to_df()
+    assert list(df.columns) == columns and len(df) == len(imp)
+
+
+def test_created_timestamp_cutoff_uses_feast_plan(settings, workdir):
+    """filter_by_created_timestamp is not in the ASOF plan: Feast's own plan answers it."""
+    from modelsvc.feast_local import AsofRetrievalJob
+    from modelsvc.features import feature_refs, feature_store
+
+    off, rt, imp = random_case(4, impressions=50)
+    write_offline(workdir / "data", off)
+    write_realtime(workdir / "data", rt)
+    store = feature_store(settings)
+    job = store.get_historical_features(entity_df=imp, features=feature_refs(store, settings),
+                                        filter_by_created_timestamp=True)
+    assert not isinstance(job, AsofRetrievalJob)
+    assert job.to_arrow().num_rows == len(imp)

@@ -265,7 +265,7 @@ def _log_model_and_finish(settings: Settings, client: Any, run_id: str, manifest
         with mlflow.start_run(run_id=run_id):
             mlflow.pyfunc.log_model(
                 name="model",
-                python_model=CTRPyfunc(),
+                python_model=str(Path(__file__).with_name("pyfunc_entry.py")),  # models from code: no pickle
                 artifacts={PREPROCESSING: str(t / "preprocessing.json"), MODEL_CONFIG: str(t / "model_config.json"),
                            WEIGHTS: str(t / "weights.pt")},
                 code_paths=[str(code)],
