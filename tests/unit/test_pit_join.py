@@ -8,7 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.feature_data import brute_force_pit, random_case, write_offline, write_realtime
+from tests.feature_data import (
+    OFFLINE_SCHEMA,
+    brute_force_pit,
+    random_case,
+    write_offline,
+    write_realtime,
+    write_table,
+)
 
 OFFLINE = ["total_orders_7d", "avg_purchase_value_30d", "last_seen_platform"]
 REALTIME = ["current_page_views_10m"]
@@ -157,3 +164,42 @@ def test_created_timestamp_cutoff_uses_feast_plan(settings, workdir):
                                         filter_by_created_timestamp=True)
     assert not isinstance(job, AsofRetrievalJob)
     assert job.to_arrow().num_rows == len(imp)
+
+
+def test_null_timestamps_as_feast_plan(settings, workdir):
+    """A null created timestamp loses the tie; a null event timestamp (feature or entity row) joins nothing."""
+    from feast.utils import make_df_tzaware
+
+    from modelsvc.features import feature_refs, feature_store
+
+    t = pd.Timestamp("2026-01-03T00:00:00Z")
+    off = pd.DataFrame({
+        "user_id": [1, 1, 2, 2, 3],
+        "event_timestamp": [t, t, t, None, t],
+        "created_timestamp": [t + pd.Timedelta(minutes=1), None, None, t, None],
+        "total_orders_7d": [10, 20, 30, 40, 50],
+        "avg_purchase_value_30d": [1.0, 2.0, 3.0, 4.0, 5.0],
+        "last_seen_platform": ["web", "ios", "android", "web", "ios"],
+    })
+    rt = pd.DataFrame({"user_id": [1], "event_timestamp": [t], "created_timestamp": [t],
+                       "current_page_views_10m": [7]})
+    for df in (off, rt):
+        for c in ("event_timestamp", "created_timestamp"):
+            df[c] = pd.to_datetime(df[c], utc=True).dt.as_unit("us")
+    write_offline(workdir / "data", off.iloc[[0, 1, 2, 4]])
+    # the null-time row has no ds of its own: put it in a partition by hand
+    write_table(workdir / "data", "user_features_precomputed", off.iloc[[3]].reset_index(drop=True), OFFLINE_SCHEMA,
+                pd.Series(["2026-01-09"]))
+    write_realtime(workdir / "data", rt)
+    times = [t, t + pd.Timedelta(hours=1), t, None, t + pd.Timedelta(days=9)]
+    imp = pd.DataFrame({"event_id": ["a", "b", "c", "d", "e"], "user_id": [1, 2, 3, 1, 2],
+                        "event_timestamp": pd.to_datetime(times, utc=True).as_unit("us"),
+                        "is_clicked": [0, 1, 0, 1, 0]})
+    store = feature_store(settings)
+    refs = feature_refs(store, settings)
+    got = store.get_historical_features(entity_df=imp, features=refs).to_arrow()
+    views = [store.get_feature_view(name) for name in ("user_offline_features", "user_realtime_features")]
+    want = _feast_ibis_plan(store, views, refs, make_df_tzaware(imp), False)
+    key = [("event_id", "ascending")]
+    assert got.sort_by(key).equals(want.sort_by(key))
+    assert got.column("total_orders_7d").to_pylist() == [10, 30, 50, None, None]

@@ -34,6 +34,7 @@ from modelsvc.training.model import CTRModel
 from modelsvc.training.preprocessing import Preprocessor
 
 STATE_FILE = "state.pt"
+WORKERS_TAG = "modelsvc.train.workers"  # run tag: JSON list of {rank, node_id, host, pid}
 EVAL_BATCH = 65536
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -303,6 +304,23 @@ def _write_progress(path: str | None, data: dict[str, Any]) -> None:
 
 
 # -- the Ray Train worker function -----------------------------------------------------------------------------
+def _gather_workers(rank: int, world: int) -> list[dict[str, Any]]:
+    """Every rank's Ray node id, host and pid, in rank order (collective: every rank calls it)."""
+    import socket
+
+    import ray
+
+    me = {"rank": rank, "node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(),
+          "pid": os.getpid()}
+    if world == 1:
+        return [me]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, me)
+    return out
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker. ``config`` is built by ``modelsvc.training.trainer``."""
     import ray.train
@@ -367,6 +385,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         from mlflow.tracking import MlflowClient
 
         mlflow_client = MlflowClient(tracking_uri=config["mlflow_tracking_uri"])
+    workers = _gather_workers(rank, world)
+    if mlflow_client is not None:  # where each rank ran: proof that a cluster run really used its nodes
+        mlflow_client.set_tag(config["mlflow_run_id"], WORKERS_TAG, json.dumps(workers))
 
     for epoch in range(start_epoch, epochs):
         fail_at = config.get("fail_at_epoch")
