@@ -6,8 +6,11 @@ This package never imports ray, torch, feast, mlflow or pyhive: the library does
 
 from __future__ import annotations
 
+import io
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -57,10 +60,36 @@ def _root(
     _state["verbose"] = verbose
 
 
+@contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """While the library runs, whatever third-party code writes to stdout (Ray's worker logs, MLflow's notices)
+    goes to stderr: stdout carries only the rendered result, so ``--json`` output always parses."""
+    out = sys.stdout
+    saved_fd: int | None = None
+    try:
+        out.flush()
+        if out.fileno() == 1:
+            saved_fd = os.dup(1)
+            os.dup2(sys.stderr.fileno(), 1)
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        saved_fd = None  # not a real file descriptor (e.g. a test runner's buffer)
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        with suppress(Exception):
+            sys.stderr.flush()
+        sys.stdout = out
+        if saved_fd is not None:
+            os.dup2(saved_fd, 1)
+            os.close(saved_fd)
+
+
 def run(fn: Callable[[], T]) -> T:
     """Call the library; turn a ModelsvcError into ``Error: …`` on stderr and its exit code."""
     try:
-        return fn()
+        with _stdout_to_stderr():
+            return fn()
     except ModelsvcError as exc:
         if _state["verbose"]:
             import traceback
