@@ -301,8 +301,8 @@ def run_etl(settings: Settings, *, start_date: str | date | None, end_date: str 
                     u = users_by_day.get(day.isoformat(), users.slice(0, 0))
                     r = realtime_by_day.get(day.isoformat(), realtime.slice(0, 0))
                     wh.write_partitions(settings.tables.user_features, u)
-                    if r.num_rows:  # a day without page views has no realtime windows
-                        wh.write_partitions(settings.tables.realtime_features, r)
+                    # a day without page views has no realtime windows: its partition is still replaced (emptied)
+                    wh.write_partitions(settings.tables.realtime_features, r, days=[day])
                     rows[settings.tables.user_features] += u.num_rows
                     rows[settings.tables.realtime_features] += r.num_rows
                     task.advance(1, day=str(day), user_rows=u.num_rows, realtime_rows=r.num_rows)

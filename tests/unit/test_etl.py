@@ -208,3 +208,23 @@ def test_feature_sql_for_hive_avoids_duckdb_functions(settings):
                     created=created)
     with pytest.raises(UsageError, match="not a valid identifier"):
         feature_sql("duckdb", days=days, raw_table="raw; DROP", etl=settings.etl, created=created)
+
+
+def test_rerun_after_raw_day_lost_its_page_views_empties_the_realtime_partition(settings):
+    """Raw data replaced with a day without page views: the day's realtime windows must not survive."""
+    from tests.etl_cases import ev
+
+    day = "2024-03-09"
+    with open_warehouse(settings) as wh:
+        wh.write_partitions(settings.tables.raw_events, events_table([
+            ev("a", 1, f"{day}T10:01:00", "page_view"), ev("b", 1, f"{day}T10:02:00", "impression"),
+        ]))
+    run_etl(settings, start_date=day, end_date=day)
+    with open_warehouse(settings) as wh:
+        assert wh.read(settings.tables.realtime_features).num_rows == 1
+        wh.write_partitions(settings.tables.raw_events, events_table([ev("b", 1, f"{day}T10:02:00", "impression")]))
+    report = run_etl(settings, start_date=day, end_date=day)
+    assert report.rows_written[settings.tables.realtime_features] == 0
+    with open_warehouse(settings) as wh:
+        assert wh.read(settings.tables.realtime_features).num_rows == 0
+        assert wh.read(settings.tables.user_features).num_rows == 1

@@ -53,8 +53,9 @@ class Warehouse(ABC):
         """Rows of the partitions in [start, end] (inclusive, pruned), with ``ds`` as a column."""
 
     @abstractmethod
-    def write_partitions(self, table: str, data: pa.Table) -> list[date]:
-        """Replace, atomically and per partition, every ``ds`` present in ``data``; returns those days."""
+    def write_partitions(self, table: str, data: pa.Table, *, days: Sequence[date] = ()) -> list[date]:
+        """Replace, atomically and per partition, every ``ds`` present in ``data`` and every day in ``days`` (a listed
+        day without rows ends up with no rows: stale data never survives a rewrite); returns the days replaced."""
 
     def query(self, sql: str) -> pa.Table:
         """Run one SELECT (e.g. the shared feature SQL of ``modelsvc.etl``) and return its rows."""

@@ -473,20 +473,27 @@ class HiveWarehouse(Warehouse):
             sent += 1
         return sent
 
-    def write_partitions(self, table: str, data: pa.Table) -> list[date]:
-        """Upload ``data`` to a staging table, then swap its days in with INSERT OVERWRITE … PARTITION."""
+    def write_partitions(self, table: str, data: pa.Table, *, days: Sequence[date] = ()) -> list[date]:
+        """Upload ``data`` to a staging table, then swap its days in with INSERT OVERWRITE … PARTITION; listed
+        ``days`` without rows are dropped (no rows, as locally)."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
         self.qualified(table)
         if PARTITION_COLUMN not in data.column_names:
             raise DataError(f"rows for table {table} have no '{PARTITION_COLUMN}' column")
+        empty_days = sorted(set(days))
         days = sorted({parse_date(str(d), option=f"{table}.ds") for d in pc.unique(data[PARTITION_COLUMN]).to_pylist()
                        if d is not None})
         if len(days) != len(pc.unique(data[PARTITION_COLUMN])):
             raise DataError(f"rows for table {table} have a null '{PARTITION_COLUMN}'")
+        empty_days = [d for d in empty_days if d not in days]
+        if empty_days and self.table_exists(table):
+            for day in empty_days:
+                self.execute(f"ALTER TABLE {self.qualified(table)} DROP IF EXISTS PARTITION "
+                             f"(`{PARTITION_COLUMN}`={day_literal(day)})", table=table)
         if not days:
-            return []
+            return empty_days
         data = data.set_column(data.column_names.index(PARTITION_COLUMN), PARTITION_COLUMN,
                                pc.cast(data[PARTITION_COLUMN], pa.string()))
         self.ensure_table(table, data.schema)
@@ -509,7 +516,7 @@ class HiveWarehouse(Warehouse):
         finally:
             with suppress(ModelsvcError):
                 self.drop_table(stage, scratch=True)
-        return days
+        return sorted([*days, *empty_days])
 
     # -- the ETL on the server -----------------------------------------------------------------------------------
     def check_raw(self, table: str, *, start: date, end: date) -> dict[date, int]:

@@ -114,7 +114,7 @@ class LocalWarehouse(Warehouse):
         # no ORDER BY: DuckDB keeps the order of the (day-sorted) files, which is stable and cheaper than a sort
         return self.connection().sql(f"SELECT {cols} FROM ({relation})").to_arrow_table()
 
-    def write_partitions(self, table: str, data: pa.Table) -> list[date]:
+    def write_partitions(self, table: str, data: pa.Table, *, days: Sequence[date] = ()) -> list[date]:
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
@@ -126,7 +126,7 @@ class LocalWarehouse(Warehouse):
         self._recover(table)
         ds = pc.cast(data.column("ds"), pa.string())  # a date32 ds becomes 'YYYY-MM-DD'
         try:
-            days = sorted({date.fromisoformat(str(v)) for v in pc.unique(ds).to_pylist() if v is not None})
+            days = sorted({date.fromisoformat(str(v)) for v in pc.unique(ds).to_pylist() if v is not None} | set(days))
         except ValueError as exc:
             raise DataError(f"cannot write table '{table}': a 'ds' value is not a YYYY-MM-DD date ({exc})") from None
         if pc.any(pc.is_null(ds)).as_py():
@@ -136,7 +136,7 @@ class LocalWarehouse(Warehouse):
         staged: list[tuple[Path, Path]] = []
         try:
             for day in days:  # stage every partition first: nothing is swapped until all are written
-                part = body.filter(pc.equal(ds, day.isoformat()))
+                part = body.filter(pc.equal(ds, day.isoformat()))  # may be empty: an empty partition
                 tmp = base / f"{TMP_PREFIX}{PART_PREFIX}{day.isoformat()}-{token}"
                 tmp.mkdir()
                 staged.append((tmp, self.partition_path(table, day)))
