@@ -38,23 +38,37 @@ def test_mlflow_server_logs_a_metric_through_the_server(mlflow_server, tmp_path)
     assert list(mlflow_server.artifacts.rglob("note.txt"))
 
 
+RAY_PROBE = """
+import sys, ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+ray.init(address=sys.argv[1], log_to_driver=False)
+nodes = [n for n in ray.nodes() if n["Alive"]]
+assert len(nodes) == 2, nodes
+assert ray.cluster_resources().get("CPU") == 2.0, ray.cluster_resources()
+
+
+@ray.remote(num_cpus=1)
+def where():
+    return ray.get_runtime_context().get_node_id()
+
+
+refs = [where.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote()
+        for n in nodes]
+assert sorted(ray.get(refs, timeout=120)) == sorted(n["NodeID"] for n in nodes)
+print("ok", len(nodes))
+"""
+
+
 @pytest.mark.slow
 def test_ray_cluster_has_two_nodes_and_runs_a_task_on_each(ray_cluster):
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    # a separate process, as a user's driver would be: this pytest process may already run a local Ray
+    import subprocess
+    import sys
 
-    ray.init(address=ray_cluster.address, log_to_driver=False)
-    try:
-        nodes = [n for n in ray.nodes() if n["Alive"]]
-        assert len(nodes) == 2
-        assert ray.cluster_resources().get("CPU") == 2.0
+    from tests.fixtures.ray_cluster import node_env
 
-        @ray.remote(num_cpus=1)
-        def where() -> str:
-            return ray.get_runtime_context().get_node_id()
-
-        refs = [where.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote()
-                for n in nodes]
-        assert sorted(ray.get(refs, timeout=120)) == sorted(n["NodeID"] for n in nodes)
-    finally:
-        ray.shutdown()
+    proc = subprocess.run([sys.executable, "-c", RAY_PROBE, ray_cluster.address], capture_output=True, text=True,
+                          timeout=300, env=node_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "ok 2"
