@@ -386,8 +386,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
         mlflow_client = MlflowClient(tracking_uri=config["mlflow_tracking_uri"])
     workers = _gather_workers(rank, world)
+    # Rank 0's MLflow logging is best effort: a worker on another node may lack the server's credentials or
+    # route; the driver then logs what is missing after the fit (trainer._log_missing_epochs).
     if mlflow_client is not None:  # where each rank ran: proof that a cluster run really used its nodes
-        mlflow_client.set_tag(config["mlflow_run_id"], WORKERS_TAG, json.dumps(workers))
+        try:
+            mlflow_client.set_tag(config["mlflow_run_id"], WORKERS_TAG, json.dumps(workers))
+        except Exception:  # noqa: BLE001 - any tracking failure: stop logging from here, keep training
+            mlflow_client = None
 
     for epoch in range(start_epoch, epochs):
         fail_at = config.get("fail_at_epoch")
@@ -427,12 +432,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         history.append(metrics)
         if rank == 0:
             if mlflow_client is not None:
-                from mlflow.entities import Metric
+                try:
+                    from mlflow.entities import Metric
 
-                ts = int(time.time() * 1000)
-                mlflow_client.log_batch(config["mlflow_run_id"], metrics=[
-                    Metric(k, float(v), ts, epoch) for k, v in metrics.items() if k != "epoch"
-                ])
+                    ts = int(time.time() * 1000)
+                    mlflow_client.log_batch(config["mlflow_run_id"], metrics=[
+                        Metric(k, float(v), ts, epoch) for k, v in metrics.items() if k != "epoch"
+                    ])
+                except Exception:  # noqa: BLE001 - see above: the driver fills in the epochs
+                    mlflow_client = None
             _write_progress(config.get("progress_file"), {**metrics, "epochs": epochs, "data_path": mode,
                                                           "device": str(device)})
         report = {**metrics, "best_val_loss": best_val_loss, "stopped": stopped, "data_path": mode,

@@ -71,6 +71,7 @@ def train(settings: Settings, *, dataset: str | None = None, version: str | None
     history = [EpochMetrics(**{k: h[k] for k in EpochMetrics.model_fields}) for h in state["history"]]
     best = min(history, key=lambda h: h.val_loss)
     uses_gpu = result.metrics.get("device", "cpu") == "cuda" if result.metrics else False
+    _log_missing_epochs(client, run_id, state["history"])
     _log_model_and_finish(settings, client, run_id, manifest, pre, state, history, best)
 
     out = TrainResult(
@@ -229,6 +230,18 @@ def _create_run(client: Any, settings: Settings, experiment_id: str, run_name: s
                       profile=json.dumps({"rows": manifest.rows, "label_rate": manifest.label_rate}))
     client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])])
     return run_id
+
+
+def _log_missing_epochs(client: Any, run_id: str, history: list[dict[str, Any]]) -> None:
+    """Log the per-epoch metrics rank 0 could not (e.g. a worker without the tracking server's credentials)."""
+    from mlflow.entities import Metric
+
+    logged = {m.step for m in client.get_metric_history(run_id, "val_loss")}
+    ts = int(time.time() * 1000)
+    missing = [Metric(k, float(v), ts, int(h["epoch"])) for h in history if int(h["epoch"]) not in logged
+               for k, v in h.items() if k != "epoch" and isinstance(v, (int, float))]
+    for i in range(0, len(missing), 900):  # MLflow takes at most 1000 metrics per batch
+        client.log_batch(run_id, metrics=missing[i:i + 900])
 
 
 def _log_model_and_finish(settings: Settings, client: Any, run_id: str, manifest: DatasetManifest, pre: Any,
