@@ -15,8 +15,9 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# torch first, from its own index: CPU by default, CUDA when TORCH_INDEX says so
-RUN pip install --index-url "${TORCH_INDEX}" --extra-index-url https://pypi.org/simple "${TORCH_SPEC}"
+# torch first, from its own index as an extra index (its +cpu / +cuXXX build wins over the plain release):
+# CPU by default, CUDA when TORCH_INDEX says so
+RUN pip install --extra-index-url "${TORCH_INDEX}" "${TORCH_SPEC}"
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
