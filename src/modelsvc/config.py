@@ -327,11 +327,11 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json", exclude={"config_dir"})
         for key in ("tracking_uri", "registry_uri"):
             if data["mlflow"].get(key):
-                data["mlflow"][key] = _mask_uri(data["mlflow"][key])
+                data["mlflow"][key] = mask_uri(data["mlflow"][key])
         data["resolved"] = {
             "root": str(self.paths.resolve("root")),
             "warehouse": str(self.paths.resolve("warehouse")),
-            "mlflow_tracking_uri": _mask_uri(self.tracking_uri()),
+            "mlflow_tracking_uri": mask_uri(self.tracking_uri()),
             "ray_address": self.ray_address() or "local",
             "ray_storage_path": self.ray_storage_path(),
         }
@@ -360,7 +360,7 @@ class _OwnDotEnv(PydanticBaseSettingsSource):
         return data
 
 
-def _mask_uri(uri: str) -> str:
+def mask_uri(uri: str) -> str:
     """Hide a password embedded in a URI (``scheme://user:secret@host``)."""
     import re
 

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, Field
 
-from modelsvc.config import Settings, _mask_uri
+from modelsvc.config import Settings, mask_uri
 from modelsvc.errors import ModelsvcError, ServiceUnavailableError
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -90,7 +90,7 @@ def check_all(settings: Settings, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Do
     return DoctorReport(
         engine=settings.warehouse.engine,
         online_store=settings.features.online_store,
-        tracking_uri=_mask_uri(settings.tracking_uri()),
+        tracking_uri=mask_uri(settings.tracking_uri()),
         ray_address=settings.ray_address() or "local",
         checks=checks,
     )
@@ -132,7 +132,7 @@ class _Runner:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     first = text[0] if text else ""
-    return _mask_uri(f"{type(exc).__name__}: {first}"[:300])
+    return mask_uri(f"{type(exc).__name__}: {first}"[:300])
 
 
 def _tcp(host: str, port: int, timeout: float, what: str) -> None:
@@ -312,7 +312,7 @@ def _local_db(uri: str) -> Path | None:
 
 def _mlflow_tracking(settings: Settings, timeout: float) -> str:
     uri = settings.tracking_uri()
-    masked = _mask_uri(uri)
+    masked = mask_uri(uri)
     db = _local_db(uri)
     if db is not None:
         if db.is_file():
@@ -383,9 +383,9 @@ def _search_models_rest(settings: Settings, uri: str, timeout: float) -> list[di
         with urllib.request.urlopen(req, timeout=min(timeout, 10.0)) as resp:
             body = json.loads(resp.read() or b"{}")
     except urllib.error.HTTPError as exc:
-        raise _Outcome("fail", f"registry search on {_mask_uri(uri)} answered HTTP {exc.code}") from None
+        raise _Outcome("fail", f"registry search on {mask_uri(uri)} answered HTTP {exc.code}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise _Outcome("fail", f"registry {_mask_uri(uri)} is unreachable ({getattr(exc, 'reason', exc)})") from None
+        raise _Outcome("fail", f"registry {mask_uri(uri)} is unreachable ({getattr(exc, 'reason', exc)})") from None
     return [{"name": m.get("name"), "aliases": {a["alias"]: a["version"] for a in m.get("aliases", [])}}
             for m in body.get("registered_models", [])]
 

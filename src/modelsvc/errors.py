@@ -69,16 +69,6 @@ class GateRefusedError(ModelsvcError):
     exit_code = 1
 
 
-class StepFailedError(ModelsvcError):
-    """A step of ``modelsvc run`` failed; carries that step's exit code."""
-
-    def __init__(self, step: str, cause: ModelsvcError) -> None:
-        super().__init__(f"step '{step}' failed: {cause.message}", hint=cause.hint)
-        self.step = step
-        self.cause = cause
-        self.exit_code = cause.exit_code
-
-
 def require(module: str, extra: str) -> None:
     """Raise MissingDependencyError with an install hint when ``module`` cannot be imported."""
     import importlib.util

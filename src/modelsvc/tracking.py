@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from modelsvc.config import Settings
+from modelsvc.config import Settings, mask_uri
 from modelsvc.errors import ModelsvcError, ServiceUnavailableError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -48,7 +48,7 @@ def ensure_experiment(settings: Settings) -> str:
         if _is_connection_error(exc):
             # from None: the chained MLflow error quotes the URI, and a user:password@ URI would show in -v
             raise ServiceUnavailableError(
-                f"MLflow tracking server at {_safe(settings.tracking_uri())} is unreachable"
+                f"MLflow tracking server at {mask_uri(settings.tracking_uri())} is unreachable"
             ) from None
         raise
 
@@ -66,7 +66,7 @@ def mlflow_unreachable_as_service_error(fn: F) -> F:
         except Exception as exc:
             if _is_connection_error(exc):
                 raise ServiceUnavailableError(
-                    f"MLflow tracking server at {_safe(settings.tracking_uri())} is unreachable") from None
+                    f"MLflow tracking server at {mask_uri(settings.tracking_uri())} is unreachable") from None
             raise
 
     return wrapper  # type: ignore[return-value]
@@ -75,9 +75,3 @@ def mlflow_unreachable_as_service_error(fn: F) -> F:
 def _is_connection_error(exc: BaseException) -> bool:
     text = type(exc).__name__ + str(exc)
     return any(s in text for s in ("ConnectionError", "Connection refused", "Max retries", "MaxRetryError"))
-
-
-def _safe(uri: str) -> str:
-    import re
-
-    return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1**********@", uri)

@@ -39,6 +39,9 @@ ProfileOpt = Annotated[
     str | None,
     typer.Option("--profile", help="Profile overlay: <config>/profiles/<name>.yaml.", envvar="MODELSVC_PROFILE"),
 ]
+# the inclusive day range of etl and run (modelsvc.timeutil.date_range: both default to yesterday UTC)
+StartOpt = Annotated[str | None, typer.Option("--start-date", help="First day, YYYY-MM-DD (default: yesterday UTC).")]
+EndOpt = Annotated[str | None, typer.Option("--end-date", help="Last day, inclusive (default: --start-date).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 DEFAULT_CONFIG = Path("configs")
 

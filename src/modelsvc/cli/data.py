@@ -6,11 +6,19 @@ from typing import Annotated
 
 import typer
 
-from modelsvc.cli import DEFAULT_CONFIG, ConfigOpt, JsonOpt, ProfileOpt, app, reporter, run, settings_for
+from modelsvc.cli import (
+    DEFAULT_CONFIG,
+    ConfigOpt,
+    EndOpt,
+    JsonOpt,
+    ProfileOpt,
+    StartOpt,
+    app,
+    reporter,
+    run,
+    settings_for,
+)
 from modelsvc.cli.render import console, emit_json, kv_table
-
-StartOpt = Annotated[str | None, typer.Option("--start-date", help="First day, YYYY-MM-DD (default: yesterday UTC).")]
-EndOpt = Annotated[str | None, typer.Option("--end-date", help="Last day, inclusive (default: --start-date).")]
 
 
 @app.command("demo-data")

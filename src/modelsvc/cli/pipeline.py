@@ -6,14 +6,25 @@ from typing import Annotated
 
 import typer
 
-from modelsvc.cli import DEFAULT_CONFIG, ConfigOpt, JsonOpt, ProfileOpt, app, reporter, run, settings_for
+from modelsvc.cli import (
+    DEFAULT_CONFIG,
+    ConfigOpt,
+    EndOpt,
+    JsonOpt,
+    ProfileOpt,
+    StartOpt,
+    app,
+    reporter,
+    run,
+    settings_for,
+)
 from modelsvc.cli.render import console, emit_json, rows_table
 
 
 @app.command("run")
 def run_cmd(
-    start_date: Annotated[str | None, typer.Option("--start-date", help="First day (YYYY-MM-DD).")] = None,
-    end_date: Annotated[str | None, typer.Option("--end-date", help="Last day, inclusive.")] = None,
+    start_date: StartOpt = None,
+    end_date: EndOpt = None,
     skip_etl: Annotated[bool, typer.Option("--skip-etl", help="Use the feature tables as they are.")] = False,
     config: ConfigOpt = DEFAULT_CONFIG,
     profile: ProfileOpt = None,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from modelsvc import __version__
-from modelsvc.config import Settings
+from modelsvc.config import Settings, mask_uri
 from modelsvc.dataset import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES, DatasetManifest, load_dataset
 from modelsvc.errors import DataError, RetryableError, ServiceUnavailableError
 from modelsvc.progress import NULL, Reporter
@@ -58,7 +58,7 @@ def train(settings: Settings, *, dataset: str | None = None, version: str | None
     resumed = run_id is not None
     if run_id is None:
         run_id = _create_run(client, settings, experiment_id, run_name, manifest)
-        run_state.write({"mlflow_run_id": run_id, "tracking_uri": _safe_uri(settings.tracking_uri())})
+        run_state.write({"mlflow_run_id": run_id, "tracking_uri": mask_uri(settings.tracking_uri())})
     else:
         client.update_run(run_id, status="RUNNING")
         reporter.log(f"resuming training {run_name} (MLflow run {run_id})")
@@ -326,10 +326,6 @@ def _requirements() -> list[str]:
 
     return [f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}",
             f"numpy=={numpy.__version__}", f"pandas=={pandas.__version__}", "pydantic>=2"]
-
-
-def _safe_uri(uri: str) -> str:
-    return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1**********@", uri)
 
 
 # -- Ray -------------------------------------------------------------------------------------------------------
