@@ -5,6 +5,7 @@ Ray is started once by the first training in the session (``train`` reuses an in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -122,8 +123,12 @@ def test_failure_then_rerun_resumes_and_worker_restart_resumes_into_one_run(work
 
     monkeypatch.setenv("MODELSVCTEST_FAIL_AT_EPOCH", "2")
     retry = small_settings(workdir, training={"epochs": 4, "max_failures": 1})  # max_failures: not in the hash
-    result = train(retry)
+    rec = RecordingReporter()
+    result = train(retry, reporter=rec)
     assert result.resumed is True
+    # live progress across the worker restart: epoch 1, then (restarted after the failure at epoch 2) 2 and 3
+    assert [u["completed"] for u in rec.updates if u["description"] == "training"][-1] == 4
+    assert {u["completed"] for u in rec.updates if u["description"] == "training"} == {2, 3, 4}
     assert result.run_id == runs[0].info.run_id
     assert [h.epoch for h in result.history] == [0, 1, 2, 3]
     run = client.get_run(result.run_id)
@@ -131,3 +136,52 @@ def test_failure_then_rerun_resumes_and_worker_restart_resumes_into_one_run(work
     for key in ("train_loss", "val_loss", "val_auc"):
         assert sorted(m.step for m in client.get_metric_history(result.run_id, key)) == [0, 1, 2, 3]
     assert len(client.search_runs([result.experiment_id])) == 1
+
+
+class RecordingReporter:
+    """A Reporter that keeps every task update (the CLI renders the same calls with rich)."""
+
+    def __init__(self) -> None:
+        self.updates: list[dict] = []
+
+    @contextlib.contextmanager
+    def task(self, description, total=None):
+        reporter = self
+
+        class _Task:
+            def advance(self, amount=1, **info):
+                reporter.updates.append({"description": description, "advance": amount, **info})
+
+            def update(self, *, completed=None, total=None, **info):
+                reporter.updates.append({"description": description, "completed": completed, **info})
+
+        yield _Task()
+
+    def log(self, message):
+        pass
+
+
+def test_live_epochs_show_progress_and_log_the_epochs_rank0_could_not(workdir):
+    """Rank 0 puts each epoch into the driver's progress actor; the driver renders it and logs to MLflow the
+    epochs rank 0 reports as not logged (a remote worker without the server's credentials)."""
+    import ray
+
+    from modelsvc.tracking import ensure_experiment
+    from modelsvc.training.trainer import _ensure_ray, _live_epochs
+
+    settings = small_settings(workdir)
+    _ensure_ray(settings)  # a no-op when an earlier test of the session started Ray
+    client = _client(settings)
+    run_id = client.create_run(ensure_experiment(settings)).info.run_id
+    rec = RecordingReporter()
+    epoch = {"train_loss": 0.5, "val_loss": 0.45, "val_auc": 0.7, "samples_per_s": 1e5, "epoch_time_s": 0.1,
+             "epochs": 2, "data_path": "resident", "device": "cpu"}
+    with _live_epochs(settings, run_id, 2, rec) as sink:
+        ray.get(sink.put.remote({**epoch, "epoch": 0, "mlflow_logged": True}))
+        ray.get(sink.put.remote({**epoch, "epoch": 1, "val_loss": 0.4, "mlflow_logged": False}))
+    assert [u["completed"] for u in rec.updates] == [1, 2]
+    assert rec.updates[-1]["val_loss"] == 0.4 and rec.updates[-1]["description"] == "training"
+    # epoch 0 was logged by rank 0 (not here: nothing at step 0), epoch 1 by the driver, every metric once
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "val_loss")] == [(1, 0.4)]
+    assert sorted(client.get_run(run_id).data.metrics) == ["epoch_time_s", "samples_per_s", "train_loss",
+                                                           "val_auc", "val_loss"]

@@ -61,6 +61,9 @@ def _root(
                                           help="Show the version and exit.")] = False,
 ) -> None:
     _state["verbose"] = verbose
+    if not verbose:  # MLflow's INFO notices and download bars are noise in a CLI's stderr (and in cron mail)
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 @contextmanager

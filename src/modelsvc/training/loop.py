@@ -230,7 +230,10 @@ class StreamingBatches:
                     raise item
                 batch, event = item
                 if event is not None:
-                    torch.cuda.current_stream(self.device).wait_event(event)
+                    current = torch.cuda.current_stream(self.device)
+                    current.wait_event(event)
+                    for t in batch:  # allocated on the side stream, used on this one: not reused before it is done
+                        t.record_stream(current)
                 yield batch
         finally:
             stop.set()
@@ -295,12 +298,12 @@ def load_state(checkpoint_dir: str | Path) -> dict[str, Any]:
     return torch.load(Path(checkpoint_dir) / STATE_FILE, map_location="cpu", weights_only=True)
 
 
-def _write_progress(path: str | None, data: dict[str, Any]) -> None:
-    if not path:
+def _send_progress(sink: Any, data: dict[str, Any]) -> None:
+    """Hand rank 0's epoch to the driver's progress actor (fire and forget; a lost message only costs a tick)."""
+    if sink is None:
         return
-    tmp = f"{path}.tmp"
-    Path(tmp).write_text(json.dumps(data))
-    os.replace(tmp, path)
+    with contextlib.suppress(Exception):
+        sink.put.remote(data)
 
 
 # -- the Ray Train worker function -----------------------------------------------------------------------------
@@ -431,6 +434,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         }
         history.append(metrics)
         if rank == 0:
+            logged = False
             if mlflow_client is not None:
                 try:
                     from mlflow.entities import Metric
@@ -439,10 +443,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     mlflow_client.log_batch(config["mlflow_run_id"], metrics=[
                         Metric(k, float(v), ts, epoch) for k, v in metrics.items() if k != "epoch"
                     ])
-                except Exception:  # noqa: BLE001 - see above: the driver fills in the epochs
+                    logged = True
+                except Exception:  # noqa: BLE001 - see above: the driver logs the epoch instead
                     mlflow_client = None
-            _write_progress(config.get("progress_file"), {**metrics, "epochs": epochs, "data_path": mode,
-                                                          "device": str(device)})
+            _send_progress(config.get("progress_sink"), {**metrics, "epochs": epochs, "data_path": mode,
+                                                         "device": str(device), "mlflow_logged": logged})
         report = {**metrics, "best_val_loss": best_val_loss, "stopped": stopped, "data_path": mode,
                   "device": device.type}
         if rank == 0:

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 PREPROCESSING = "preprocessing"
@@ -34,9 +35,8 @@ class CTRPyfunc(PythonModel):
         self.model.load_state_dict(state)
         self.model.eval()
 
-    def predict(self, context, model_input, params=None):  # noqa: ANN001 (MLflow reads type hints: keep none)
-        import pandas as pd
-
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        # a DataFrame hint: MLflow validates against the logged signature and infers nothing from the hint
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         return self.predict_frame(self.pre, self.model, df)
 

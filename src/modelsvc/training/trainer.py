@@ -7,6 +7,7 @@ the same MLflow run (its id is kept in ``<storage>/<run name>/modelsvc_run.json`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -30,6 +31,7 @@ from modelsvc.progress import NULL, Reporter
 from modelsvc.training.result import EpochMetrics, TrainResult
 
 RUN_STATE_FILE = "modelsvc_run.json"
+EPOCH_METRICS = ("train_loss", "val_loss", "val_auc", "samples_per_s", "epoch_time_s")  # logged per epoch (step)
 FAIL_AT_EPOCH_ENV = "MODELSVCTEST_FAIL_AT_EPOCH"  # test hook: a worker fails once at this epoch
 _HASH_EXCLUDE = {"training": {"max_failures", "resident_max_bytes"}}
 
@@ -238,8 +240,8 @@ def _log_missing_epochs(client: Any, run_id: str, history: list[dict[str, Any]])
 
     logged = {m.step for m in client.get_metric_history(run_id, "val_loss")}
     ts = int(time.time() * 1000)
-    missing = [Metric(k, float(v), ts, int(h["epoch"])) for h in history if int(h["epoch"]) not in logged
-               for k, v in h.items() if k != "epoch" and isinstance(v, (int, float))]
+    missing = [Metric(k, float(h[k]), ts, int(h["epoch"])) for h in history if int(h["epoch"]) not in logged
+               for k in EPOCH_METRICS if k in h]
     for i in range(0, len(missing), 900):  # MLflow takes at most 1000 metrics per batch
         client.log_batch(run_id, metrics=missing[i:i + 900])
 
@@ -296,12 +298,13 @@ def _log_model_and_finish(settings: Settings, client: Any, run_id: str, manifest
 
 
 def _signature() -> Any:
-    """Every feature optional (nulls allowed); numeric features as double, the platform as string."""
+    """Every feature column required (a request without one gets MLflow's schema error), values nullable (a
+    required column still takes nulls); numeric features as double, the platform as string."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    inputs: list[Any] = [ColSpec("double", c, required=False) for c in NUMERIC_FEATURES]
-    inputs += [ColSpec("string", c, required=False) for c in CATEGORICAL_FEATURES]
+    inputs: list[Any] = [ColSpec("double", c) for c in NUMERIC_FEATURES]
+    inputs += [ColSpec("string", c) for c in CATEGORICAL_FEATURES]
     return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("double", "p_click")]))
 
 
@@ -364,7 +367,6 @@ def _fit(settings: Settings, manifest: DatasetManifest, pre: Any, train_rows: in
     _ensure_ray(settings)
     use_gpu = _use_gpu(settings)
     model_config = build_model(settings.model, pre.num_numeric_outputs, pre.cardinalities).config
-    progress_dir = None if settings.ray_address() else tempfile.mkdtemp(prefix="modelsvc-progress-")
     fail_at = os.environ.get(FAIL_AT_EPOCH_ENV)
     t = settings.training
     config = {
@@ -383,35 +385,31 @@ def _fit(settings: Settings, manifest: DatasetManifest, pre: Any, train_rows: in
         "resident_max_bytes": t.resident_max_bytes,
         "mlflow_tracking_uri": settings.tracking_uri(),
         "mlflow_run_id": run_id,
-        "progress_file": str(Path(progress_dir) / "progress.json") if progress_dir else None,
         "fail_at_epoch": int(fail_at) if fail_at else None,
     }
     resources = {"CPU": settings.scaling.cpus_per_worker}
     if use_gpu:
         resources["GPU"] = 1
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=settings.scaling.num_workers, use_gpu=use_gpu,
-                                     resources_per_worker=resources),
-        run_config=RunConfig(
-            name=run_name,
-            storage_path=settings.ray_storage_path(),
-            failure_config=FailureConfig(max_failures=t.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-        ),
-    )
     try:
-        with _poll_progress(config["progress_file"], t.epochs, reporter):
+        with _live_epochs(settings, run_id, t.epochs, reporter) as sink:
+            trainer = TorchTrainer(
+                train_loop_per_worker,
+                train_loop_config={**config, "progress_sink": sink},
+                scaling_config=ScalingConfig(num_workers=settings.scaling.num_workers, use_gpu=use_gpu,
+                                             resources_per_worker=resources),
+                run_config=RunConfig(
+                    name=run_name,
+                    storage_path=settings.ray_storage_path(),
+                    failure_config=FailureConfig(max_failures=t.max_failures),
+                    checkpoint_config=CheckpointConfig(num_to_keep=2),
+                ),
+            )
             result = trainer.fit()
     except Exception as exc:
         raise RetryableError(
             f"training run '{run_name}' failed: {_cause(exc)}",
             hint="run the same command again to resume from the last checkpoint",
         ) from exc
-    finally:
-        if progress_dir:
-            shutil.rmtree(progress_dir, ignore_errors=True)
     if result.checkpoint is None:
         raise RetryableError(f"training run '{run_name}' finished without a checkpoint")
     with result.checkpoint.as_directory() as d:
@@ -429,31 +427,58 @@ def _cause(exc: BaseException) -> str:
     return (lines[0] if lines else type(exc).__name__)[:300]
 
 
+class _ProgressSink:
+    """A Ray actor owned by the driver: rank 0 puts each epoch's metrics, the driver polls them (works the same on
+    a local Ray and on a cluster, and survives worker restarts)."""
+
+    def __init__(self) -> None:
+        self._epochs: list[dict[str, Any]] = []
+
+    def put(self, data: dict[str, Any]) -> None:
+        self._epochs.append(data)
+
+    def since(self, n: int) -> list[dict[str, Any]]:
+        return self._epochs[n:]
+
+
 @contextmanager
-def _poll_progress(path: str | None, epochs: int, reporter: Reporter) -> Iterator[None]:
-    """Show rank 0's per-epoch progress file through the reporter while ``fit`` blocks."""
-    if path is None:
-        yield
-        return
+def _live_epochs(settings: Settings, run_id: str, epochs: int, reporter: Reporter) -> Iterator[Any]:
+    """While ``fit`` blocks: show rank 0's epochs through the reporter, and log to MLflow the epochs rank 0 could
+    not (a worker on another node may lack the tracking server's credentials or route)."""
+    import ray
+
+    from modelsvc.tracking import mlflow_client
+
+    sink: Any = ray.remote(num_cpus=0)(_ProgressSink).remote()
+    client = mlflow_client(settings)
     stop = threading.Event()
     with reporter.task("training", total=epochs) as task:
 
+        def drain(seen: int) -> int:
+            try:
+                new = ray.get(sink.since.remote(seen), timeout=10)
+            except Exception:  # noqa: BLE001 - progress is cosmetic; the checkpoint holds the truth
+                return seen
+            for data in new:
+                task.update(completed=int(data["epoch"]) + 1, loss=data["train_loss"], val_loss=data["val_loss"],
+                            val_auc=data["val_auc"], samples_per_s=round(data["samples_per_s"]))
+                if not data.get("mlflow_logged"):
+                    with contextlib.suppress(Exception):  # the driver's final check fills any gap
+                        _log_missing_epochs(client, run_id, [data])
+            return seen + len(new)
+
         def poll() -> None:
-            seen = -1
+            seen = 0
             while not stop.wait(0.5):
-                try:
-                    data = json.loads(Path(path).read_text())
-                except (OSError, ValueError):
-                    continue
-                if data.get("epoch", -1) != seen:
-                    seen = int(data["epoch"])
-                    task.update(completed=seen + 1, loss=data["train_loss"], val_loss=data["val_loss"],
-                                val_auc=data["val_auc"], samples_per_s=round(data["samples_per_s"]))
+                seen = drain(seen)
+            drain(seen)
 
         thread = threading.Thread(target=poll, name="modelsvc-progress", daemon=True)
         thread.start()
         try:
-            yield
+            yield sink
         finally:
             stop.set()
             thread.join()
+            with contextlib.suppress(Exception):
+                ray.kill(sink)
