@@ -2,6 +2,7 @@
 
 Run (CPU):   python benchmarks/train_throughput.py --rows 200000
 Run (GPU):   python benchmarks/train_throughput.py --rows 5000000 --device cuda --batch-sizes 256,8192
+Without MLflow installed (the GPU image), (c) runs the same Ray Train workers without the MLflow run.
 Add ``--ttq-rows N`` to also measure time to quality (validation AUC within 0.01 of the oracle) with ``train``.
 
 Measured, in one process: (a) ``ray.data.from_pandas(...).iter_torch_batches(batch_size=B)`` feeding the MLP
@@ -107,6 +108,29 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def bench_modelsvc(settings, use_mlflow: bool):
+    """(c): ``modelsvc.training.train`` (MLflow run, pyfunc logged); without MLflow (a GPU image that lacks it) the
+    same Ray Train workers through ``fit_workers``. Returns (median epoch samples/s, wall s, epoch s, data path)."""
+    from modelsvc.dataset import load_dataset
+    from modelsvc.training.trainer import _fit_preprocessor, fit_workers, run_name_for
+
+    t0 = time.perf_counter()
+    if use_mlflow:
+        from modelsvc.training import train
+
+        r = train(settings)
+        history = [h.model_dump() for h in r.history]
+        data_path = r.data_path
+    else:
+        manifest = load_dataset(settings)
+        pre, n = _fit_preprocessor(manifest)
+        _, state = fit_workers(settings, manifest, pre, n, run_name_for(settings, manifest), None)
+        history, data_path = state["history"], state["data_path"]
+    wall = time.perf_counter() - t0
+    rate = sorted(h["samples_per_s"] for h in history)[len(history) // 2]
+    return rate, wall, sum(h["epoch_time_s"] for h in history), data_path
+
+
 def trivial_fit(storage: str) -> float:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -131,6 +155,10 @@ def main() -> None:
     ap.add_argument("--max-s", type=float, default=20.0, help="time cap per (a)/(b) measurement")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads for (a)/(b) = Ray worker CPUs")
     ap.add_argument("--ttq-rows", type=int, default=0, help="rows for the time-to-quality run (0: skip)")
+    ap.add_argument("--data-paths", default="resident",
+                    help="(c) once per data path: resident, streaming, auto (comma-separated)")
+    ap.add_argument("--no-mlflow", action="store_true",
+                    help="(c) without the MLflow run and model logging (implied when mlflow is not installed)")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="modelsvc-bench-"))
     try:
@@ -142,6 +170,8 @@ def main() -> None:
 
 
 def _run(args, root: Path) -> None:
+    import importlib.util
+
     import ray
     import torch
 
@@ -170,23 +200,29 @@ def _run(args, root: Path) -> None:
     ray_init_s = time.perf_counter() - t0
     trivial_s = min(trivial_fit(str(root / "ray")), trivial_fit(str(root / "ray")))
 
+    use_mlflow = not args.no_mlflow and importlib.util.find_spec("mlflow") is not None
+    if device.type == "cuda":
+        print(f"GPU: {torch.cuda.get_device_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}",
+              flush=True)
     rows = []
     for bs in batch_sizes:
         a = bench_ray_data(train_df, pre, model_fn, bs, device, args.max_s)
         b = bench_resident(train_df, pre, model_fn, bs, device, args.max_s)
-        s = _settings(root, scaling={"use_gpu": use_gpu, "cpus_per_worker": args.threads},
-                      training={"batch_size": bs, "epochs": args.epochs, "early_stopping_patience": 99})
-        r = train(s)
-        c = sorted(h.samples_per_s for h in r.history)[len(r.history) // 2]
-        epochs_s = sum(h.epoch_time_s for h in r.history)
-        rows.append((bs, a, b, c, r.wall_s, epochs_s))
+        for data_path in args.data_paths.split(","):
+            s = _settings(root, scaling={"use_gpu": use_gpu, "cpus_per_worker": args.threads},
+                          training={"batch_size": bs, "epochs": args.epochs, "early_stopping_patience": 99,
+                                    "data_path": data_path})
+            c, wall, epochs_s, used = bench_modelsvc(s, use_mlflow)
+            rows.append((bs, used, a, b, c, wall, epochs_s))
+            print(f"batch {bs} {used}: (a) {a:,.0f}/s (b) {b:,.0f}/s (c) {c:,.0f}/s", flush=True)
 
     print(f"\ndevice={args.device} rows={args.rows} (train {len(train_df)}) torch threads={args.threads} "
-          f"model={base.model.hidden_layers} emb={base.model.embedding_dim}")
-    print(f"{'batch':>6} {'(a) ray data/s':>15} {'(b) resident/s':>15} {'(c) modelsvc/s':>15} "
+          f"model={base.model.hidden_layers} emb={base.model.embedding_dim} "
+          f"(c) {'train() with MLflow' if use_mlflow else 'fit_workers (no MLflow)'}")
+    print(f"{'batch':>6} {'(c) path':>9} {'(a) ray data/s':>15} {'(b) resident/s':>15} {'(c) modelsvc/s':>15} "
           f"{'b/a':>7} {'c/a':>7} {'c/b':>6} {'train wall s':>12} {'epochs s':>9} {'overhead s':>10}")
-    for bs, a, b, c, wall, ep in rows:
-        print(f"{bs:>6} {a:>15,.0f} {b:>15,.0f} {c:>15,.0f} {b / a:>7.1f} {c / a:>7.1f} {c / b:>6.2f} "
+    for bs, used, a, b, c, wall, ep in rows:
+        print(f"{bs:>6} {used:>9} {a:>15,.0f} {b:>15,.0f} {c:>15,.0f} {b / a:>7.1f} {c / a:>7.1f} {c / b:>6.2f} "
               f"{wall:>12.1f} {ep:>9.1f} {wall - ep - trivial_s:>10.1f}")
     print(f"ray.init: {ray_init_s:.1f}s; trivial TorchTrainer.fit: {trivial_s:.1f}s; "
           "overhead = train wall - epoch time - trivial fit (preprocessing fit, data load, MLflow, model logging)")

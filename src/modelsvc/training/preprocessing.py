@@ -129,8 +129,7 @@ class Preprocessor:
 def _numeric(series: pd.Series) -> np.ndarray:
     """Float64 values with NaN for null, text or non-finite entries."""
     values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    values[~np.isfinite(values)] = np.nan
-    return values
+    return np.where(np.isfinite(values), values, np.nan)  # not in place: pandas 3 may hand out a read-only view
 
 
 def _require_columns(df: pd.DataFrame, columns: list[str]) -> None:

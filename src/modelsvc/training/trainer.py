@@ -66,7 +66,7 @@ def train(settings: Settings, *, dataset: str | None = None, version: str | None
         reporter.log(f"resuming training {run_name} (MLflow run {run_id})")
 
     try:
-        result, state = _fit(settings, manifest, pre, train_rows, run_name, run_id, reporter)
+        result, state = fit_workers(settings, manifest, pre, train_rows, run_name, run_id, reporter)
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
@@ -356,8 +356,12 @@ def _use_gpu(settings: Settings) -> bool:
     return bool(settings.scaling.use_gpu)
 
 
-def _fit(settings: Settings, manifest: DatasetManifest, pre: Any, train_rows: int, run_name: str, run_id: str,
-         reporter: Reporter) -> tuple[Any, dict[str, Any]]:
+def fit_workers(settings: Settings, manifest: DatasetManifest, pre: Any, train_rows: int, run_name: str,
+                run_id: str | None, reporter: Reporter = NULL) -> tuple[Any, dict[str, Any]]:
+    """The Ray Train part of ``train``: run the workers, return (Ray result, latest checkpoint state).
+
+    With ``run_id=None`` nothing is logged to MLflow (the GPU benchmark runs it where MLflow is not installed).
+    """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -442,15 +446,17 @@ class _ProgressSink:
 
 
 @contextmanager
-def _live_epochs(settings: Settings, run_id: str, epochs: int, reporter: Reporter) -> Iterator[Any]:
+def _live_epochs(settings: Settings, run_id: str | None, epochs: int, reporter: Reporter) -> Iterator[Any]:
     """While ``fit`` blocks: show rank 0's epochs through the reporter, and log to MLflow the epochs rank 0 could
     not (a worker on another node may lack the tracking server's credentials or route)."""
     import ray
 
-    from modelsvc.tracking import mlflow_client
-
     sink: Any = ray.remote(num_cpus=0)(_ProgressSink).remote()
-    client = mlflow_client(settings)
+    client = None
+    if run_id is not None:
+        from modelsvc.tracking import mlflow_client
+
+        client = mlflow_client(settings)
     stop = threading.Event()
     with reporter.task("training", total=epochs) as task:
 
@@ -462,7 +468,7 @@ def _live_epochs(settings: Settings, run_id: str, epochs: int, reporter: Reporte
             for data in new:
                 task.update(completed=int(data["epoch"]) + 1, loss=data["train_loss"], val_loss=data["val_loss"],
                             val_auc=data["val_auc"], samples_per_s=round(data["samples_per_s"]))
-                if not data.get("mlflow_logged"):
+                if client is not None and run_id is not None and not data.get("mlflow_logged"):
                     with contextlib.suppress(Exception):  # the driver's final check fills any gap
                         _log_missing_epochs(client, run_id, [data])
             return seen + len(new)
