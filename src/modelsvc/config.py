@@ -175,6 +175,8 @@ class MlflowSettings(Section):
     production_alias: str = Field("production", pattern=r"^[a-z][a-z0-9_\-]{0,63}$")
     username: str | None = None
     password: SecretStr | None = None
+    connect_timeout_s: float = Field(10.0, gt=0, description="an http(s) tracking server that accepts no "
+                                     "connection within this is reported unreachable (exit 69) at once")
 
 
 class RaySettings(Section):

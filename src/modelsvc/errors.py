@@ -45,6 +45,12 @@ class ServiceUnavailableError(ModelsvcError):
     exit_code = 69  # EX_UNAVAILABLE
 
 
+class PermissionDeniedError(ModelsvcError):
+    """A backend refused our credentials (HTTP 401/403 from the MLflow server)."""
+
+    exit_code = 77  # EX_NOPERM
+
+
 class MissingDependencyError(ModelsvcError):
     """An optional extra is not installed; the message says which one to install."""
 

@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from modelsvc.config import GateSettings, Settings
 from modelsvc.errors import DataError, GateRefusedError, ModelsvcError, NotFoundError, UsageError
 from modelsvc.progress import NULL, Reporter
-from modelsvc.tracking import mlflow_unreachable_as_service_error
+from modelsvc.tracking import map_tracking_errors
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -266,7 +266,7 @@ def score(y: np.ndarray, p: np.ndarray, slices: np.ndarray, *, bins: int, model_
                         slices=per_slice)
 
 
-@mlflow_unreachable_as_service_error
+@map_tracking_errors
 def evaluate(settings: Settings, *, run_id: str, dataset: str | None = None, reporter: Reporter = NULL) -> EvalReport:
     """Score run ``run_id`` (and production) on a dataset's test split, apply the gate, store the report.
 

@@ -39,7 +39,7 @@ from pydantic import BaseModel, Field
 
 from modelsvc.config import Settings
 from modelsvc.errors import DataError, GateRefusedError, NotFoundError, RetryableError, UsageError
-from modelsvc.tracking import mlflow_unreachable_as_service_error
+from modelsvc.tracking import map_tracking_errors
 
 TAG_PREVIOUS_VERSION = "modelsvc.previous_version"
 TAG_PROMOTED_BY = "modelsvc.promoted_by"
@@ -89,7 +89,7 @@ def production_version(settings: Settings, client: Any) -> Any | None:
     return _alias_version(client, settings.mlflow.registered_model, settings.mlflow.production_alias)
 
 
-@mlflow_unreachable_as_service_error
+@map_tracking_errors
 def promote(settings: Settings, *, run_id: str, force: bool = False, reason: str | None = None,
             actor: str | None = None) -> Promotion:
     """Register run ``run_id``'s model (once) and move the production alias to it.
@@ -153,7 +153,7 @@ def promote(settings: Settings, *, run_id: str, force: bool = False, reason: str
                      changed=True, files=files)
 
 
-@mlflow_unreachable_as_service_error
+@map_tracking_errors
 def rollback(settings: Settings, *, reason: str | None = None, actor: str | None = None) -> Promotion:
     """Move the production alias back to the version the current one replaced (recorded on both versions)."""
     from modelsvc.evaluation import TAG_VERDICT

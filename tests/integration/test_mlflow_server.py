@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -104,9 +105,7 @@ SECRET = "mlflow-pw-never-shown"
 @pytest.mark.parametrize("how", ["settings-password", "uri-userinfo"])
 @pytest.mark.parametrize("command", [["train", "--json"], ["promote", "--run-id", "0" * 32, "--json"]])
 def test_unreachable_server_error_never_shows_the_password(workdir, monkeypatch, caplog, how, command):
-    port = _closed_port()
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail at once instead of backing off
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    port = _closed_port()  # and MLflow's default retries with backoff: the connect check must fail at once
     if how == "settings-password":
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
         monkeypatch.setenv("MODELSVC_MLFLOW__USERNAME", "svc_modelsvc")
@@ -122,12 +121,64 @@ def test_unreachable_server_error_never_shows_the_password(workdir, monkeypatch,
     write_synthetic_dataset(settings, rows=300, seed=4)
     caplog.set_level("DEBUG")
 
+    t0 = time.monotonic()
     result = CliRunner().invoke(app, command)
     assert result.exit_code == 69, result.output
-    assert result.stderr.splitlines()[0] == f"Error: MLflow tracking server at {shown} is unreachable"
+    assert result.stderr.splitlines()[0] == f"Error: MLflow tracking server at {shown} is unreachable " \
+                                            "(Connection refused)"
+    assert time.monotonic() - t0 < 30  # not MLflow's minutes of retries
     assert SECRET not in result.output
     assert SECRET not in caplog.text
     # -v prints the traceback: still no password in it
     verbose = CliRunner().invoke(app, ["-v", *command])
     assert verbose.exit_code == 69
     assert SECRET not in verbose.output
+
+
+@pytest.mark.parametrize("credentials", ["wrong-password", "none"])
+def test_auth_server_refusing_the_credentials_is_exit_77_without_the_password(workdir, monkeypatch,
+                                                                               mlflow_auth_server, credentials):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_auth_server.url)
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    if credentials == "wrong-password":
+        monkeypatch.setenv("MODELSVC_MLFLOW__USERNAME", mlflow_auth_server.admin[0])
+        monkeypatch.setenv("MODELSVC_MLFLOW__PASSWORD", SECRET)
+    write_synthetic_dataset(load_settings(workdir / "configs"), rows=300, seed=4)
+
+    result = CliRunner().invoke(app, ["train", "--json"])
+    assert result.exit_code == 77, result.output
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"Error: MLflow tracking server at {mlflow_auth_server.url} refused the credentials (HTTP 401)"
+    assert lines[1].startswith("Hint: set mlflow.username and mlflow.password")
+    assert SECRET not in result.output
+    assert result.stdout == ""
+
+
+def test_auth_server_with_the_right_credentials_and_a_user_without_permission(workdir, monkeypatch,
+                                                                              mlflow_auth_server):
+    from mlflow.server.auth.client import AuthServiceClient
+
+    from modelsvc.tracking import ensure_experiment
+
+    admin, admin_pw = mlflow_auth_server.admin
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", admin)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", admin_pw)
+    AuthServiceClient(mlflow_auth_server.url).create_user("reader", "reader-pw-123456")
+    admin_settings = load_settings(workdir / "configs", mlflow={"tracking_uri": mlflow_auth_server.url,
+                                                               "username": admin, "password": admin_pw})
+    experiment_id = ensure_experiment(admin_settings)  # the admin may create it
+    assert experiment_id
+
+    # a user with READ on the admin's experiment (default_permission) may read it but not log a run into it
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_auth_server.url)
+    monkeypatch.setenv("MODELSVC_MLFLOW__USERNAME", "reader")
+    monkeypatch.setenv("MODELSVC_MLFLOW__PASSWORD", "reader-pw-123456")
+    write_synthetic_dataset(load_settings(workdir / "configs"), rows=300, seed=4)
+    result = CliRunner().invoke(app, ["train", "--json"])
+    assert result.exit_code == 77, result.output
+    assert result.stderr.splitlines()[0] == f"Error: MLflow tracking server at {mlflow_auth_server.url} denied " \
+                                            "access (HTTP 403)"
+    assert "reader-pw-123456" not in result.output

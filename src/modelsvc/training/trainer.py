@@ -28,6 +28,7 @@ from modelsvc.config import Settings, mask_uri
 from modelsvc.dataset import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES, DatasetManifest, load_dataset
 from modelsvc.errors import DataError, RetryableError, ServiceUnavailableError
 from modelsvc.progress import NULL, Reporter
+from modelsvc.tracking import map_tracking_errors
 from modelsvc.training.result import EpochMetrics, TrainResult
 
 RUN_STATE_FILE = "modelsvc_run.json"
@@ -36,6 +37,7 @@ FAIL_AT_EPOCH_ENV = "MODELSVCTEST_FAIL_AT_EPOCH"  # test hook: a worker fails on
 _HASH_EXCLUDE = {"training": {"max_failures", "resident_max_bytes"}}
 
 
+@map_tracking_errors
 def train(settings: Settings, *, dataset: str | None = None, version: str | None = None,
           reporter: Reporter | None = None) -> TrainResult:
     """Train on a dataset version (default: the latest of ``settings.dataset.name``); see the module doc."""
