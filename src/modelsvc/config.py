@@ -207,7 +207,8 @@ class TrainingLoopSettings(Section):
 
     lr: float = Field(3e-3, gt=0, le=1)
     epochs: int = Field(20, ge=1)
-    batch_size: int = Field(4096, ge=1)
+    batch_size: int = Field(4096, ge=1, description="the global batch: each of N workers draws batch_size/N "
+                            "rows a step, so lr and steps per epoch do not change with num_workers")
     weight_decay: float = Field(0.0, ge=0)
     seed: int = 42
     early_stopping_patience: int = Field(3, ge=1)

@@ -16,6 +16,7 @@ from modelsvc.training.loop import (
     shard_bounds,
     to_tensors,
     train_one_epoch,
+    worker_batch_size,
 )
 from modelsvc.training.model import CTRModel
 from modelsvc.training.preprocessing import Preprocessor
@@ -117,6 +118,15 @@ def test_streaming_errors_reach_the_training_loop(tmp_path, data):
     s = StreamingBatches(path, pre, "is_clicked", start=0, stop=10, batch_size=4, seed=0, rank=0, device=CPU)
     with pytest.raises(Exception, match="total_orders_7d"):
         list(s.epoch(0))
+
+
+def test_batch_size_is_global_across_workers():
+    assert [worker_batch_size(4096, w) for w in (1, 2, 3, 4)] == [4096, 2048, 1366, 1024]
+    assert worker_batch_size(3, 8) == 1
+    n_rows, world = 1_000_000, 4
+    start, stop = shard_bounds(n_rows, 0, world)
+    # each worker's steps per epoch = one worker's steps over all rows (up to rounding)
+    assert -(-(stop - start) // worker_batch_size(4096, world)) == -(-n_rows // 4096)
 
 
 def test_shards_are_equal_sized_and_disjoint():

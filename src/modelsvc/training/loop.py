@@ -57,6 +57,12 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 # -- reading ---------------------------------------------------------------------------------------------------
+def worker_batch_size(global_batch: int, world: int) -> int:
+    """Rows per step on each of ``world`` workers so that one step of all of them sees ``global_batch`` rows
+    (DDP averages the workers' gradients): the learning rate and the steps per epoch stay those of one worker."""
+    return max(1, math.ceil(global_batch / world))
+
+
 def shard_bounds(n_total: int, rank: int, world: int) -> tuple[int, int]:
     """Contiguous rows of one rank; every rank gets the same count (up to world-1 rows are dropped)."""
     per_rank = n_total // world
@@ -367,7 +373,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     start, stop = shard_bounds(int(config["train_rows"]), rank, world)
     mode = choose_data_path(config["data_path_mode"], stop - start, row_bytes(pre), device,
                             config.get("resident_max_bytes"))
-    batch_size = int(config["batch_size"])
+    batch_size = worker_batch_size(int(config["batch_size"]), world)
     batches: ResidentBatches | StreamingBatches
     if mode == "resident":
         df = read_split(config["data_file"], "train", [*pre.input_columns, label], start, stop)
