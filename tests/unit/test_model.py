@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -12,8 +13,10 @@ from modelsvc.training.loop import (
     ResidentBatches,
     StreamingBatches,
     choose_data_path,
+    read_split,
     roc_auc,
     shard_bounds,
+    split_row_groups,
     to_tensors,
     train_one_epoch,
     worker_batch_size,
@@ -109,6 +112,30 @@ def test_streaming_batches_cover_the_shard_like_resident(tmp_path, data):
         expect = to_tensors(pre, df[df["split"] == "train"].iloc[start:stop], "is_clicked")[0]
         rows = torch.cat([n for n, _, _ in got]).numpy()
         np.testing.assert_array_equal(np.sort(rows, axis=0), np.sort(expect, axis=0))
+
+
+def test_a_shard_read_touches_only_its_row_groups(tmp_path):
+    df = synthetic_frame(3000, seed=1).drop(columns=["p_true"])
+    rng = np.random.default_rng(0)  # splits interleaved in the middle of the file: row groups of mixed splits
+    mixed = df.index[1000:2600]
+    df.loc[mixed, "split"] = rng.choice(["train", "validation", "test"], size=len(mixed))
+    path = tmp_path / "data.parquet"
+    df.to_parquet(path, index=False, row_group_size=250)
+    train = df[df["split"] == "train"].reset_index(drop=True)
+    cols = ["total_orders_7d", "is_clicked"]
+    for start, stop in [(0, 10), (0, len(train)), (137, 1001), (990, 1400), (len(train) - 5, len(train)),
+                        (500, 500)]:
+        got = read_split(path, "train", cols, start, stop)
+        expect = train[cols].iloc[start:stop]
+        assert len(got) == len(expect), (start, stop)
+        np.testing.assert_array_equal(got["is_clicked"].to_numpy(), expect["is_clicked"].to_numpy())
+        np.testing.assert_array_equal(got["total_orders_7d"].to_numpy(dtype=float),
+                                      expect["total_orders_7d"].to_numpy(dtype=float))
+    pf = pq.ParquetFile(path)
+    assert split_row_groups(pf, "train", 0, 10) == ([0], 0)
+    groups, before = split_row_groups(pf, "train", 1200, 1500)
+    assert 0 < len(groups) < pf.num_row_groups and before <= 1200
+    assert split_row_groups(pf, "validation", 0, 1)[0] == [4]  # the first group holding a validation row
 
 
 def test_streaming_errors_reach_the_training_loop(tmp_path, data):

@@ -69,13 +69,46 @@ def shard_bounds(n_total: int, rank: int, world: int) -> tuple[int, int]:
     return rank * per_rank, (rank + 1) * per_rank
 
 
+def split_row_groups(pf: pq.ParquetFile, split: str, start: int, stop: int) -> tuple[list[int], int]:
+    """The row groups holding rows ``[start, stop)`` of ``split`` (counted in file order), and how many rows of
+    ``split`` precede the first of them: a worker reads its shard, not the whole file. A row group whose ``split``
+    statistics say it holds one value is counted without reading it."""
+    import pyarrow.compute as pc
+
+    col = pf.schema_arrow.get_field_index("split")
+    groups: list[int] = []
+    before, seen = 0, 0
+    for i in range(pf.num_row_groups):
+        if seen >= stop:
+            break
+        meta = pf.metadata.row_group(i)
+        stats = meta.column(col).statistics
+        if stats is not None and stats.has_min_max and stats.min == stats.max and not stats.null_count:
+            n = meta.num_rows if stats.min == split else 0
+        else:
+            n = int(pc.sum(pc.equal(pf.read_row_group(i, columns=["split"]).column(0), split)).as_py() or 0)
+        if n and seen + n > start:
+            if not groups:
+                before = seen
+            groups.append(i)
+        seen += n
+    return groups, before
+
+
 def read_split(path: str | Path, split: str, columns: list[str], start: int = 0,
                stop: int | None = None) -> pd.DataFrame:
-    table = pq.read_table(path, columns=[*columns, "split"], filters=[("split", "=", split)])
-    if stop is not None or start:
-        stop = table.num_rows if stop is None else stop
-        table = table.slice(start, max(0, stop - start))
-    return table.drop(["split"]).to_pandas()
+    """Rows ``[start, stop)`` of ``split`` in file order (all of them by default), reading only their row groups."""
+    if stop is None and not start:
+        table = pq.read_table(path, columns=[*columns, "split"], filters=[("split", "=", split)])
+        return table.drop(["split"]).to_pandas()
+    pf = pq.ParquetFile(path)
+    stop = pf.metadata.num_rows if stop is None else stop
+    groups, before = split_row_groups(pf, split, start, stop)
+    table = pf.read_row_groups(groups, columns=[*columns, "split"])
+    import pyarrow.compute as pc
+
+    table = table.filter(pc.equal(table.column("split"), split))
+    return table.slice(start - before, max(0, stop - start)).drop(["split"]).to_pandas()
 
 
 def to_tensors(pre: Preprocessor, df: pd.DataFrame, label: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -175,8 +208,10 @@ class StreamingBatches:
         """The shard's train rows in file order, a chunk at a time."""
         pf = pq.ParquetFile(self.path)
         columns = [*self.pre.input_columns, self.label, "split"]
-        offset = 0
-        for rb in pf.iter_batches(batch_size=self.chunk_rows, columns=columns):
+        groups, offset = split_row_groups(pf, "train", self.start, self.stop)
+        if not groups:
+            return
+        for rb in pf.iter_batches(batch_size=self.chunk_rows, columns=columns, row_groups=groups):
             df = rb.to_pandas()
             df = df[df["split"] == "train"]
             lo, hi = offset, offset + len(df)
