@@ -99,6 +99,8 @@ def map_tracking_errors(fn: F) -> F:
 def tracking_error(settings: Settings, exc: BaseException) -> ModelsvcError | None:
     """Our error for an MLflow failure we recognise (server unreachable, credentials refused), else None. The
     message names the masked URI only: MLflow's own text quotes the full URI, password included."""
+    if not type(exc).__module__.startswith(("mlflow", "requests", "urllib3")):
+        return None  # e.g. a storage error mentioning a refused connection is not the tracking server's
     text = type(exc).__name__ + str(exc)
     where = f"MLflow tracking server at {mask_uri(settings.tracking_uri())}"
     status = re.search(r"error code (401|403)\b", text)

@@ -329,3 +329,4 @@ def test_secrets_never_appear_in_error_messages(cfg, monkeypatch):
 
 def test_env_prefix_is_the_documented_one():
     assert ENV_PREFIX == "MODELSVC_"
+
