@@ -294,17 +294,21 @@ def _find_version(client: Any, name: str, run_id: str) -> Any | None:
 def _register(name: str, run_id: str) -> Any:
     import mlflow
     from mlflow.exceptions import MlflowException
+    from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM
 
-    # MLflow 3 warns that it resolves runs:/<id>/model to the logged model (models:/m-…): expected, not news
+    # MLflow 3 warns that it resolves runs:/<id>/model to the logged model (models:/m-…), and prints "Registered
+    # model … already exists" / "Created version …" to stderr: expected, not news (promote reports the version)
     fluent_log = logging.getLogger("mlflow.tracking._model_registry.fluent")
-    level = fluent_log.level
+    level, enabled = fluent_log.level, MLFLOW_LOGGING_STREAM.enabled
     fluent_log.setLevel(logging.ERROR)
+    MLFLOW_LOGGING_STREAM.enabled = False
     try:
         mv = mlflow.register_model(f"runs:/{run_id}/model", name)
     except MlflowException as exc:
         raise NotFoundError(f"run {run_id} has no model at artifact path 'model': {str(exc).splitlines()[0]}") from None
     finally:
         fluent_log.setLevel(level)
+        MLFLOW_LOGGING_STREAM.enabled = enabled
     if mv.status != "READY":
         raise RetryableError(f"version {mv.version} of '{name}' is still {mv.status}; run promote again")
     return mv

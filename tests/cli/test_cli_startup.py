@@ -23,3 +23,26 @@ def test_library_chatter_goes_to_stderr_so_stdout_holds_only_the_result() -> Non
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout == "RESULT\n"
     assert "py-noise" in proc.stderr and "fd-noise" in proc.stderr
+
+
+def test_library_deprecation_warnings_are_hidden_unless_verbose() -> None:
+    import warnings
+
+    from modelsvc.cli import _state, run
+
+    def noisy() -> int:
+        warnings.simplefilter("always")  # what some libraries do when imported
+        warnings.warn("old api", DeprecationWarning, stacklevel=1)
+        warnings.warn("real problem", UserWarning, stacklevel=1)
+        return 1
+
+    for verbose in (False, True):
+        _state["verbose"] = verbose
+        try:
+            with warnings.catch_warnings(record=True) as shown:  # what reaches the display
+                assert run(noisy) == 1
+        finally:
+            _state["verbose"] = False
+        messages = [str(w.message) for w in shown]
+        assert "real problem" in messages
+        assert ("old api" in messages) is verbose

@@ -95,6 +95,7 @@ def test_promote_and_rollback_exit_codes_and_json(env) -> None:
     promotion = json.loads(result.stdout)
     assert (promotion["action"], promotion["version"], promotion["changed"]) == ("promote", "1", True)
     assert promotion["model_uri"] == "models:/ctr_model@production"
+    assert "Registered model" not in result.stderr and "Created version" not in result.stderr  # MLflow's prints
 
     again = invoke("promote", "--run-id", run)
     assert again.exit_code == 0 and "nothing changed: version 1 is already in production" in again.stdout

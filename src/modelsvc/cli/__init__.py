@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -61,7 +62,7 @@ def _root(
                                           help="Show the version and exit.")] = False,
 ) -> None:
     _state["verbose"] = verbose
-    if not verbose:  # MLflow's INFO notices and download bars are noise in a CLI's stderr (and in cron mail)
+    if not verbose:  # libraries' notices are noise in a CLI's stderr (and in cron mail); -v shows them
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -91,10 +92,30 @@ def _stdout_to_stderr() -> Iterator[None]:
             os.close(saved_fd)
 
 
+@contextmanager
+def _no_deprecation_warnings() -> Iterator[None]:
+    """Third-party DeprecationWarnings (ibis, SQLAlchemy, Ray Data) are for library authors, not for a CLI's
+    users: not shown unless -v. A display hook, because libraries reset the warning filters when imported."""
+    if _state["verbose"]:
+        yield
+        return
+    shown = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if not issubclass(category, DeprecationWarning):
+            shown(message, category, *args, **kwargs)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
 def run(fn: Callable[[], T]) -> T:
     """Call the library; turn a ModelsvcError into ``Error: …`` on stderr and its exit code."""
     try:
-        with _stdout_to_stderr():
+        with _stdout_to_stderr(), _no_deprecation_warnings():
             return fn()
     except ModelsvcError as exc:
         if _state["verbose"]:

@@ -347,6 +347,10 @@ def _ensure_ray(settings: Settings) -> None:
         except (ConnectionError, TimeoutError, RuntimeError) as exc:
             raise ServiceUnavailableError(f"Ray cluster at {address} is unreachable ({exc})") from None
     else:
+        # Ray's notice that it turned token auth on for the local Ray is good news, not a warning for our users;
+        # its warning that auth is *off* still shows
+        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+            lambda record: "Token authentication is enabled" not in record.getMessage())
         ray.init(num_cpus=settings.ray.num_cpus or os.cpu_count(), include_dashboard=False, **quiet)
 
 
