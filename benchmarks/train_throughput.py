@@ -160,6 +160,7 @@ def main() -> None:
     ap.add_argument("--no-mlflow", action="store_true",
                     help="(c) without the MLflow run and model logging (implied when mlflow is not installed)")
     args = ap.parse_args()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     root = Path(tempfile.mkdtemp(prefix="modelsvc-bench-"))
     try:
         _run(args, root)
