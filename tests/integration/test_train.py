@@ -185,3 +185,21 @@ def test_live_epochs_show_progress_and_log_the_epochs_rank0_could_not(workdir):
     assert [(m.step, m.value) for m in client.get_metric_history(run_id, "val_loss")] == [(1, 0.4)]
     assert sorted(client.get_run(run_id).data.metrics) == ["epoch_time_s", "samples_per_s", "train_loss",
                                                            "val_auc", "val_loss"]
+
+
+def test_fit_workers_without_mlflow_for_the_gpu_benchmark(workdir):
+    """``fit_workers(run_id=None)`` (what benchmarks/train_throughput.py runs where MLflow is not installed):
+    the same Ray Train workers, nothing written to MLflow."""
+    from modelsvc.dataset import load_dataset
+    from modelsvc.training.trainer import _fit_preprocessor, fit_workers, run_name_for
+
+    settings = small_settings(workdir, training={"epochs": 2, "data_path": "streaming"})
+    write_synthetic_dataset(settings, rows=1500, seed=6)
+    manifest = load_dataset(settings)
+    pre, n = _fit_preprocessor(manifest)
+    rec = RecordingReporter()
+    _, state = fit_workers(settings, manifest, pre, n, run_name_for(settings, manifest), None, rec)
+    assert [h["epoch"] for h in state["history"]] == [0, 1] and state["data_path"] == "streaming"
+    assert all(h["samples_per_s"] > 0 for h in state["history"])
+    assert [u["completed"] for u in rec.updates] == [1, 2]
+    assert not settings.paths.resolve("mlflow").exists()  # no tracking store was even created

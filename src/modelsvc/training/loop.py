@@ -389,7 +389,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if state is not None:
         net.load_state_dict(state["model"])
     model = ray.train.torch.prepare_model(net)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
+    # fused Adam on a GPU: one kernel per step instead of a dozen (a small MLP's step is launch-bound there)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"],
+                                 fused=True if device.type == "cuda" else None)
     history: list[dict[str, float]] = []
     best_val_loss, bad_epochs, stopped = math.inf, 0, False
     best_state = None
