@@ -4,6 +4,7 @@
 #
 # Prepare here (once): ../shared/gpu/make-device-bundle.sh      (builds .devsite/: Ray, pydantic-settings, ...)
 # Run there:           bash benchmarks/gpu_check.sh               (carry .devsite; about 4-6 minutes)
+# Dry run here:        DEVICE=cpu ROWS=30000 THREADS=1 bash benchmarks/gpu_check.sh
 #
 # 1. tests/gpu: the CUDA data paths (device-resident shard, pinned streaming on a side stream) against the CPU.
 # 2. benchmarks/train_throughput.py on cuda: (a) Ray Data per-batch loop, (b) plain PyTorch resident, (c) modelsvc's
@@ -14,6 +15,8 @@ set -uo pipefail
 OUT="${OUT:-$PWD/gpu-check-out}"
 mkdir -p "$OUT"
 ROWS="${ROWS:-2000000}"
+DEVICE="${DEVICE:-cuda}"   # DEVICE=cpu ROWS=30000 THREADS=1: a dry run of this script on a machine without a GPU
+THREADS="${THREADS:-4}"    # CPUs per Ray worker (and torch threads of the baselines)
 export PYTHONUNBUFFERED=1 RAY_AUTH_MODE=disabled
 
 if ! python3 -c "import ray" 2>/dev/null; then
@@ -26,9 +29,10 @@ else
   export PYTHONPATH="$PWD/src:$PWD"
 fi
 
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+{ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import torch, ray; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'ray', ray.__version__,
-'device', torch.cuda.get_device_name(0))"; nproc; } 2>&1 | tee "$OUT/gpu.txt"
+'device', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA device')"; nproc; } 2>&1 \
+  | tee "$OUT/gpu.txt"
 
 echo "== tests/gpu"
 timeout 240 python3 -m pytest tests/gpu -q -p no:cacheprovider -rs 2>&1 | tee "$OUT/tests.txt"
@@ -44,9 +48,9 @@ _ensure_ray(s)
 print("use_gpu=auto resolves to", _use_gpu(s))
 EOF
 
-echo "== benchmarks/train_throughput.py --device cuda"
-timeout 420 python3 benchmarks/train_throughput.py --device cuda --rows "$ROWS" --batch-sizes 256,8192 \
-  --data-paths resident,streaming --threads 4 --max-s 10 --epochs 2 2>&1 | tee "$OUT/bench.txt"
+echo "== benchmarks/train_throughput.py --device $DEVICE"
+timeout 420 python3 benchmarks/train_throughput.py --device "$DEVICE" --rows "$ROWS" --batch-sizes 256,8192 \
+  --data-paths resident,streaming --threads "$THREADS" --max-s 10 --epochs 2 2>&1 | tee "$OUT/bench.txt"
 bench_rc=${PIPESTATUS[0]}
 echo "tests rc=$tests_rc bench rc=$bench_rc"
 exit $(( tests_rc || bench_rc ))

@@ -203,3 +203,23 @@ def test_fit_workers_without_mlflow_for_the_gpu_benchmark(workdir):
     assert all(h["samples_per_s"] > 0 for h in state["history"])
     assert [u["completed"] for u in rec.updates] == [1, 2]
     assert not settings.paths.resolve("mlflow").exists()  # no tracking store was even created
+
+
+@pytest.mark.parametrize(("scaling", "needs"), [
+    ({"cpus_per_worker": 64}, "training needs 64 CPU (Ray has 2) for scaling.num_workers=1"),
+    ({"num_workers": 3}, "training needs 3 CPU (Ray has 2) for scaling.num_workers=3"),
+    ({"use_gpu": True}, "training needs 1 GPU (Ray has 0) for scaling.num_workers=1"),
+])
+def test_resources_the_local_ray_lacks_are_refused_at_once(workdir, scaling, needs):
+    """Ray Train would wait for them forever: a ConfigError (exit 78) before anything starts."""
+    from modelsvc.errors import ConfigError
+    from modelsvc.training import train
+
+    settings = small_settings(workdir, scaling=scaling)
+    write_synthetic_dataset(settings, rows=300, seed=7)
+    with pytest.raises(ConfigError) as err:
+        train(settings)
+    assert err.value.exit_code == 78
+    assert err.value.message.startswith(needs)
+    client = _client(settings)
+    assert client.search_runs([client.get_experiment_by_name(settings.mlflow.experiment).experiment_id]) == []

@@ -26,7 +26,7 @@ from typing import Any
 from modelsvc import __version__
 from modelsvc.config import Settings, mask_uri
 from modelsvc.dataset import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES, DatasetManifest, load_dataset
-from modelsvc.errors import DataError, RetryableError, ServiceUnavailableError
+from modelsvc.errors import ConfigError, DataError, RetryableError, ServiceUnavailableError
 from modelsvc.progress import NULL, Reporter
 from modelsvc.tracking import map_tracking_errors
 from modelsvc.training.result import EpochMetrics, TrainResult
@@ -59,6 +59,8 @@ def train(settings: Settings, *, dataset: str | None = None, version: str | None
     if run_id and stored.get("result") and client.get_run(run_id).info.status == "FINISHED":
         reporter.log(f"training {run_name} already finished: MLflow run {run_id}")
         return TrainResult.model_validate(stored["result"])
+    _ensure_ray(settings)  # refuse resources the local Ray lacks before there is a run to mark FAILED
+    _check_resources(settings, _use_gpu(settings), reporter)
     resumed = run_id is not None
     if run_id is None:
         run_id = _create_run(client, settings, experiment_id, run_name, manifest)
@@ -362,6 +364,27 @@ def _use_gpu(settings: Settings) -> bool:
     return bool(settings.scaling.use_gpu)
 
 
+def _check_resources(settings: Settings, use_gpu: bool, reporter: Reporter) -> None:
+    """Ray Train waits, silently and without end, for resources a fixed cluster never gets: refuse at once on the
+    local Ray modelsvc started; on a cluster (which may autoscale) say what the training waits for."""
+    import ray
+
+    scaling = settings.scaling
+    need = {"CPU": scaling.num_workers * scaling.cpus_per_worker}
+    if use_gpu:
+        need["GPU"] = float(scaling.num_workers)
+    have = ray.cluster_resources()
+    short = [f"{n:g} {k} (Ray has {float(have.get(k, 0)):g})" for k, n in need.items() if float(have.get(k, 0)) < n]
+    if not short:
+        return
+    what = f"training needs {' and '.join(short)} for scaling.num_workers={scaling.num_workers}"
+    if settings.ray_address() is None:
+        raise ConfigError(f"{what}: lower scaling.num_workers / scaling.cpus_per_worker"
+                          f"{', set scaling.use_gpu to auto or false' if 'GPU' in what else ''}"
+                          " or raise ray.num_cpus")
+    reporter.log(f"{what}: waiting for the cluster to provide them")
+
+
 def fit_workers(settings: Settings, manifest: DatasetManifest, pre: Any, train_rows: int, run_name: str,
                 run_id: str | None, reporter: Reporter = NULL) -> tuple[Any, dict[str, Any]]:
     """The Ray Train part of ``train``: run the workers, return (Ray result, latest checkpoint state).
@@ -376,6 +399,7 @@ def fit_workers(settings: Settings, manifest: DatasetManifest, pre: Any, train_r
 
     _ensure_ray(settings)
     use_gpu = _use_gpu(settings)
+    _check_resources(settings, use_gpu, NULL if run_id else reporter)  # train() checked (and said) it already
     model_config = build_model(settings.model, pre.num_numeric_outputs, pre.cardinalities).config
     fail_at = os.environ.get(FAIL_AT_EPOCH_ENV)
     t = settings.training
