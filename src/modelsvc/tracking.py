@@ -40,23 +40,6 @@ def mlflow_client(settings: Settings) -> Any:
     return MlflowClient(tracking_uri=uri, registry_uri=registry)
 
 
-def ensure_experiment(settings: Settings) -> str:
-    """The experiment id for ``settings.mlflow.experiment``, created when missing."""
-    client = mlflow_client(settings)
-    name = settings.mlflow.experiment
-    try:
-        exp = client.get_experiment_by_name(name)
-        if exp is not None:
-            return str(exp.experiment_id)
-        return str(client.create_experiment(name, artifact_location=settings.artifact_location()))
-    except Exception as exc:  # mlflow raises many types for an unreachable server
-        known = tracking_error(settings, exc)
-        if known is not None:
-            # from None: the chained MLflow error quotes the URI, and a user:password@ URI would show in -v
-            raise known from None
-        raise
-
-
 def check_reachable(settings: Settings) -> None:
     """An http(s) tracking server must accept a TCP connection within ``mlflow.connect_timeout_s``: fail at once
     with exit 69 rather than after MLflow's retries with backoff (minutes). Checked once per server and process."""
@@ -87,13 +70,25 @@ def map_tracking_errors(fn: F) -> F:
             return fn(settings, *args, **kwargs)
         except ModelsvcError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # mlflow raises many types for an unreachable server
             known = tracking_error(settings, exc)
             if known is not None:
+                # from None: the chained MLflow error quotes the URI, and a user:password@ URI would show in -v
                 raise known from None
             raise
 
     return wrapper  # type: ignore[return-value]
+
+
+@map_tracking_errors
+def ensure_experiment(settings: Settings) -> str:
+    """The experiment id for ``settings.mlflow.experiment``, created when missing."""
+    client = mlflow_client(settings)
+    name = settings.mlflow.experiment
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return str(exp.experiment_id)
+    return str(client.create_experiment(name, artifact_location=settings.artifact_location()))
 
 
 def tracking_error(settings: Settings, exc: BaseException) -> ModelsvcError | None:
