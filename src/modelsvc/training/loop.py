@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from torch import nn
@@ -73,8 +74,6 @@ def split_row_groups(pf: pq.ParquetFile, split: str, start: int, stop: int) -> t
     """The row groups holding rows ``[start, stop)`` of ``split`` (counted in file order), and how many rows of
     ``split`` precede the first of them: a worker reads its shard, not the whole file. A row group whose ``split``
     statistics say it holds one value is counted without reading it."""
-    import pyarrow.compute as pc
-
     col = pf.schema_arrow.get_field_index("split")
     groups: list[int] = []
     before, seen = 0, 0
@@ -105,8 +104,6 @@ def read_split(path: str | Path, split: str, columns: list[str], start: int = 0,
     stop = pf.metadata.num_rows if stop is None else stop
     groups, before = split_row_groups(pf, split, start, stop)
     table = pf.read_row_groups(groups, columns=[*columns, "split"])
-    import pyarrow.compute as pc
-
     table = table.filter(pc.equal(table.column("split"), split))
     return table.slice(start - before, max(0, stop - start)).drop(["split"]).to_pandas()
 
