@@ -41,11 +41,10 @@ tests_rc=${PIPESTATUS[0]}
 echo "== use_gpu: auto"
 timeout 120 python3 - <<'EOF' 2>&1 | tee "$OUT/auto.txt"
 from modelsvc.config import load_settings
-from modelsvc.training.trainer import _ensure_ray, _use_gpu
+from modelsvc.training.trainer import prepare_ray
 
 s = load_settings("configs", paths={"root": "/tmp/modelsvc-auto"})
-_ensure_ray(s)
-print("use_gpu=auto resolves to", _use_gpu(s))
+print("use_gpu=auto resolves to", prepare_ray(s))
 EOF
 
 echo "== benchmarks/train_throughput.py --device $DEVICE"

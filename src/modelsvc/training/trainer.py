@@ -59,8 +59,7 @@ def train(settings: Settings, *, dataset: str | None = None, version: str | None
     if run_id and stored.get("result") and client.get_run(run_id).info.status == "FINISHED":
         reporter.log(f"training {run_name} already finished: MLflow run {run_id}")
         return TrainResult.model_validate(stored["result"])
-    _ensure_ray(settings)  # refuse resources the local Ray lacks before there is a run to mark FAILED
-    _check_resources(settings, _use_gpu(settings), reporter)
+    use_gpu = prepare_ray(settings, reporter)  # before there is a run to mark FAILED
     resumed = run_id is not None
     if run_id is None:
         run_id = _create_run(client, settings, experiment_id, run_name, manifest)
@@ -70,7 +69,8 @@ def train(settings: Settings, *, dataset: str | None = None, version: str | None
         reporter.log(f"resuming training {run_name} (MLflow run {run_id})")
 
     try:
-        result, state = fit_workers(settings, manifest, pre, train_rows, run_name, run_id, reporter)
+        result, state = fit_workers(settings, manifest, pre, train_rows, run_name, run_id, reporter,
+                                    use_gpu=use_gpu)
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
@@ -364,6 +364,15 @@ def _use_gpu(settings: Settings) -> bool:
     return bool(settings.scaling.use_gpu)
 
 
+def prepare_ray(settings: Settings, reporter: Reporter = NULL) -> bool:
+    """Start or join Ray, decide ``use_gpu`` and check the workers' resources (see :func:`_check_resources`);
+    returns ``use_gpu``."""
+    _ensure_ray(settings)
+    use_gpu = _use_gpu(settings)
+    _check_resources(settings, use_gpu, reporter)
+    return use_gpu
+
+
 def _check_resources(settings: Settings, use_gpu: bool, reporter: Reporter) -> None:
     """Ray Train waits, silently and without end, for resources a fixed cluster never gets: refuse at once on the
     local Ray modelsvc started; on a cluster (which may autoscale) say what the training waits for."""
@@ -386,10 +395,12 @@ def _check_resources(settings: Settings, use_gpu: bool, reporter: Reporter) -> N
 
 
 def fit_workers(settings: Settings, manifest: DatasetManifest, pre: Any, train_rows: int, run_name: str,
-                run_id: str | None, reporter: Reporter = NULL) -> tuple[Any, dict[str, Any]]:
+                run_id: str | None, reporter: Reporter = NULL, *,
+                use_gpu: bool | None = None) -> tuple[Any, dict[str, Any]]:
     """The Ray Train part of ``train``: run the workers, return (Ray result, latest checkpoint state).
 
     With ``run_id=None`` nothing is logged to MLflow (the GPU benchmark runs it where MLflow is not installed).
+    ``use_gpu`` from :func:`prepare_ray` when the caller already ran it; otherwise it runs here.
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -397,9 +408,8 @@ def fit_workers(settings: Settings, manifest: DatasetManifest, pre: Any, train_r
     from modelsvc.training.loop import load_state, train_loop_per_worker
     from modelsvc.training.model import build_model
 
-    _ensure_ray(settings)
-    use_gpu = _use_gpu(settings)
-    _check_resources(settings, use_gpu, NULL if run_id else reporter)  # train() checked (and said) it already
+    if use_gpu is None:
+        use_gpu = prepare_ray(settings, reporter)
     model_config = build_model(settings.model, pre.num_numeric_outputs, pre.cardinalities).config
     fail_at = os.environ.get(FAIL_AT_EPOCH_ENV)
     t = settings.training
