@@ -54,6 +54,7 @@ from ibis.expr.types import Table
 from pydantic import StrictStr
 
 from modelsvc.errors import DataError
+from modelsvc.feast_job import ArrowRetrievalJob
 from modelsvc.features import FEATURE_TS_TAG
 
 
@@ -191,17 +192,15 @@ def asof_sql(entity_columns: list[str], event_timestamp: str, joins: list[ViewJo
     return f"WITH {', '.join(ctes)}\nSELECT {columns} FROM {last} ORDER BY {_ROW}"
 
 
-class AsofRetrievalJob(RetrievalJob):
+class AsofRetrievalJob(ArrowRetrievalJob):
     """Feast's retrieval job for :func:`asof_sql`: run on a fresh DuckDB connection when the result is asked."""
 
     def __init__(self, sql: str, entity: pd.DataFrame, *, on_demand_feature_views: list[OnDemandFeatureView],
                  full_feature_names: bool, metadata: RetrievalMetadata | None, repo_path: str) -> None:
-        super().__init__()
+        super().__init__(full_feature_names=full_feature_names, on_demand_feature_views=on_demand_feature_views,
+                         metadata=metadata)
         self.sql = sql
         self._entity = entity
-        self._on_demand_feature_views = on_demand_feature_views
-        self._full_feature_names = full_feature_names
-        self._metadata = metadata
         self._repo_path = repo_path
 
     def _to_arrow_internal(self, timeout: int | None = None) -> pyarrow.Table:
@@ -214,21 +213,6 @@ class AsofRetrievalJob(RetrievalJob):
             return con.sql(self.sql).to_arrow_table()
         finally:
             con.close()
-
-    def _to_df_internal(self, timeout: int | None = None) -> pd.DataFrame:
-        return self._to_arrow_internal(timeout).to_pandas()
-
-    @property
-    def full_feature_names(self) -> bool:
-        return self._full_feature_names
-
-    @property
-    def on_demand_feature_views(self) -> list[OnDemandFeatureView]:
-        return self._on_demand_feature_views
-
-    @property
-    def metadata(self) -> RetrievalMetadata | None:
-        return self._metadata
 
     def persist(self, storage: SavedDatasetStorage, allow_overwrite: bool = False,
                 timeout: int | None = None) -> None:

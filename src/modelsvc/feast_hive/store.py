@@ -32,6 +32,7 @@ from pydantic import Field, StrictStr
 from modelsvc.config import HiveSettings
 from modelsvc.errors import DataError, ModelsvcError, UsageError
 from modelsvc.feast_hive.source import HiveSource
+from modelsvc.feast_job import ArrowRetrievalJob
 from modelsvc.warehouse.base import check_identifier
 from modelsvc.warehouse.hive import HiveWarehouse, sql_literal
 
@@ -123,39 +124,23 @@ def _aware(value: Any) -> datetime:
 QueryBuilder = Callable[[HiveWarehouse], AbstractContextManager[tuple[str, list[str]]]]
 
 
-class HiveRetrievalJob(RetrievalJob):
+class HiveRetrievalJob(ArrowRetrievalJob):
     """A HiveQL query (or a builder that uploads what it needs, yields the query and cleans up)."""
 
     def __init__(self, query: str | QueryBuilder, config: RepoConfig, *, full_feature_names: bool,
                  on_demand_feature_views: list[OnDemandFeatureView] | None = None,
                  metadata: RetrievalMetadata | None = None, column_names: list[str] | None = None,
                  sql_preview: str | None = None) -> None:
+        super().__init__(full_feature_names=full_feature_names, on_demand_feature_views=on_demand_feature_views,
+                         metadata=metadata)
         self._query = query
         self._config = config
-        self._full_feature_names = full_feature_names
-        self._on_demand_feature_views = on_demand_feature_views or []
-        self._metadata = metadata
         self._column_names = column_names
         self._sql_preview = sql_preview
-
-    @property
-    def full_feature_names(self) -> bool:
-        return self._full_feature_names
-
-    @property
-    def on_demand_feature_views(self) -> list[OnDemandFeatureView]:
-        return self._on_demand_feature_views
-
-    @property
-    def metadata(self) -> RetrievalMetadata | None:
-        return self._metadata
 
     def to_sql(self) -> str:
         """The HiveQL of this job (for an uploaded entity dataframe, with a placeholder table name)."""
         return self._query if isinstance(self._query, str) else (self._sql_preview or "")
-
-    def _to_df_internal(self, timeout: int | None = None) -> pd.DataFrame:
-        return self._to_arrow_internal(timeout=timeout).to_pandas()
 
     def _to_arrow_internal(self, timeout: int | None = None) -> pa.Table:
         names = self._column_names
