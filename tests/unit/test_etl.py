@@ -228,3 +228,55 @@ def test_rerun_after_raw_day_lost_its_page_views_empties_the_realtime_partition(
     with open_warehouse(settings) as wh:
         assert wh.read(settings.tables.realtime_features).num_rows == 0
         assert wh.read(settings.tables.user_features).num_rows == 1
+
+
+def test_latest_platform_ties_at_scale_go_to_the_largest_event_id(settings):
+    """Many user-days whose latest events share one timestamp (with other platforms, null platforms and ids in
+    every order) over two threads: last_seen_platform equals a brute-force reference on every row."""
+    import random
+    from datetime import timedelta
+
+    rnd = random.Random(7)
+    start = datetime(2024, 5, 1, tzinfo=timezone.utc)
+    platforms = ["ios", "android", "web", "tv", None]
+    events, n = [], 0
+    for user in range(1, 1501):
+        for day in range(3):
+            if rnd.random() < 0.2:
+                continue  # a day without events: the platform comes from an earlier day
+            latest = start + timedelta(days=day, seconds=rnd.randrange(1, 86_000))
+            times = [latest] * rnd.randint(1, 4) + [latest - timedelta(seconds=rnd.randint(1, 500))
+                                                    for _ in range(rnd.randint(0, 3))]
+            for when in times:
+                n += 1
+                # ids are not in timestamp or file order: the largest id is anywhere among the tied events
+                events.append({"event_id": f"e{rnd.randrange(10**9):09d}-{n}", "user_id": user,
+                               "event_timestamp": when, "event_type": "page_view",
+                               "platform": rnd.choice(platforms), "purchase_value": None, "is_clicked": None})
+    rnd.shuffle(events)
+    expected: dict[tuple[int, str], str | None] = {}
+    for d in range(3):
+        snapshot = start + timedelta(days=d + 1)
+        ds = (start + timedelta(days=d)).date().isoformat()
+        best: dict[int, tuple] = {}
+        for e in events:
+            if e["platform"] is not None and e["event_timestamp"] < snapshot:
+                key = (e["event_timestamp"], e["event_id"])
+                if e["user_id"] not in best or key > best[e["user_id"]][0]:
+                    best[e["user_id"]] = (key, e["platform"])
+        for user, (_, platform) in best.items():
+            expected[(user, ds)] = platform
+    settings.warehouse.threads = 2
+    with open_warehouse(settings) as wh:
+        wh.write_partitions(settings.tables.raw_events, events_table(events))
+    run_etl(settings, start_date="2024-05-01", end_date="2024-05-03")
+    with open_warehouse(settings) as wh:
+        rows = wh.read(settings.tables.user_features, columns=["user_id", "ds", "last_seen_platform"]).to_pylist()
+    got = {(r["user_id"], r["ds"]): r["last_seen_platform"] for r in rows}
+    # the case is meaningful: many snapshots hinge on a tie between different platforms
+    latest: dict[tuple[int, str], set] = {}
+    for e in events:
+        if e["platform"] is not None:
+            latest.setdefault((e["user_id"], e["event_timestamp"]), set()).add(e["platform"])
+    assert sum(len(p) > 1 for p in latest.values()) > 500
+    assert {k: v for k, v in got.items() if v is not None} == expected

@@ -120,3 +120,32 @@ def test_date_typed_ds_is_written_as_a_string_partition(wh):
     data = pa.table({"user_id": [1], "ds": pa.array([date(2024, 1, 5)], pa.date32())})
     assert wh.write_partitions("t", data) == [date(2024, 1, 5)]
     assert wh.read("t").column("ds").to_pylist() == ["2024-01-05"]
+
+
+def test_split_by_day_slices_grouped_days_and_masks_interleaved_ones():
+    from modelsvc.warehouse.base import split_by_day, take_day
+
+    grouped = _table({"user_id": [1, 2, 3, 4], "v": [0.0] * 4, "ds": ["2024-01-02", "2024-01-02", "2024-01-01",
+                                                                       "2024-01-03"]})
+    where = split_by_day(grouped.column("ds"))
+    assert where == {"2024-01-02": (0, 2), "2024-01-01": (2, 1), "2024-01-03": (3, 1)}
+    interleaved = _table({"user_id": [1, 2, 3], "v": [0.0] * 3, "ds": ["2024-01-02", "2024-01-01", "2024-01-02"]})
+    where = split_by_day(interleaved.column("ds"))
+    assert take_day(interleaved, where["2024-01-02"]).column("user_id").to_pylist() == [1, 3]
+    assert take_day(interleaved, where["2024-01-01"]).column("user_id").to_pylist() == [2]
+    dates = pa.array([date(2024, 1, 1), date(2024, 1, 1)], pa.date32())
+    assert split_by_day(dates) == {"2024-01-01": (0, 2)}
+
+
+def test_many_days_are_staged_in_parallel_and_listed_empty_days_are_emptied(wh):
+    days = [f"2024-02-{d:02d}" for d in range(1, 21)]
+    rows = {"user_id": list(range(200)), "v": [float(i) for i in range(200)], "ds": [days[i // 10] for i in range(200)]}
+    wh.write_partitions("t", _table(rows))
+    wh.write_partitions("t", _table({"user_id": [1000], "v": [1.0], "ds": ["2024-02-01"]}),
+                        days=[date(2024, 2, 1), date(2024, 2, 2)])
+    got = {}
+    for r in wh.read("t").to_pylist():
+        got.setdefault(r["ds"], []).append(r["user_id"])
+    assert got["2024-02-01"] == [1000] and "2024-02-02" not in got  # day 2 listed without rows: emptied
+    assert all(got[days[d]] == list(range(10 * d, 10 * d + 10)) for d in range(2, 20))
+    assert pq.read_table(wh.partition_path("t", date(2024, 2, 2)) / "part-00000.parquet").num_rows == 0

@@ -30,6 +30,32 @@ def check_identifier(name: str, *, what: str = "table name") -> str:
     return name
 
 
+def split_by_day(ds: pa.ChunkedArray | pa.Array) -> dict[str, tuple[int, int] | pa.Array]:
+    """Where the rows of each ``ds`` value are: ``(offset, length)`` of its run when the column is grouped by day
+    (what the feature SQL's ordering by day gives, so slices are zero-copy), else a boolean mask per day. Keys are
+    the values as strings; nulls are left out."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ds = pc.cast(ds, pa.string())
+    runs: dict[str, tuple[int, int] | pa.Array] = {}
+    offset = 0
+    for item in pc.value_counts(ds).to_pylist():  # distinct values in order of first appearance
+        value, n = item["values"], item["counts"]
+        if value is None or pc.count_distinct(ds.slice(offset, n)).as_py() != 1:  # not grouped: a mask per day
+            return {v: pc.equal(ds, v) for v in pc.unique(ds).to_pylist() if v is not None}
+        runs[value] = (offset, n)
+        offset += n
+    return runs
+
+
+def take_day(table: pa.Table, where: tuple[int, int] | pa.Array) -> pa.Table:
+    """The rows of one day of ``table`` as located by :func:`split_by_day`."""
+    if isinstance(where, tuple):
+        return table.slice(*where)
+    return table.filter(where)
+
+
 class Warehouse(ABC):
     """One SQL engine holding the raw events and the feature tables."""
 

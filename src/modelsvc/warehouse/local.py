@@ -13,12 +13,13 @@ import os
 import shutil
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelsvc.errors import DataError, NotFoundError
-from modelsvc.warehouse.base import Warehouse, check_identifier
+from modelsvc.warehouse.base import Warehouse, check_identifier, split_by_day, take_day
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -115,32 +116,37 @@ class LocalWarehouse(Warehouse):
         return self.connection().sql(f"SELECT {cols} FROM ({relation})").to_arrow_table()
 
     def write_partitions(self, table: str, data: pa.Table, *, days: Sequence[date] = ()) -> list[date]:
-        import pyarrow as pa
-        import pyarrow.compute as pc
+        """Stage every partition (in parallel: Parquet encoding releases the GIL), then swap them in one by one."""
         import pyarrow.parquet as pq
 
         if "ds" not in data.column_names:
             raise DataError(f"cannot write table '{table}': the data has no 'ds' column")
+        if data.column("ds").null_count:
+            raise DataError(f"cannot write table '{table}': some rows have a null 'ds'")
+        located = split_by_day(data.column("ds"))  # a date32 ds becomes 'YYYY-MM-DD'
+        try:
+            by_day = {date.fromisoformat(v): where for v, where in located.items()}
+        except ValueError as exc:
+            raise DataError(f"cannot write table '{table}': a 'ds' value is not a YYYY-MM-DD date ({exc})") from None
+        days = sorted(set(by_day) | set(days))
         base = self.table_path(table)
         base.mkdir(parents=True, exist_ok=True)
         self._recover(table)
-        ds = pc.cast(data.column("ds"), pa.string())  # a date32 ds becomes 'YYYY-MM-DD'
-        try:
-            days = sorted({date.fromisoformat(str(v)) for v in pc.unique(ds).to_pylist() if v is not None} | set(days))
-        except ValueError as exc:
-            raise DataError(f"cannot write table '{table}': a 'ds' value is not a YYYY-MM-DD date ({exc})") from None
-        if pc.any(pc.is_null(ds)).as_py():
-            raise DataError(f"cannot write table '{table}': some rows have a null 'ds'")
         body = data.drop_columns(["ds"])
         token = uuid.uuid4().hex[:8]
-        staged: list[tuple[Path, Path]] = []
-        try:
-            for day in days:  # stage every partition first: nothing is swapped until all are written
-                part = body.filter(pc.equal(ds, day.isoformat()))  # may be empty: an empty partition
-                tmp = base / f"{TMP_PREFIX}{PART_PREFIX}{day.isoformat()}-{token}"
-                tmp.mkdir()
-                staged.append((tmp, self.partition_path(table, day)))
-                pq.write_table(part, tmp / DATA_FILE, row_group_size=1_000_000)
+        staged = [(base / f"{TMP_PREFIX}{PART_PREFIX}{day.isoformat()}-{token}", self.partition_path(table, day))
+                  for day in days]
+
+        def stage(day: date, tmp: Path) -> None:
+            part = take_day(body, by_day[day]) if day in by_day else body.slice(0, 0)  # empty: an empty partition
+            tmp.mkdir()
+            pq.write_table(part, tmp / DATA_FILE, row_group_size=1_000_000)
+
+        workers = max(1, min(len(days), self.settings.warehouse.threads or os.cpu_count() or 1))
+        try:  # nothing is swapped until every partition is written
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelsvc-write") as pool:
+                for future in [pool.submit(stage, day, tmp) for day, (tmp, _) in zip(days, staged)]:
+                    future.result()
         except BaseException:
             for tmp, _ in staged:
                 shutil.rmtree(tmp, ignore_errors=True)
