@@ -145,7 +145,7 @@ class LocalWarehouse(Warehouse):
         workers = max(1, min(len(days), self.settings.warehouse.threads or os.cpu_count() or 1))
         try:  # nothing is swapped until every partition is written
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelsvc-write") as pool:
-                for future in [pool.submit(stage, day, tmp) for day, (tmp, _) in zip(days, staged)]:
+                for future in [pool.submit(stage, day, tmp) for day, (tmp, _) in zip(days, staged, strict=True)]:
                     future.result()
         except BaseException:
             for tmp, _ in staged:
