@@ -40,6 +40,13 @@ def test_etl_table_output(workdir, runner):
     res = _invoke(runner, "etl", "--start-date", "2025-01-02")  # --end-date defaults to --start-date
     assert res.exit_code == 0, res.output
     assert "2025-01-02 .. 2025-01-02 (1)" in res.stdout and "events/s" in res.stdout
+    # not a terminal (a cron or CI log): no progress bars, but the log lines, time-stamped
+    import re
+
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ etl 2025-01-02\.\.2025-01-02: [\d,]+ raw events in "
+                        r"raw_events from 2024-12-04", res.stderr.strip()), res.stderr
+    res = _invoke(runner, "etl", "--start-date", "2025-01-02", "--json")
+    assert res.exit_code == 0 and res.stderr == ""  # --json: stdout is the JSON, stderr stays empty
 
 
 @pytest.mark.parametrize(("args", "code", "line"), [

@@ -141,7 +141,7 @@ def settings_for(config: Path, profile: str | None = None, **overrides: Any) -> 
 def reporter(as_json: bool) -> Any:
     from modelsvc.cli.render import RichReporter
 
-    return RichReporter(quiet=as_json or not sys.stderr.isatty())
+    return RichReporter(quiet=as_json)
 
 
 def main() -> None:

@@ -75,16 +75,18 @@ def _info(info: Mapping[str, Any]) -> str:
 
 
 class RichReporter:
-    """Shows progress bars on stderr (so --json stdout stays clean); silent when quiet."""
+    """Progress bars on stderr (so --json stdout stays clean) when stderr is a terminal; log lines on stderr
+    unless quiet, time-stamped (UTC) when stderr is not a terminal, e.g. in a cron or CI log."""
 
-    def __init__(self, quiet: bool = False) -> None:
+    def __init__(self, quiet: bool = False, *, bars: bool | None = None) -> None:
         self.quiet = quiet
+        self.bars = (not quiet and err_console.is_terminal) if bars is None else bars
 
     @contextmanager
     def task(self, description: str, total: float | None = None) -> Iterator[Any]:
         from modelsvc.progress import _NullTask
 
-        if self.quiet:
+        if not self.bars:
             yield _NullTask()
             return
         progress = Progress(
@@ -102,5 +104,15 @@ class RichReporter:
             yield _RichTask(progress, tid)
 
     def log(self, message: str) -> None:
-        if not self.quiet:
+        if self.quiet:
+            return
+        if err_console.is_terminal:
             err_console.print(message)
+        else:
+            from datetime import datetime, timezone
+
+            from rich.text import Text
+
+            stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            sys.stderr.write(f"{stamp} {Text.from_markup(message).plain}\n")
+            sys.stderr.flush()
