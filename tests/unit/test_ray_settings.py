@@ -1,0 +1,40 @@
+"""How modelsvc configures Ray Train's controller around one fit (no Ray needed)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from modelsvc.config import load_settings
+from modelsvc.errors import ConfigError
+from modelsvc.training.trainer import POLL_INTERVAL_ENV, _controller_env
+
+
+def test_poll_interval_is_set_for_the_fit_only(monkeypatch):
+    monkeypatch.delenv(POLL_INTERVAL_ENV, raising=False)
+    settings = load_settings(None, ray={"poll_interval_s": 0.5})
+    with _controller_env(settings):
+        # Ray Train V2 copies this variable into its controller actor's runtime env when fit() starts it
+        assert os.environ[POLL_INTERVAL_ENV] == "0.5"
+    assert POLL_INTERVAL_ENV not in os.environ
+
+
+def test_poll_interval_is_restored_when_the_fit_fails(monkeypatch):
+    monkeypatch.delenv(POLL_INTERVAL_ENV, raising=False)
+    with pytest.raises(RuntimeError), _controller_env(load_settings(None)):
+        assert os.environ[POLL_INTERVAL_ENV] == "0.25"  # the default: Ray's own 2 s doubled short epochs
+        raise RuntimeError("worker died")
+    assert POLL_INTERVAL_ENV not in os.environ
+
+
+def test_the_users_own_ray_variable_wins(monkeypatch):
+    monkeypatch.setenv(POLL_INTERVAL_ENV, "3")
+    with _controller_env(load_settings(None, ray={"poll_interval_s": 0.1})):
+        assert os.environ[POLL_INTERVAL_ENV] == "3"
+    assert os.environ[POLL_INTERVAL_ENV] == "3"
+
+
+def test_poll_interval_must_be_positive():
+    with pytest.raises(ConfigError, match="ray.poll_interval_s"):
+        load_settings(None, ray={"poll_interval_s": 0})
