@@ -133,11 +133,13 @@ def _offset_rows(n: int) -> str:
 
 
 def feature_sql(dialect: str | Dialect, *, days: Sequence[date], raw_table: str, etl: EtlSettings,
-                created: datetime) -> FeatureSql:
+                created: datetime, ordered: bool = True) -> FeatureSql:
     """The feature SELECTs for the contiguous ``days`` reading ``raw_table`` in ``dialect``.
 
     ``raw_table`` must expose the canonical raw-event columns plus ``ds``; ``created`` becomes
-    ``created_timestamp``. The statements read raw partitions [days[0] - (lookback - 1), days[-1]].
+    ``created_timestamp``. The statements read raw partitions [days[0] - (lookback - 1), days[-1]]. ``ordered``
+    sorts the rows by day, then user (and window): what the local writer slices by day, and stable file contents;
+    a server writing partitions itself needs no sort.
     """
     d = DIALECTS[dialect] if isinstance(dialect, str) else dialect
     raw = check_identifier(raw_table)
@@ -215,7 +217,7 @@ SELECT r.user_id AS user_id,
 FROM rolled r
 JOIN snap s ON r.day_num = s.day_num
 LEFT JOIN daily p ON p.user_id = r.user_id AND p.day_num = r.platform_day{ties_join}
-ORDER BY r.day_num, r.user_id
+{"ORDER BY r.day_num, r.user_id" if ordered else ""}
 """
 
     width = etl.realtime_window_minutes * 60
@@ -241,7 +243,7 @@ SELECT w.user_id AS user_id,
        CAST(w.views AS BIGINT) AS current_page_views_10m,
        dy.ds AS ds
 FROM windows w JOIN days dy ON CAST(floor(w.bucket_s / 86400) AS BIGINT) = dy.day_num
-ORDER BY dy.day_num, w.user_id, w.bucket_s
+{"ORDER BY dy.day_num, w.user_id, w.bucket_s" if ordered else ""}
 """
     return FeatureSql(days=list(days), raw_start=raw_start, raw_end=days[-1],
                       user_features=user_features, realtime_features=realtime_features)
@@ -261,7 +263,8 @@ def write_features_on_server(wh: Any, settings: Settings, *, days: Sequence[date
     """
     tables = settings.tables
     for day in days:
-        sql = feature_sql(wh.dialect, days=[day], raw_table=tables.raw_events, etl=settings.etl, created=created)
+        sql = feature_sql(wh.dialect, days=[day], raw_table=tables.raw_events, etl=settings.etl, created=created,
+                          ordered=False)  # the server writes the partition: a global sort would be wasted
         wh.overwrite_partition_from_select(tables.user_features, day, sql.user_features)
         wh.overwrite_partition_from_select(tables.realtime_features, day, sql.realtime_features)
         task.advance(1, day=str(day))

@@ -210,6 +210,17 @@ def test_feature_sql_for_hive_avoids_duckdb_functions(settings):
         feature_sql("duckdb", days=days, raw_table="raw; DROP", etl=settings.etl, created=created)
 
 
+def test_only_the_local_writer_asks_for_sorted_rows(settings):
+    created = datetime(2024, 3, 12, tzinfo=timezone.utc)
+    for dialect in ("duckdb", "hive"):
+        ordered = feature_sql(dialect, days=[date(2024, 3, 10)], raw_table="raw_events", etl=settings.etl,
+                              created=created)
+        unordered = feature_sql(dialect, days=[date(2024, 3, 10)], raw_table="raw_events", etl=settings.etl,
+                                created=created, ordered=False)
+        assert ordered.user_features.count("ORDER BY") == ordered.realtime_features.count("ORDER BY") == 1
+        assert "ORDER BY" not in unordered.user_features + unordered.realtime_features
+
+
 def test_rerun_after_raw_day_lost_its_page_views_empties_the_realtime_partition(settings):
     """Raw data replaced with a day without page views: the day's realtime windows must not survive."""
     from tests.etl_cases import ev
