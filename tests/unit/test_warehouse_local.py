@@ -149,3 +149,25 @@ def test_many_days_are_staged_in_parallel_and_listed_empty_days_are_emptied(wh):
     assert got["2024-02-01"] == [1000] and "2024-02-02" not in got  # day 2 listed without rows: emptied
     assert all(got[days[d]] == list(range(10 * d, 10 * d + 10)) for d in range(2, 20))
     assert pq.read_table(wh.partition_path("t", date(2024, 2, 2)) / "part-00000.parquet").num_rows == 0
+
+
+def test_a_failed_write_stops_the_files_not_yet_started(wh, monkeypatch):
+    wh.settings.warehouse.threads = 1
+    days = [f"2024-03-{d:02d}" for d in range(1, 21)]
+    wh.write_partitions("t", _table({"user_id": list(range(20)), "v": [0.0] * 20, "ds": days}))
+    calls = {"n": 0}
+    real = pq.write_table
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("disk full")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pq, "write_table", failing)
+    with pytest.raises(OSError, match="disk full"):
+        wh.write_partitions("t", _table({"user_id": list(range(100, 120)), "v": [1.0] * 20, "ds": days}))
+    monkeypatch.undo()
+    assert calls["n"] < 5  # the other 18 partitions were cancelled, not written and thrown away
+    assert sorted(r["user_id"] for r in wh.read("t").to_pylist()) == list(range(20))
+    assert sorted(p.name for p in wh.table_path("t").iterdir()) == [f"ds={d}" for d in days]

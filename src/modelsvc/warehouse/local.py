@@ -143,14 +143,16 @@ class LocalWarehouse(Warehouse):
             pq.write_table(part, tmp / DATA_FILE, row_group_size=1_000_000)
 
         workers = max(1, min(len(days), self.settings.warehouse.threads or os.cpu_count() or 1))
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelsvc-write")
         try:  # nothing is swapped until every partition is written
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelsvc-write") as pool:
-                for future in [pool.submit(stage, day, tmp) for day, (tmp, _) in zip(days, staged, strict=True)]:
-                    future.result()
-        except BaseException:
+            for future in [pool.submit(stage, day, tmp) for day, (tmp, _) in zip(days, staged, strict=True)]:
+                future.result()
+        except BaseException:  # a failed write or Ctrl-C: the files not started are never written
+            pool.shutdown(wait=True, cancel_futures=True)
             for tmp, _ in staged:
                 shutil.rmtree(tmp, ignore_errors=True)
             raise
+        pool.shutdown()
         for tmp, final in staged:
             self._swap(tmp, final, token)
         self._views.discard(table)
