@@ -200,3 +200,93 @@ def check_case(case: EtlCase, settings: Any) -> None:
                                                  f"{_normal(case.user_features)}"
     assert same_rows(realtime, case.realtime), f"{case.name}: realtime\n got {realtime}\n want " \
                                                f"{_normal(case.realtime)}"
+
+
+def random_case(seed: int, *, users: int = 40, start: str = "2024-02-01", end: str = "2024-02-15",
+                lookback: int = 30, orders_days: int = 7, purchase_days: int = 30, window_min: int = 10) -> EtlCase:
+    """Random raw events (edges on purpose: midnights, exact window starts, 10-minute boundaries, equal
+    timestamps, null/unknown platforms, NaN/inf/missing purchase values, null users, events older than the
+    lookback) with the expected rows computed by brute force from the contract (docs/data-contract.md)."""
+    import random
+    from datetime import timedelta
+    from decimal import Decimal
+
+    rnd = random.Random(seed)
+    d0, d1 = date.fromisoformat(start), date.fromisoformat(end)
+    first_event_day = d0 - timedelta(days=lookback + 3)  # some events are older than any lookback
+    events: list[dict[str, Any]] = []
+    n = 0
+
+    def stamp(day: date) -> datetime:
+        base = datetime.combine(day, datetime.min.time(), timezone.utc)
+        kind = rnd.random()
+        if kind < 0.1:
+            return base  # midnight: a snapshot time T, and the start of the windows T-7d and T-30d
+        if kind < 0.25:
+            return base + timedelta(minutes=window_min * rnd.randrange(1440 // window_min))  # a window boundary
+        if kind < 0.3:
+            return base + timedelta(days=1, microseconds=-1)  # the last microsecond of the day
+        return base + timedelta(microseconds=rnd.randrange(86_400_000_000))
+
+    activity = {user: rnd.choice([0.02, 0.05, 0.1, 0.3, 0.6]) for user in range(1, users + 1)}  # days with events
+    day = first_event_day
+    while day <= d1:
+        for user in range(1, users + 1):
+            if rnd.random() > activity[user]:
+                continue
+            times = [stamp(day) for _ in range(rnd.randint(1, 5))]
+            if rnd.random() < 0.2:
+                times.append(times[0])  # an equal timestamp: the tie-break decides
+            for when in times:
+                n += 1
+                kind = rnd.choices(["page_view", "order", "impression"], weights=[6, 1, 2])[0]
+                value: float | None = None
+                if kind == "order" or rnd.random() < 0.05:  # values on other events are ignored
+                    value = rnd.choice([round(rnd.uniform(0.5, 300), 2)] * 6 + [None, float("nan"), float("inf")])
+                events.append({
+                    "event_id": f"r{seed}-{rnd.randrange(10**6):06d}-{n}",
+                    "user_id": None if rnd.random() < 0.01 else user,
+                    "event_timestamp": when, "event_type": kind,
+                    "platform": rnd.choice(["ios", "android", "web", "web", None, "tv"]),
+                    "purchase_value": value,
+                    "is_clicked": rnd.randint(0, 1) if kind == "impression" else None,
+                })
+        day += timedelta(days=1)
+    rnd.shuffle(events)
+
+    user_rows, realtime_rows = [], []
+    snap_day = d0
+    while snap_day <= d1:
+        t = datetime.combine(snap_day + timedelta(days=1), datetime.min.time(), timezone.utc)
+        per_user: dict[int, list[dict[str, Any]]] = {}
+        for e in events:
+            if e["user_id"] is not None and t - timedelta(days=lookback) <= e["event_timestamp"] < t:
+                per_user.setdefault(e["user_id"], []).append(e)
+        for user, evs in per_user.items():
+            orders = [e for e in evs if e["event_type"] == "order"]
+            n_orders = sum(1 for e in orders if e["event_timestamp"] >= t - timedelta(days=orders_days))
+            values = [Decimal(repr(e["purchase_value"])) for e in orders
+                      if e["event_timestamp"] >= t - timedelta(days=purchase_days)
+                      and e["purchase_value"] is not None and math.isfinite(e["purchase_value"])]
+            with_platform = [e for e in evs if e["platform"] is not None]
+            latest = max(with_platform, key=lambda e: (e["event_timestamp"], e["event_id"]), default=None)
+            user_rows.append(uf(user, snap_day.isoformat(), n_orders,
+                                float(sum(values)) / len(values) if values else None,
+                                latest["platform"] if latest else None))
+        snap_day += timedelta(days=1)
+    windows: dict[tuple[int, int], int] = {}
+    width = window_min * 60
+    for e in events:
+        when = e["event_timestamp"]
+        if e["user_id"] is not None and e["event_type"] == "page_view" and d0 <= when.date() <= d1:
+            bucket = int(when.timestamp()) // width * width
+            windows[(e["user_id"], bucket)] = windows.get((e["user_id"], bucket), 0) + 1
+    for (user, bucket), views in windows.items():
+        end_ts = datetime.fromtimestamp(bucket + width, timezone.utc)
+        realtime_rows.append({"user_id": user, "event_timestamp": end_ts, "current_page_views_10m": views,
+                              "ds": datetime.fromtimestamp(bucket, timezone.utc).date().isoformat()})
+    return EtlCase(name=f"random_{seed}", events=events, start=start, end=end, user_features=user_rows,
+                   realtime=realtime_rows)
+
+
+RANDOM_CASES = [random_case(1, users=120), random_case(2, users=120)]

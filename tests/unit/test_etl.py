@@ -11,7 +11,7 @@ import pytest
 from modelsvc.errors import ConfigError, DataError, UsageError
 from modelsvc.etl import feature_sql, run_etl
 from modelsvc.warehouse import open_warehouse
-from tests.etl_cases import CASES, EtlCase, check_case, events_table, run_case, same_rows
+from tests.etl_cases import CASES, RANDOM_CASES, EtlCase, check_case, events_table, run_case, same_rows
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
@@ -291,3 +291,12 @@ def test_latest_platform_ties_at_scale_go_to_the_largest_event_id(settings):
             latest.setdefault((e["user_id"], e["event_timestamp"]), set()).add(e["platform"])
     assert sum(len(p) > 1 for p in latest.values()) > 500
     assert {k: v for k, v in got.items() if v is not None} == expected
+
+
+@pytest.mark.parametrize("case", RANDOM_CASES, ids=lambda c: c.name)
+def test_random_events_match_a_brute_force_reference(case: EtlCase, settings):
+    """Every feature of every row against the contract computed by brute force, on random events full of edges;
+    two DuckDB threads."""
+    settings.warehouse.threads = 2
+    assert len(case.events) > 1000 and len(case.user_features) > 300 and len(case.realtime) > 300
+    check_case(case, settings)

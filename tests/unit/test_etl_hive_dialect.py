@@ -9,7 +9,7 @@ from datetime import date, datetime, timezone
 import pytest
 
 from modelsvc.etl import feature_sql
-from tests.etl_cases import CASES, EtlCase, _normal, events_table, same_rows
+from tests.etl_cases import CASES, RANDOM_CASES, EtlCase, _normal, events_table, same_rows
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +45,7 @@ def _rows(df) -> list[dict]:
     return _normal(out)
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", [*CASES, *RANDOM_CASES], ids=lambda c: c.name)
 def test_hive_dialect_on_spark(spark, settings, case: EtlCase):
     table = events_table(case.events).to_pandas()
     # timestamps travel as UTC strings and are cast by Spark in its session zone (UTC)
