@@ -171,3 +171,12 @@ def test_a_failed_write_stops_the_files_not_yet_started(wh, monkeypatch):
     assert calls["n"] < 5  # the other 18 partitions were cancelled, not written and thrown away
     assert sorted(r["user_id"] for r in wh.read("t").to_pylist()) == list(range(20))
     assert sorted(p.name for p in wh.table_path("t").iterdir()) == [f"ds={d}" for d in days]
+
+
+@pytest.mark.parametrize("bad", ["20240101", "2024-1-1", "yesterday", "2024-01-01T00:00:00"])
+def test_ds_values_must_be_canonical_dates(wh, bad):
+    """A second spelling of a day would be a second name for one partition: refused, nothing written."""
+    rows = _table({"user_id": [1, 2], "v": [1.0, 2.0], "ds": ["2024-01-01", bad]})
+    with pytest.raises(DataError, match=f"'ds' value '{bad}' is not a YYYY-MM-DD date"):
+        wh.write_partitions("t", rows)
+    assert not wh.table_exists("t")

@@ -124,10 +124,15 @@ class LocalWarehouse(Warehouse):
         if data.column("ds").null_count:
             raise DataError(f"cannot write table '{table}': some rows have a null 'ds'")
         located = split_by_day(data.column("ds"))  # a date32 ds becomes 'YYYY-MM-DD'
-        try:
-            by_day = {date.fromisoformat(v): where for v, where in located.items()}
-        except ValueError as exc:
-            raise DataError(f"cannot write table '{table}': a 'ds' value is not a YYYY-MM-DD date ({exc})") from None
+        by_day = {}
+        for value, where in located.items():
+            try:
+                day = date.fromisoformat(value)
+            except ValueError:
+                day = None
+            if day is None or day.isoformat() != value:  # '20240101' would be a second name for a partition
+                raise DataError(f"cannot write table '{table}': 'ds' value {value!r} is not a YYYY-MM-DD date")
+            by_day[day] = where
         days = sorted(set(by_day) | set(days))
         base = self.table_path(table)
         base.mkdir(parents=True, exist_ok=True)
