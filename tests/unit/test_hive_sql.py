@@ -8,7 +8,7 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 
 from modelsvc.config import load_settings
-from modelsvc.errors import ServiceUnavailableError, UsageError
+from modelsvc.errors import DataError, ServiceUnavailableError, UsageError
 from modelsvc.warehouse.hive import HiveWarehouse, _json_value, day_literal, sql_literal
 from tests.fixtures._service import free_port
 
@@ -107,8 +107,13 @@ def test_hostile_column_names_and_days_are_refused_before_any_statement() -> Non
         wh.read("raw_events", columns=["user_id", "x) FROM y; --"])
     with pytest.raises(UsageError, match="is not a date"):
         wh.overwrite_partition("t", "2024-01-01') SELECT 1; --", "SELECT 1")
-    with pytest.raises(UsageError, match="is not a date"):
-        wh.write_partitions("t", pa.table({"x": [1], "ds": ["2024-01-01'"]}))
+    # a bad ds in the rows is bad data; '20240101' would be a second spelling of a partition whose rows no
+    # partition insert would match: refused too
+    for bad in ("2024-01-01'", "20240101"):
+        with pytest.raises(DataError, match=f"'ds' value {bad!r} is not a YYYY-MM-DD date"):
+            wh.write_partitions("t", pa.table({"x": [1, 2], "ds": ["2024-01-02", bad]}))
+    with pytest.raises(DataError, match="null 'ds'"):
+        wh.write_partitions("t", pa.table({"x": [1, 2], "ds": ["2024-01-02", None]}))
     assert conn.statements == []
 
 

@@ -483,10 +483,10 @@ class HiveWarehouse(Warehouse):
         if PARTITION_COLUMN not in data.column_names:
             raise DataError(f"rows for table {table} have no '{PARTITION_COLUMN}' column")
         empty_days = sorted(set(days))
-        days = sorted({parse_date(str(d), option=f"{table}.ds") for d in pc.unique(data[PARTITION_COLUMN]).to_pylist()
-                       if d is not None})
-        if len(days) != len(pc.unique(data[PARTITION_COLUMN])):
+        values = pc.unique(pc.cast(data[PARTITION_COLUMN], pa.string())).to_pylist()
+        if None in values:
             raise DataError(f"rows for table {table} have a null '{PARTITION_COLUMN}'")
+        days = sorted(_partition_day(table, v) for v in values)
         empty_days = [d for d in empty_days if d not in days]
         if empty_days and self.table_exists(table):
             for day in empty_days:
@@ -561,6 +561,18 @@ class HiveWarehouse(Warehouse):
 
 
 _QUALIFIED_COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.([A-Za-z_][A-Za-z0-9_]*)$")
+
+
+def _partition_day(table: str, value: str) -> date:
+    """A ``ds`` value of rows to write → its day; anything but YYYY-MM-DD is refused ('20240101' would be a second
+    spelling of a partition, and its rows would match none of the partition inserts)."""
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        day = None
+    if day is None or day.isoformat() != value:
+        raise DataError(f"rows for table {table}: '{PARTITION_COLUMN}' value {value!r} is not a YYYY-MM-DD date")
+    return day
 
 
 def _column_name(name: str) -> str:
