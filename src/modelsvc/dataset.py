@@ -183,9 +183,17 @@ def read_impressions(settings: Settings, start: date, end: date) -> pd.DataFrame
         table = table.filter(pc.equal(table.column("event_type"), IMPRESSION))
     if table.num_rows == 0:
         raise DataError(f"no impressions in table '{table_name}' between {start} and {end}")
-    if table.column(label).null_count:
-        raise DataError(f"{table.column(label).null_count} impressions in '{table_name}' between {start} and {end} "
-                        f"have no label '{label}'")
+    where = f"impressions in '{table_name}' between {start} and {end}"
+    for column in (label, "user_id", "event_timestamp", "event_id"):
+        if table.column(column).null_count:
+            raise DataError(f"{table.column(column).null_count} {where} have no "
+                            f"{'label ' if column == label else ''}'{column}'")
+    ids = table.column("event_id")
+    if pc.count_distinct(ids).as_py() != table.num_rows:
+        counts = pc.value_counts(ids)
+        repeated = counts.filter(pc.greater(counts.field("counts"), 1))
+        raise DataError(f"{len(repeated)} event_id value(s) repeat among the {where} (event_id must be unique; "
+                        f"e.g. {repeated[0]['values'].as_py()!r} {repeated[0]['counts'].as_py()} times)")
     df = table.select([*ENTITY_COLUMNS, label]).to_pandas()
     df["event_timestamp"] = _utc(df["event_timestamp"])
     return df

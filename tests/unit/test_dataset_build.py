@@ -134,3 +134,27 @@ def test_missing_feature_table_is_not_found(settings, workdir):
 def test_missing_raw_table_is_not_found(settings, workdir):
     with pytest.raises(NotFoundError, match="table 'raw_events' not found"):
         build_dataset(settings, start_date="2026-01-01", end_date="2026-01-02")
+
+
+@pytest.mark.parametrize(("spoil", "message"), [
+    ("null_user", r"^3 impressions in 'raw_events' between \S+ and \S+ have no 'user_id'$"),
+    ("repeated_id", r"^1 event_id value\(s\) repeat among the impressions in 'raw_events' between \S+ and \S+ "
+                    r"\(event_id must be unique; e\.g\. 'dup' 2 times\)$"),
+])
+def test_impressions_that_break_the_contract_are_refused(settings, workdir, spoil, message):
+    """An impression without a user cannot be joined and a repeated event_id is counted twice: both are refused
+    by name, and no dataset version is written."""
+    off, rt, imp = random_case(5, users=10, days=3, impressions=60)
+    if spoil == "null_user":
+        imp["user_id"] = imp["user_id"].astype("Int64")
+        imp.loc[imp.index[:3], "user_id"] = None
+    else:
+        imp.loc[imp.index[:2], "event_id"] = "dup"
+    root = workdir / "data"
+    write_offline(root, off)
+    write_realtime(root, rt)
+    write_impressions(root, imp)
+    start, end = _days(imp)
+    with pytest.raises(DataError, match=message):
+        build_dataset(settings, start_date=start, end_date=end)
+    assert not (root / "datasets").exists() or not any((root / "datasets").rglob("manifest.json"))
