@@ -65,18 +65,24 @@ def test_rewrite_replaces_only_the_days_written(wh):
     assert sorted(p.name for p in wh.table_path("t").iterdir()) == ["ds=2024-01-01", "ds=2024-01-02"]
 
 
-def test_interrupted_write_leaves_the_old_partitions(wh, monkeypatch):
-    wh.write_partitions("t", _table({"user_id": [1, 2], "v": [1.0, 2.0], "ds": ["2024-01-01", "2024-01-02"]}))
+def _second_file_fails(monkeypatch) -> dict[str, int]:
+    """Make the second Parquet file written fail half-way (disk full); returns the call counter."""
     calls = {"n": 0}
     real = pq.write_table
 
-    def failing(*args, **kwargs):  # the second partition's file fails half-way
+    def failing(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
             raise OSError("disk full")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(pq, "write_table", failing)
+    return calls
+
+
+def test_interrupted_write_leaves_the_old_partitions(wh, monkeypatch):
+    wh.write_partitions("t", _table({"user_id": [1, 2], "v": [1.0, 2.0], "ds": ["2024-01-01", "2024-01-02"]}))
+    _second_file_fails(monkeypatch)
     with pytest.raises(OSError, match="disk full"):
         wh.write_partitions("t", _table({"user_id": [7, 8], "v": [7.0, 8.0], "ds": ["2024-01-01", "2024-01-02"]}))
     monkeypatch.undo()
@@ -155,16 +161,7 @@ def test_a_failed_write_stops_the_files_not_yet_started(wh, monkeypatch):
     wh.settings.warehouse.threads = 1
     days = [f"2024-03-{d:02d}" for d in range(1, 21)]
     wh.write_partitions("t", _table({"user_id": list(range(20)), "v": [0.0] * 20, "ds": days}))
-    calls = {"n": 0}
-    real = pq.write_table
-
-    def failing(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise OSError("disk full")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(pq, "write_table", failing)
+    calls = _second_file_fails(monkeypatch)
     with pytest.raises(OSError, match="disk full"):
         wh.write_partitions("t", _table({"user_id": list(range(100, 120)), "v": [1.0] * 20, "ds": days}))
     monkeypatch.undo()
