@@ -78,9 +78,9 @@ class RichReporter:
     """Progress bars on stderr (so --json stdout stays clean) when stderr is a terminal; log lines on stderr
     unless quiet, time-stamped (UTC) when stderr is not a terminal, e.g. in a cron or CI log."""
 
-    def __init__(self, quiet: bool = False, *, bars: bool | None = None) -> None:
+    def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
-        self.bars = (not quiet and err_console.is_terminal) if bars is None else bars
+        self.bars = not quiet and err_console.is_terminal
 
     @contextmanager
     def task(self, description: str, total: float | None = None) -> Iterator[Any]:

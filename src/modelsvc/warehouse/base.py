@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import date
 from typing import TYPE_CHECKING
 
-from modelsvc.errors import UsageError
+from modelsvc.errors import DataError, UsageError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -47,6 +47,19 @@ def split_by_day(ds: pa.ChunkedArray | pa.Array) -> dict[str, tuple[int, int] | 
         runs[value] = (offset, n)
         offset += n
     return runs
+
+
+def partition_day(value: str, *, where: str) -> date:
+    """A ``ds`` value of rows to write → its day. Only the canonical ``YYYY-MM-DD`` is accepted: Python also reads
+    '20240101', which would be a second spelling of one partition (its rows would overwrite the other spelling's,
+    or match no partition insert). ``where`` starts the DataError's message."""
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        day = None
+    if day is None or day.isoformat() != value:
+        raise DataError(f"{where}: 'ds' value {value!r} is not a YYYY-MM-DD date")
+    return day
 
 
 def take_day(table: pa.Table, where: tuple[int, int] | pa.Array) -> pa.Table:

@@ -39,7 +39,7 @@ from modelsvc.errors import (
     require,
 )
 from modelsvc.timeutil import parse_date
-from modelsvc.warehouse.base import Warehouse, check_identifier
+from modelsvc.warehouse.base import Warehouse, check_identifier, partition_day
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -486,7 +486,7 @@ class HiveWarehouse(Warehouse):
         values = pc.unique(pc.cast(data[PARTITION_COLUMN], pa.string())).to_pylist()
         if None in values:
             raise DataError(f"rows for table {table} have a null '{PARTITION_COLUMN}'")
-        days = sorted(_partition_day(table, v) for v in values)
+        days = sorted(partition_day(v, where=f"rows for table {table}") for v in values)
         empty_days = [d for d in empty_days if d not in days]
         if empty_days and self.table_exists(table):
             for day in empty_days:
@@ -561,18 +561,6 @@ class HiveWarehouse(Warehouse):
 
 
 _QUALIFIED_COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.([A-Za-z_][A-Za-z0-9_]*)$")
-
-
-def _partition_day(table: str, value: str) -> date:
-    """A ``ds`` value of rows to write → its day; anything but YYYY-MM-DD is refused ('20240101' would be a second
-    spelling of a partition, and its rows would match none of the partition inserts)."""
-    try:
-        day = date.fromisoformat(value)
-    except ValueError:
-        day = None
-    if day is None or day.isoformat() != value:
-        raise DataError(f"rows for table {table}: '{PARTITION_COLUMN}' value {value!r} is not a YYYY-MM-DD date")
-    return day
 
 
 def _column_name(name: str) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelsvc.errors import DataError, NotFoundError
-from modelsvc.warehouse.base import Warehouse, check_identifier, split_by_day, take_day
+from modelsvc.warehouse.base import Warehouse, check_identifier, partition_day, split_by_day, take_day
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -124,15 +124,7 @@ class LocalWarehouse(Warehouse):
         if data.column("ds").null_count:
             raise DataError(f"cannot write table '{table}': some rows have a null 'ds'")
         located = split_by_day(data.column("ds"))  # a date32 ds becomes 'YYYY-MM-DD'
-        by_day = {}
-        for value, where in located.items():
-            try:
-                day = date.fromisoformat(value)
-            except ValueError:
-                day = None
-            if day is None or day.isoformat() != value:  # '20240101' would be a second name for a partition
-                raise DataError(f"cannot write table '{table}': 'ds' value {value!r} is not a YYYY-MM-DD date")
-            by_day[day] = where
+        by_day = {partition_day(value, where=f"cannot write table '{table}'"): rows for value, rows in located.items()}
         days = sorted(set(by_day) | set(days))
         base = self.table_path(table)
         base.mkdir(parents=True, exist_ok=True)
