@@ -153,22 +153,22 @@ def feature_sql(dialect: str | Dialect, *, days: Sequence[date], raw_table: str,
     first, last = (days[0] - _EPOCH).days, (days[-1] - _EPOCH).days
     created_lit = d.ts_literal(created)
     day_num = d.day_number("event_timestamp")
-    # the latest event with a platform; equal timestamps are broken by the largest event_id
-    platform_ts = "CASE WHEN platform IS NOT NULL THEN event_timestamp END"
-    if d.max2 is None:
-        latest_key = d.struct([("t", "event_timestamp"), ("e", "event_id")])
-        latest = f"{d.arg_max('platform', f'CASE WHEN platform IS NOT NULL THEN {latest_key} END')} AS platform"
-    else:  # a timestamp key, and the two latest timestamps to find the user-days that need the event_id
-        latest = f"{d.arg_max('platform', platform_ts)} AS platform,\n           {d.max2(platform_ts)} AS latest2"
     # purchase values that are not finite numbers (NaN sorts above everything in both engines) count as null
     pv = "CASE WHEN event_type = 'order' AND purchase_value BETWEEN -1e18 AND 1e18 " \
          "THEN CAST(purchase_value AS DECIMAL(38, 9)) END"
     where = (f"ds >= '{raw_start.isoformat()}' AND ds <= '{days[-1].isoformat()}' "
              "AND user_id IS NOT NULL AND event_timestamp IS NOT NULL")
 
-    ties, ties_join, platform = "", "", "p.platform"
-    if d.max2 is not None:
-        # the user-days whose latest platform timestamp is shared (rare): the largest event_id among those events
+    # the latest event with a platform; equal timestamps are broken by the largest event_id
+    if d.max2 is None:
+        latest_key = d.struct([("t", "event_timestamp"), ("e", "event_id")])
+        latest = f"{d.arg_max('platform', f'CASE WHEN platform IS NOT NULL THEN {latest_key} END')} AS platform"
+        ties, ties_join, platform = "", "", "p.platform"
+    else:
+        # a timestamp key, and the two latest timestamps; only the user-days whose latest platform timestamp is
+        # shared (rare) need the event_id: the largest among those events
+        platform_ts = "CASE WHEN platform IS NOT NULL THEN event_timestamp END"
+        latest = f"{d.arg_max('platform', platform_ts)} AS platform,\n           {d.max2(platform_ts)} AS latest2"
         top, second = "t.latest2[1]", "t.latest2[2]"
         ties = f"""
 ties AS (
