@@ -10,7 +10,7 @@ MODELSVC   := $(BIN)/modelsvc
 # build. For a CUDA build: make venv TORCH_SPEC=torch==2.13.0 TORCH_INDEX=https://download.pytorch.org/whl/cu128
 TORCH_SPEC  ?= torch==2.13.0
 TORCH_INDEX ?=
-EXTRAS      ?= hive,redis,dev
+EXTRAS      ?= hive,redis,dev,bench
 PYTEST_ARGS ?=
 
 # The demo: the embedded defaults (DuckDB + Parquet, SQLite Feast, local MLflow, local Ray) on generated data.
