@@ -3,6 +3,7 @@
 #   docker build -t modelsvc .                                   CPU torch (default)
 #   docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 -t modelsvc:cuda .
 #   docker run --rm -e MODELSVC_PROFILE=production -e MODELSVC_HIVE__HOST=hs2 modelsvc doctor --json
+#   docker run --rm ... modelsvc modelsvc train       the same: a leading `modelsvc` is accepted (docker-entrypoint.sh)
 ARG PYTHON_IMAGE=python:3.11-slim
 
 # -- builder: a venv with torch (pinned, from TORCH_INDEX) and the package wheel with extras hive+redis --------------
@@ -37,8 +38,9 @@ COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
 COPY configs ./configs
 COPY feature_repo ./feature_repo
+COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
 RUN mkdir -p /app/data && chown -R modelsvc:modelsvc /app/data /app/feature_repo
 USER modelsvc
 VOLUME ["/app/data"]
-ENTRYPOINT ["modelsvc"]
+ENTRYPOINT ["docker-entrypoint.sh"]
 CMD ["--help"]
