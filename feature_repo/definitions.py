@@ -17,7 +17,7 @@ from feast.types import Float64, Int64, String
 OFFLINE_VIEW = "user_offline_features"
 REALTIME_VIEW = "user_realtime_features"
 # the timestamp of the joined feature row (epoch microseconds), returned beside the features so that
-# build-dataset can check for leakage (see modelsvc.feast_local)
+# build-dataset can check for leakage (see modelsvc.features.local)
 OFFLINE_TS = "offline_feature_ts_us"
 REALTIME_TS = "realtime_feature_ts_us"
 

@@ -25,7 +25,7 @@ def test_store_config_local_defaults(settings, workdir):
     assert cfg["project"] == "modelsvc"
     assert cfg["registry"]["path"] == str(feast_dir / "registry.db")
     assert cfg["online_store"] == {"type": "sqlite", "path": str(feast_dir / "online_store.db")}
-    assert cfg["offline_store"] == {"type": "modelsvc.feast_local.LocalDuckDBOfflineStore"}
+    assert cfg["offline_store"] == {"type": "modelsvc.features.local.LocalDuckDBOfflineStore"}
 
 
 def test_store_config_redis_keeps_the_password_out_of_the_file(workdir):
@@ -47,7 +47,7 @@ def test_hive_engine_uses_the_hive_plugin(workdir):
     from modelsvc.features import FEATURE_TS_TAG, load_definitions, store_config, write_store_yaml
 
     s = load_settings(workdir / "configs", warehouse={"engine": "hive"}, hive={"password": "hive-pw"})
-    assert store_config(s)["offline_store"]["type"] == "modelsvc.feast_hive.HiveOfflineStore"
+    assert store_config(s)["offline_store"]["type"] == "modelsvc.features.hive.HiveOfflineStore"
     assert "hive-pw" not in write_store_yaml(s).read_text()
     views = {o.name: o for o in load_definitions(s) if hasattr(o, "batch_source")}
     src = views["user_offline_features"].batch_source
@@ -161,3 +161,35 @@ def test_unreachable_redis_is_service_unavailable(workdir):
     with pytest.raises(ServiceUnavailableError, match=f"Redis online store at 127.0.0.1:{port} is unreachable") as e:
         materialize(s, end=T0 + timedelta(days=2))
     assert "pw-never-shown" not in str(e.value)
+
+
+@pytest.mark.parametrize("type_path", ["modelsvc.feast_local.LocalDuckDBOfflineStore",
+                                       "modelsvc.features.local.LocalDuckDBOfflineStore",
+                                       "modelsvc.feast_hive.HiveOfflineStore",
+                                       "modelsvc.features.hive.HiveOfflineStore"])
+def test_old_and_new_offline_store_paths_resolve(tmp_path, type_path):
+    """feature_store.yaml files written before the features package name the old class paths: they still load."""
+    from feast.repo_config import RepoConfig
+
+    config = RepoConfig(repo_path=tmp_path, project="p", provider="local", registry=str(tmp_path / "r.db"),
+                        offline_store={"type": type_path}, entity_key_serialization_version=3)
+    store = config.offline_store
+    assert type(store).__name__ in {"LocalDuckDBOfflineStoreConfig", "HiveOfflineStoreConfig"}
+    from feast.infra.offline_stores.offline_utils import get_offline_store_from_config
+
+    assert type(get_offline_store_from_config(store)).__name__ == type_path.rsplit(".", 1)[1]
+
+
+def test_hive_store_section_round_trips_the_hive_settings(workdir):
+    """The yaml section is the HiveSettings dump; the store rebuilds the same HiveSettings (password expanded)."""
+    from modelsvc.config import load_settings
+    from modelsvc.features.hive import HiveOfflineStoreConfig, offline_store_config
+
+    s = load_settings(workdir / "configs", warehouse={"engine": "hive"},
+                      hive={"host": "h", "port": 10001, "password": "pw", "auth": "LDAP", "username": "u",
+                            "scratch_database": "tmp", "query_timeout_s": 12})
+    section = offline_store_config(s, for_file=False)
+    assert section["type"] == "modelsvc.features.hive.HiveOfflineStore"
+    assert HiveOfflineStoreConfig(**section).hive_settings() == s.hive
+    written = HiveOfflineStoreConfig(**offline_store_config(s, for_file=True))
+    assert written.hive_settings().password is None  # ${MODELSVC_HIVE__PASSWORD} unset: none

@@ -11,12 +11,9 @@ from feast.protos.feast.core.DataSource_pb2 import DataSource as DataSourceProto
 from feast.repo_config import RepoConfig
 from feast.value_type import ValueType
 
+from modelsvc.features.hive.config import warehouse_for
+from modelsvc.features.names import FEATURE_TS_TAG, HIVE_SOURCE
 from modelsvc.warehouse.base import check_identifier
-
-CLASS_PATH = "modelsvc.feast_hive.HiveSource"
-# a data-source tag (modelsvc.features.FEATURE_TS_TAG): the store adds a BIGINT column of this name holding the
-# source's timestamp field in epoch microseconds
-FEATURE_TS_TAG = "modelsvc.feature_ts_column"
 
 _HIVE_TO_FEAST = {
     "TINYINT": ValueType.INT32, "SMALLINT": ValueType.INT32, "INT": ValueType.INT32, "INTEGER": ValueType.INT32,
@@ -36,7 +33,7 @@ def hive_to_feast_value_type(hive_type: str) -> ValueType:
 
 
 class HiveSource(DataSource):
-    """A table on HiveServer2, read by :class:`~modelsvc.feast_hive.HiveOfflineStore`.
+    """A table on HiveServer2, read by :class:`~modelsvc.features.hive.HiveOfflineStore`.
 
     ``table`` (and ``database``, default: the store's ``database``) name it; ``timestamp_field`` and
     ``created_timestamp_column`` follow Feast. ``date_partition_column`` (default ``ds``, a ``YYYY-MM-DD``
@@ -97,7 +94,7 @@ class HiveSource(DataSource):
         proto = DataSourceProto(
             name=self.name,
             type=DataSourceProto.CUSTOM_SOURCE,
-            data_source_class_type=CLASS_PATH,
+            data_source_class_type=HIVE_SOURCE,
             field_mapping=self.field_mapping,
             custom_options=DataSourceProto.CustomSourceOptions(configuration=json.dumps(options).encode()),
             description=self.description,
@@ -130,8 +127,6 @@ class HiveSource(DataSource):
 
     def get_table_column_names_and_types(self, config: RepoConfig) -> Iterable[tuple[str, str]]:
         """(name, Hive type) of the table's columns (``DESCRIBE``), plus the tagged feature-timestamp column."""
-        from modelsvc.feast_hive.store import warehouse_for
-
         store: Any = config.offline_store
         with warehouse_for(store, database=self.database) as wh:
             cols = wh.columns(self.table)

@@ -1,9 +1,9 @@
-"""Feast: the feature repo, its store configuration, materialization and historical retrieval.
+"""The Feast store: the feature repo, its store configuration, materialization and historical retrieval.
 
 The Feast configuration is derived from the settings (``repo_config``): registry and SQLite online store under
 ``<root>/feast/``, Redis when ``features.online_store`` is ``redis``, and the offline store of the warehouse
-engine (local: Feast's DuckDB store over the Parquet tables, see ``modelsvc.feast_local``; hive: the
-``modelsvc.feast_hive`` plugin). The definitions are those of ``<features.repo_path>/definitions.py``, built
+engine (local: Feast's DuckDB store over the Parquet tables, see ``modelsvc.features.local``; hive: the
+``modelsvc.features.hive`` plugin). The definitions are those of ``<features.repo_path>/definitions.py``, built
 with the same settings, so ``feast apply`` in the repo and ``modelsvc materialize`` register the same objects.
 A copy of the configuration is written to ``<root>/feast/feature_store.yaml`` for use with the ``feast`` CLI
 (``feast -c feature_repo -f data/feast/feature_store.yaml …``).
@@ -27,17 +27,15 @@ from pydantic import BaseModel, Field
 
 from modelsvc.config import Settings
 from modelsvc.errors import ConfigError, DataError, NotFoundError, ServiceUnavailableError
+from modelsvc.features.names import FEATURE_TS_TAG, LOCAL_OFFLINE_STORE
 from modelsvc.progress import NULL, Reporter
 from modelsvc.timeutil import parse_timestamp
 
 if TYPE_CHECKING:
     import pandas as pd
 
-# a data-source tag: the offline store adds a column of this name holding the source's timestamp field
-FEATURE_TS_TAG = "modelsvc.feature_ts_column"
 TIMESTAMP_FIELD = "event_timestamp"
 CREATED_TIMESTAMP_FIELD = "created_timestamp"
-LOCAL_OFFLINE_STORE = "modelsvc.feast_local.LocalDuckDBOfflineStore"
 DEFINITIONS_FILE = "definitions.py"
 
 
@@ -92,7 +90,7 @@ def settings_for_repo(repo_dir: Path) -> Settings:
 
 def _offline_store_config(settings: Settings, *, for_file: bool = False) -> dict[str, Any]:
     if settings.warehouse.engine == "hive":
-        from modelsvc.feast_hive import offline_store_config
+        from modelsvc.features.hive import offline_store_config
 
         return dict(offline_store_config(settings, for_file=for_file))
     return {"type": LOCAL_OFFLINE_STORE}
@@ -151,7 +149,7 @@ def batch_source(settings: Settings, table: str, *, feature_ts_column: str) -> A
     """The Feast data source of a feature table for the configured engine (called by the repo definitions)."""
     tags = {FEATURE_TS_TAG: feature_ts_column}
     if settings.warehouse.engine == "hive":
-        from modelsvc.feast_hive import hive_source
+        from modelsvc.features.hive import hive_source
 
         return hive_source(settings, table, timestamp_field=TIMESTAMP_FIELD,
                            created_timestamp_column=CREATED_TIMESTAMP_FIELD, tags=tags)

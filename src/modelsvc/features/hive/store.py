@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -26,13 +26,12 @@ from feast.infra.offline_stores import offline_utils
 from feast.infra.offline_stores.offline_store import OfflineStore, RetrievalJob, RetrievalMetadata
 from feast.infra.registry.base_registry import BaseRegistry
 from feast.on_demand_feature_view import OnDemandFeatureView
-from feast.repo_config import FeastConfigBaseModel, RepoConfig
-from pydantic import Field, StrictStr
+from feast.repo_config import RepoConfig
 
-from modelsvc.config import HiveSettings
 from modelsvc.errors import DataError, ModelsvcError, UsageError
-from modelsvc.feast_hive.source import HiveSource
-from modelsvc.feast_job import ArrowRetrievalJob
+from modelsvc.features.hive.config import HiveSectionConfig, warehouse_for
+from modelsvc.features.hive.source import HiveSource
+from modelsvc.features.job import ArrowRetrievalJob
 from modelsvc.warehouse.base import check_identifier
 from modelsvc.warehouse.hive import HiveWarehouse, sql_literal
 
@@ -42,43 +41,10 @@ _CREATED = "modelsvc_created"
 _RN = "modelsvc_rn"
 
 
-class HiveOfflineStoreConfig(FeastConfigBaseModel):
-    """``offline_store`` section of feature_store.yaml (``type: modelsvc.feast_hive.HiveOfflineStore``).
+class HiveOfflineStoreConfig(HiveSectionConfig):
+    """The ``offline_store`` section (fields: :class:`~modelsvc.features.hive.config.HiveSectionConfig`).
 
-    ``password`` may be ``${ENV_VAR}``: it is expanded when connecting (modelsvc writes
-    ``${MODELSVC_HIVE__PASSWORD}``, never the secret).
-    """
-
-    type: StrictStr = "modelsvc.feast_hive.HiveOfflineStore"
-    host: StrictStr = "localhost"
-    port: int = Field(10000, ge=1, le=65535)
-    database: StrictStr = "default"
-    scratch_database: StrictStr | None = None
-    username: StrictStr | None = None
-    password: StrictStr | None = None
-    auth: Literal["NONE", "NOSASL", "LDAP", "CUSTOM", "KERBEROS"] = "NONE"
-    kerberos_service_name: StrictStr | None = None
-    connect_timeout_s: float = Field(30.0, gt=0)
-    query_timeout_s: float = Field(3600.0, gt=0)
-
-    def hive_settings(self, *, database: str | None = None) -> HiveSettings:
-        import os
-
-        password = os.path.expandvars(self.password) if self.password else None
-        if password is not None and password.startswith("${"):
-            password = None  # the variable is not set: connect without, the server will say what is missing
-        return HiveSettings(host=self.host, port=self.port, database=database or self.database,
-                            scratch_database=self.scratch_database, username=self.username, password=password,
-                            auth=self.auth, kerberos_service_name=self.kerberos_service_name,
-                            connect_timeout_s=self.connect_timeout_s, query_timeout_s=self.query_timeout_s)
-
-
-def warehouse_for(config: HiveOfflineStoreConfig, *, database: str | None = None) -> HiveWarehouse:
-    """A Hive client for the store's endpoint (a context manager that closes its connection)."""
-    if not isinstance(config, HiveOfflineStoreConfig):
-        raise UsageError(f"a HiveSource needs offline_store type modelsvc.feast_hive.HiveOfflineStore, "
-                         f"got {type(config).__name__}")
-    return HiveWarehouse(None, hive=config.hive_settings(database=database))
+    Declared here because Feast looks the store class up in its config class's module."""
 
 
 # -- SQL helpers -------------------------------------------------------------------------------------------------
