@@ -278,7 +278,7 @@ def main() -> None:
                         _same(_canon_users(u.to_pandas(), "snap"), ref_users)
                         and _canon_rt(r.to_pandas(), "bucket").equals(ref_rt)))
 
-        all_users = pc.unique(open_warehouse(settings).read("raw_events", columns=["user_id"])
+        all_users = pc.unique(open_warehouse(settings).read_raw(columns=["user_id"])
                               .column("user_id")).to_pylist()
         kept = set(sorted(all_users)[:: max(1, round(1 / args.pandas_users))])
         (u, r, n_sample, sec, cpu), _, _ = best(lambda: pandas_features(root, days, kept))
