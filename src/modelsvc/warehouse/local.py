@@ -219,27 +219,31 @@ class LocalWarehouse(Warehouse):
             shutil.rmtree(run, ignore_errors=True)
             raise
         pool.shutdown()
+        replaced = False
         with open(run / SWAPPED, "a", encoding="utf-8") as journal:
             for day in days:
                 # recorded before the swap: a later run keeps this day's folder here for readers, as a replaced one
                 journal.write(f"{day.isoformat()}\n")
                 journal.flush()
-                self._swap(run, base, f"{PART_PREFIX}{day.isoformat()}")
+                replaced |= self._swap(run, base, f"{PART_PREFIX}{day.isoformat()}")
         os.utime(run / SWAPPED)  # the replaced folders are kept keep_replaced_s from now
-        if not self.settings.warehouse.keep_replaced_s:
+        if not replaced or not self.settings.warehouse.keep_replaced_s:
             shutil.rmtree(run, ignore_errors=True)
         self._views.discard(table)
         return days
 
     @staticmethod
-    def _swap(run: Path, base: Path, name: str) -> None:
-        """Swap the staged ``run/name`` in as ``base/name``; the replaced folder ends up as ``run/name``."""
+    def _swap(run: Path, base: Path, name: str) -> bool:
+        """Swap the staged ``run/name`` in as ``base/name``; the replaced folder ends up as ``run/name``. Returns
+        whether a partition was replaced."""
         staged, live = run / name, base / name
         if not live.exists():
             os.rename(staged, live)  # a new day: one rename
-        elif not exchange(staged, live):  # no atomic exchange here: two renames, the day missing in between
+            return False
+        if not exchange(staged, live):  # no atomic exchange here: two renames, the day missing in between
             os.rename(live, run / f"{LEGACY_OLD}{name}")
             os.rename(staged, live)
+        return True
 
     def clean_staging(self, table: str) -> None:
         """Delete what earlier writes of ``table`` left: staged folders never swapped in (at once), replaced
