@@ -282,9 +282,9 @@ def test_the_next_write_deletes_leftovers_and_keeps_replaced_partitions_for_a_wh
 
     staging = wh.staging_path("t")
     wh.write_partitions("t", _table({"user_id": [1], "v": [1.0], "ds": ["2024-01-01"]}))
-    assert list(staging.iterdir()) == []  # a first write replaces nothing
+    assert [p.name for p in staging.iterdir()] == [".lock"]  # a first write replaces nothing: no run folder
     wh.write_partitions("t", _table({"user_id": [2], "v": [2.0], "ds": ["2024-01-01"]}))
-    (replaced,) = staging.iterdir()  # the replaced partition, kept for readers that listed it
+    (replaced,) = staging.glob("[!.]*")  # the replaced partition, kept for readers that listed it
     assert pq.read_table(replaced / "ds=2024-01-01").column("user_id").to_pylist() == [1]
     killed = staging / "1-deadbeef" / "ds=2024-01-05"  # a run killed while staging
     killed.mkdir(parents=True)
@@ -297,3 +297,27 @@ def test_the_next_write_deletes_leftovers_and_keeps_replaced_partitions_for_a_wh
     wh.write_partitions("t", _table({"user_id": [4], "v": [4.0], "ds": ["2024-01-03"]}))
     assert not replaced.exists()  # older than warehouse.keep_replaced_s
     assert sorted(r["user_id"] for r in wh.read("t").to_pylist()) == [2, 3, 4]
+
+
+def test_writers_of_one_table_take_turns(wh):
+    """Two writers at once: each waits for the other (neither deletes the other's staged run), every day whole."""
+    import threading
+
+    days = [f"2024-05-{d:02d}" for d in range(1, 11)]
+    errors = []
+
+    def writer(uid: int) -> None:
+        try:
+            for _ in range(5):
+                wh.write_partitions("t", _table({"user_id": [uid] * 10, "v": [0.0] * 10, "ds": days}))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(uid,)) for uid in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    seen = _days_as_read(wh, "t")
+    assert sorted(seen) == days and all(ids in ([1], [2]) for ids in seen.values())

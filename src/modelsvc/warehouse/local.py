@@ -15,7 +15,7 @@ reader sees the complete old or the complete new partition, never neither, and n
 A run killed at any point leaves every partition complete (old or new): nothing to repair. On a file system
 without an atomic exchange (some network file systems) the swap falls back to two renames; a crash between
 them leaves the day missing until the next write of the table puts it back (the only non-atomic moment, and
-only there). One writer per table at a time.
+only there). Writers of one table take turns (an advisory lock).
 """
 
 from __future__ import annotations
@@ -25,10 +25,12 @@ import errno
 import os
 import shutil
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import date
 from functools import cache
 from pathlib import Path
@@ -36,6 +38,11 @@ from typing import TYPE_CHECKING, Any
 
 from modelsvc.errors import DataError, NotFoundError
 from modelsvc.warehouse.base import Warehouse, check_identifier, partition_day, split_by_day, take_day
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock, one writer per table is then up to the user
+    fcntl = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -46,6 +53,7 @@ PART_PREFIX = "ds="
 PARTITION_FILES = f"{PART_PREFIX}*/*.parquet"  # the documented layout, relative to a table folder
 DATA_FILE = "part-00000.parquet"
 STAGING = ".staging"  # <warehouse>/.staging/<table>/<run>/: partitions being written, and replaced ones
+LOCK = ".lock"  # in <warehouse>/.staging/<table>/: held by the table's writer
 SWAPPED = "swapped"  # in a run folder: the days whose swap was started (their folder there may be a replaced one)
 # folders of the rename-based writer used before: <table>/.tmp-ds=… (staged), <table>/.old-ds=… (replaced)
 LEGACY_TMP, LEGACY_OLD = ".tmp-", ".old-"
@@ -186,8 +194,6 @@ class LocalWarehouse(Warehouse):
 
     def write_partitions(self, table: str, data: pa.Table, *, days: Sequence[date] = ()) -> list[date]:
         """Stage every partition (in parallel: Parquet encoding releases the GIL), then swap them in one by one."""
-        import pyarrow.parquet as pq
-
         if "ds" not in data.column_names:
             raise DataError(f"cannot write table '{table}': the data has no 'ds' column")
         if data.column("ds").null_count:
@@ -195,19 +201,45 @@ class LocalWarehouse(Warehouse):
         located = split_by_day(data.column("ds"))  # a date32 ds becomes 'YYYY-MM-DD'
         by_day = {partition_day(value, where=f"cannot write table '{table}'"): rows for value, rows in located.items()}
         days = sorted(set(by_day) | set(days))
+        with self._writing(table):
+            self._write(table, data.drop_columns(["ds"]), by_day, days)
+        self._views.discard(table)
+        return days
+
+    @contextmanager
+    def _writing(self, table: str) -> Iterator[None]:
+        """One writer per table at a time: a second one waits (an advisory lock, released by the kernel when
+        its holder dies, so the holder may delete any run folder it finds)."""
+        self.staging_path(table).mkdir(parents=True, exist_ok=True)
+        with open(self.staging_path(table) / LOCK, "a+b") as lock:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _write(self, table: str, body: pa.Table, by_day: dict[date, Any], days: list[date]) -> None:
+        import pyarrow.parquet as pq
+
         base = self.table_path(table)
         base.mkdir(parents=True, exist_ok=True)
         self.clean_staging(table)
         # a run folder sorts by its start time (the name says when it was written, for whoever looks)
         run = self.staging_path(table) / f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"
         run.mkdir(parents=True)
-        body = data.drop_columns(["ds"])
+
+        failed = threading.Event()  # after a failure the files not started are not written (a busy main thread
+        # could otherwise cancel them only after the workers wrote them all)
 
         def stage(day: date) -> None:
-            part = take_day(body, by_day[day]) if day in by_day else body.slice(0, 0)  # empty: an empty partition
-            folder = run / f"{PART_PREFIX}{day.isoformat()}"
-            folder.mkdir()
-            pq.write_table(part, folder / DATA_FILE, row_group_size=1_000_000)
+            if failed.is_set():
+                return
+            try:
+                part = take_day(body, by_day[day]) if day in by_day else body.slice(0, 0)  # empty: empty partition
+                folder = run / f"{PART_PREFIX}{day.isoformat()}"
+                folder.mkdir()
+                pq.write_table(part, folder / DATA_FILE, row_group_size=1_000_000)
+            except BaseException:
+                failed.set()
+                raise
 
         workers = max(1, min(len(days), self.settings.warehouse.threads or os.cpu_count() or 1))
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelsvc-write")
@@ -215,6 +247,7 @@ class LocalWarehouse(Warehouse):
             for future in [pool.submit(stage, day) for day in days]:
                 future.result()
         except BaseException:  # a failed write or Ctrl-C: the files not started are never written
+            failed.set()
             pool.shutdown(wait=True, cancel_futures=True)
             shutil.rmtree(run, ignore_errors=True)
             raise
@@ -229,8 +262,6 @@ class LocalWarehouse(Warehouse):
         os.utime(run / SWAPPED)  # the replaced folders are kept keep_replaced_s from now
         if not replaced or not self.settings.warehouse.keep_replaced_s:
             shutil.rmtree(run, ignore_errors=True)
-        self._views.discard(table)
-        return days
 
     @staticmethod
     def _swap(run: Path, base: Path, name: str) -> bool:
@@ -263,13 +294,15 @@ class LocalWarehouse(Warehouse):
             return
         now = time.time()
         for run in staging.iterdir():
+            if run.name.startswith("."):
+                continue  # the lock
             journal = run / SWAPPED
             swapped = set(journal.read_text(encoding="utf-8").split()) if journal.is_file() else set()
-            for day in swapped:  # the fallback's crash between its two renames: put a complete folder back
-                live = base / f"{PART_PREFIX}{day}"
-                for candidate in (run / f"{PART_PREFIX}{day}", run / f"{LEGACY_OLD}{PART_PREFIX}{day}"):
-                    if not live.exists() and candidate.is_dir():
-                        os.rename(candidate, live)
+            for day in swapped:  # the fallback killed between its two renames: put the whole new folder in
+                live, replaced = base / f"{PART_PREFIX}{day}", run / f"{LEGACY_OLD}{PART_PREFIX}{day}"
+                if replaced.is_dir() and not live.exists():
+                    staged = run / f"{PART_PREFIX}{day}"
+                    os.rename(staged if staged.is_dir() else replaced, live)
             if not swapped or now - journal.stat().st_mtime >= self.settings.warehouse.keep_replaced_s:
                 shutil.rmtree(run, ignore_errors=True)
                 continue
