@@ -98,6 +98,10 @@ class WarehouseSettings(Section):
 
     engine: Literal["duckdb", "hive"] = "duckdb"
     threads: int | None = Field(None, ge=1, description="local engine threads (default: all cores)")
+    keep_replaced_s: float = Field(
+        300, ge=0, allow_inf_nan=False,
+        description="local engine: seconds a replaced partition's files are kept for readers that listed them "
+                    "before the swap (deleted by a later write of the table)")
 
 
 class EtlSettings(Section):

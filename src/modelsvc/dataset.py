@@ -178,7 +178,7 @@ def read_impressions(settings: Settings, start: date, end: date) -> pd.DataFrame
     label = settings.dataset.label
     table_name = settings.tables.raw_events
     with open_warehouse(settings) as wh:
-        table = wh.read(table_name, start=start, end=end, columns=[*ENTITY_COLUMNS, "event_type", label])
+        table = wh.read_raw(start=start, end=end, columns=[*ENTITY_COLUMNS, "event_type", label])
     if table.num_rows:
         table = table.filter(pc.equal(table.column("event_type"), IMPRESSION))
     if table.num_rows == 0:

@@ -90,7 +90,7 @@ def test_hostile_table_names_are_refused_before_any_statement(name: str) -> None
         lambda: wh.read(name), lambda: wh.partitions(name), lambda: wh.table_exists(name),
         lambda: wh.write_partitions(name, data), lambda: wh.check_raw(name, start=date(2024, 1, 1),
                                                                        end=date(2024, 1, 2)),
-        lambda: wh.overwrite_partition(name, "2024-01-01", "SELECT 1"), lambda: wh.drop_table(name),
+        lambda: wh.overwrite_partition_from_select(name, date(2024, 1, 1), "SELECT 1"), lambda: wh.drop_table(name),
     ]
     for call in calls:
         with pytest.raises(UsageError, match="not a valid identifier"):
@@ -106,7 +106,7 @@ def test_hostile_column_names_and_days_are_refused_before_any_statement() -> Non
     with pytest.raises(UsageError, match="not a valid identifier"):
         wh.read("raw_events", columns=["user_id", "x) FROM y; --"])
     with pytest.raises(UsageError, match="is not a date"):
-        wh.overwrite_partition("t", "2024-01-01') SELECT 1; --", "SELECT 1")
+        wh.overwrite_partition_from_select("t", "2024-01-01') SELECT 1; --", "SELECT 1")  # type: ignore[arg-type]
     # a bad ds in the rows is bad data; '20240101' would be a second spelling of a partition whose rows no
     # partition insert would match: refused too
     for bad in ("2024-01-01'", "20240101"):

@@ -57,6 +57,7 @@ from pydantic import StrictStr
 from modelsvc.errors import DataError
 from modelsvc.features.job import ArrowRetrievalJob
 from modelsvc.features.names import FEATURE_TS_TAG, LOCAL_OFFLINE_STORE
+from modelsvc.warehouse.local import partition_glob
 
 
 @ibis.udf.scalar.builtin
@@ -67,8 +68,8 @@ def epoch_us(value: dt.Timestamp(timezone="UTC")) -> dt.int64:  # type: ignore[v
 def read_source(data_source: DataSource, repo_path: str) -> Table:
     """Read a source like Feast's DuckDB store does, adding the tagged feature-timestamp column."""
     if isinstance(data_source, FileSource) and not data_source.path.endswith(".parquet"):
-        # a table folder: read its ds=YYYY-MM-DD partitions (not the writer's hidden .tmp-/.old- folders)
-        table = ibis.read_parquet(data_source.path.rstrip("/") + "/ds=*/*.parquet")
+        # a table folder: read its ds=YYYY-MM-DD partitions (each one replaced atomically by the writer)
+        table = ibis.read_parquet(partition_glob(data_source.path))
     else:
         table = feast_duckdb._read_data_source(data_source, repo_path)
     ts_column = (data_source.tags or {}).get(FEATURE_TS_TAG)
@@ -100,7 +101,7 @@ def source_sql(data_source: DataSource | None) -> str | None:
     if not isinstance(data_source, FileSource) or "://" in data_source.path:
         return None
     if not data_source.path.endswith(".parquet"):
-        return f"read_parquet({_literal(data_source.path.rstrip('/') + '/ds=*/*.parquet')})"
+        return f"read_parquet({_literal(partition_glob(data_source.path))})"
     if data_source.file_format is None or isinstance(data_source.file_format, ParquetFormat):
         return f"read_parquet({_literal(data_source.path)})"
     return None

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from modelsvc.config import HiveSettings, Settings
+    from modelsvc.etl import FeatureSql
+    from modelsvc.progress import Task
 
 PARTITION_COLUMN = "ds"
 # One upload statement carries at most this many characters of SQL (HiveServer2 and Spark parse the
@@ -231,25 +233,22 @@ def day_literal(day: str | date) -> str:
     return "'" + parse_date(day, option="ds").isoformat() + "'"
 
 
-# raw-event columns (docs/data-contract.md) → Hive types accepted for them
-_RAW_TYPES: dict[str, tuple[str, ...]] = {
-    "event_id": ("STRING", "VARCHAR", "CHAR"),
-    "user_id": ("BIGINT", "INT", "SMALLINT", "TINYINT"),
-    "event_timestamp": ("TIMESTAMP",),
-    "event_type": ("STRING", "VARCHAR", "CHAR"),
-    "platform": ("STRING", "VARCHAR", "CHAR"),
-    "purchase_value": ("DOUBLE", "FLOAT", "DECIMAL", "BIGINT", "INT"),
-    "is_clicked": ("INT", "BIGINT", "SMALLINT", "TINYINT", "BOOLEAN", "DOUBLE", "FLOAT"),
-}
-
-
 def _check_raw_columns(table: str, columns: Sequence[tuple[str, str]]) -> None:
-    types = {name.lower(): typ.split("(")[0].split("<")[0].strip().upper() for name, typ in columns}
-    for name, accepted in _RAW_TYPES.items():
-        if name not in types:
-            raise DataError(f"table {table} has no column '{name}' (raw-event contract: docs/data-contract.md)")
-        if types[name] not in accepted:
-            raise DataError(f"table {table} column '{name}' is {types[name]}, expected {' or '.join(accepted)}")
+    """The raw-event contract (modelsvc.contract) on a Hive table's (name, type) columns. Timestamps must be
+    TIMESTAMP here: the server does not parse strings the way the local engine does."""
+    import pyarrow as pa
+
+    from modelsvc.contract import check_schema
+
+    fields = []
+    for name, typ in columns:
+        base = typ.split("(")[0].split("<")[0].strip().upper()
+        # a type the contract has no Arrow twin for (ARRAY, MAP, BINARY…) is read as binary: refused
+        arrow = arrow_type(f"{base}_TYPE") if f"{base}_TYPE" in _HIVE_TO_ARROW_NAMES else pa.binary()
+        fields.append(pa.field(name.lower(), arrow))
+    plans = check_schema(pa.schema(fields), where=f"table {table}")
+    if any(p.name == "event_timestamp" and p.kind == "parse" for p in plans):
+        raise DataError(f"table {table}: column 'event_timestamp' is a string (expected TIMESTAMP on Hive)")
 
 
 # -- the warehouse ---------------------------------------------------------------------------------------------
@@ -263,7 +262,6 @@ class HiveWarehouse(Warehouse):
 
     engine = "hive"
     dialect = "hive"  # modelsvc.etl.DIALECTS
-    writes_on_server = True  # run_etl: INSERT OVERWRITE … SELECT on the server, not rows through the client
 
     def __init__(self, settings: Settings | None, *, hive: HiveSettings | None = None,
                  connection_factory: Callable[[HiveSettings], Any] | None = None) -> None:
@@ -431,15 +429,6 @@ class HiveWarehouse(Warehouse):
         if not scratch:
             self._known_columns.pop(table, None)
 
-    def overwrite_partition(self, table: str, day: str | date, select_sql: str) -> None:
-        """Replace partition ``day`` of ``table`` with the rows of ``select_sql`` (run by the server).
-
-        ``select_sql`` must yield the table's data columns in table order (without ``ds``).
-        """
-        qualified = self.qualified(table)
-        self.execute(f"INSERT OVERWRITE TABLE {qualified} PARTITION (`{PARTITION_COLUMN}`={day_literal(day)}) "
-                     f"{select_sql}", table=table)
-
     def insert_rows(self, table: str, data: pa.Table, *, scratch: bool = False) -> int:
         """Append ``data`` to an existing table; returns the statements sent.
 
@@ -518,7 +507,27 @@ class HiveWarehouse(Warehouse):
                 self.drop_table(stage, scratch=True)
         return sorted([*days, *empty_days])
 
+    def read_raw(self, *, start: date | None = None, end: date | None = None,
+                 columns: Sequence[str] | None = None) -> pa.Table:
+        table = self.settings.tables.raw_events
+        if self.table_exists(table):  # a missing table: read's NotFoundError
+            _check_raw_columns(table, self.columns(table))
+        return self.read(table, start=start, end=end, columns=columns)
+
     # -- the ETL on the server -----------------------------------------------------------------------------------
+    def write_features(self, sql: Callable[[Sequence[date], bool], FeatureSql], days: Sequence[date], *,
+                       task: Task | None = None) -> dict[str, int]:
+        """Rows never leave the cluster: each day's partitions are filled by the server with ``INSERT OVERWRITE
+        TABLE … PARTITION (ds='…') SELECT …`` of that day's feature SQL, unsorted (a global sort would be wasted)."""
+        tables = (self.settings.tables.user_features, self.settings.tables.realtime_features)
+        for day in days:
+            statements = sql([day], False)
+            self.overwrite_partition_from_select(tables[0], day, statements.user_features)
+            self.overwrite_partition_from_select(tables[1], day, statements.realtime_features)
+            if task is not None:
+                task.advance(1, day=str(day))
+        return {table: sum(self.partition_counts(table, start=days[0], end=days[-1]).values()) for table in tables}
+
     def check_raw(self, table: str, *, start: date, end: date) -> dict[date, int]:
         """Check the raw-event table's columns against the contract and count its rows per partition in
         [start, end] (one aggregate query, run by the server). Missing table → NotFoundError."""
