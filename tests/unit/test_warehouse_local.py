@@ -321,3 +321,20 @@ def test_writers_of_one_table_take_turns(wh):
     assert errors == []
     seen = _days_as_read(wh, "t")
     assert sorted(seen) == days and all(ids in ([1], [2]) for ids in seen.values())
+
+
+def test_read_raw_checks_the_contract_and_gives_the_canonical_types(wh):
+    """read() gives the stored types of any table; read_raw() is the raw-event table after the contract check."""
+    raw = wh.settings.tables.raw_events
+    rows = pa.table({"event_id": ["a", "b"], "user_id": pa.array([1, 2], pa.int32()),
+                     "event_timestamp": pa.array([1704103200000, 1704106800000], pa.timestamp("ms", tz="Europe/Paris")),
+                     "event_type": ["impression", "order"], "platform": ["ios", None],
+                     "purchase_value": [None, 3.5], "is_clicked": [True, None], "ds": ["2024-01-01"] * 2})
+    wh.write_partitions(raw, rows)
+    assert wh.read(raw).schema.field("is_clicked").type == pa.bool_()
+    got = wh.read_raw(columns=["user_id", "event_timestamp", "is_clicked"])
+    assert [f.type for f in got.schema] == [pa.int64(), pa.timestamp("us", tz="UTC"), pa.int32()]
+    assert got.column("is_clicked").to_pylist() == [1, None]
+    wh.write_partitions(raw, rows.drop_columns(["event_type"]))
+    with pytest.raises(DataError, match="column 'event_type' is missing"):
+        wh.read_raw()

@@ -240,13 +240,20 @@ def _check_raw_columns(table: str, columns: Sequence[tuple[str, str]]) -> None:
 
     from modelsvc.contract import check_schema
 
-    fields = []
+    fields, spelled = [], {}
     for name, typ in columns:
         base = typ.split("(")[0].split("<")[0].strip().upper()
         # a type the contract has no Arrow twin for (ARRAY, MAP, BINARY…) is read as binary: refused
         arrow = arrow_type(f"{base}_TYPE") if f"{base}_TYPE" in _HIVE_TO_ARROW_NAMES else pa.binary()
         fields.append(pa.field(name.lower(), arrow))
-    plans = check_schema(pa.schema(fields), where=f"table {table}")
+        spelled[f"column '{name.lower()}' has type {arrow}"] = f"column '{name.lower()}' has type {typ.upper()}"
+    try:
+        plans = check_schema(pa.schema(fields), where=f"table {table}")
+    except DataError as exc:  # name the Hive type, not its Arrow twin
+        message = exc.message
+        for arrow_spelling, hive_spelling in spelled.items():
+            message = message.replace(arrow_spelling, hive_spelling)
+        raise DataError(message) from None
     if any(p.name == "event_timestamp" and p.kind == "parse" for p in plans):
         raise DataError(f"table {table}: column 'event_timestamp' is a string (expected TIMESTAMP on Hive)")
 
