@@ -181,8 +181,8 @@ def _run(args, root: Path) -> None:
     import torch
 
     from modelsvc.dataset import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+    from modelsvc.metrics import rank_auc as roc_auc
     from modelsvc.training import train
-    from modelsvc.training.loop import roc_auc
     from modelsvc.training.model import build_model
     from modelsvc.training.preprocessing import Preprocessor
     from tests.datasets import write_synthetic_dataset

@@ -1,10 +1,11 @@
 """Evaluation of a candidate model against production, and the promotion gate.
 
 ``evaluate`` scores the candidate run's pyfunc (``runs:/<id>/model``) on the test split of a dataset and, when the
-registered model has the production alias, the production model on the same rows. It computes the metrics below
-(numpy only), applies the gate of ``settings.evaluation.gate`` and stores the report in the candidate's MLflow run:
-metrics ``eval_*``, the artifact ``evaluation/report.json`` and the tags ``modelsvc.eval.*`` (the verdict, the
-dataset fingerprint and the production version the candidate was compared with, which ``promote`` checks).
+registered model has the production alias, the production model on the same rows. It computes the metrics of
+``modelsvc.metrics``, applies the gate of ``settings.evaluation.gate`` and stores the report in the candidate's
+MLflow run (through ``modelsvc.tracking``): metrics ``eval_*``, the artifact ``evaluation/report.json`` and the
+tags ``modelsvc.eval.*`` (the verdict, the dataset fingerprint and the production version the candidate was
+compared with, which ``promote`` checks).
 
 The gate ("do no harm"): the candidate must be within the absolute bounds, and, when production exists, no worse
 than production by more than the tolerances. A missing or NaN metric fails its check. Bounds are inclusive.
@@ -24,6 +25,7 @@ from pydantic import BaseModel, Field
 from modelsvc import tracking
 from modelsvc.config import GateSettings, Settings
 from modelsvc.errors import DataError, GateRefusedError, ModelsvcError, UsageError
+from modelsvc.metrics import brier_score, expected_calibration_error, log_loss, roc_auc
 from modelsvc.progress import NULL, Reporter
 from modelsvc.tracking import (
     METRIC_PREFIX,
@@ -48,77 +50,6 @@ if TYPE_CHECKING:
 MISSING_SLICE = "missing"
 # bounds are inclusive; this absorbs float noise in production +/- tolerance
 _EDGE_EPS = 1e-9
-
-
-# -- metrics (numpy) -------------------------------------------------------------------------------------------
-
-def _arrays(y_true: Any, p: Any) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(y_true, dtype=np.float64).ravel()
-    q = np.asarray(p, dtype=np.float64).ravel()
-    if y.shape != q.shape:
-        raise ValueError(f"labels ({y.size}) and predictions ({q.size}) differ in length")
-    return y, q
-
-
-def roc_auc(y_true: Any, p: Any) -> float:
-    """Area under the ROC curve from ranks (Mann-Whitney U), ties get their average rank.
-
-    NaN when either class is absent or a prediction is NaN.
-    """
-    y, q = _arrays(y_true, p)
-    if y.size == 0 or np.isnan(q).any():
-        return math.nan
-    pos = y == 1
-    n_pos = int(pos.sum())
-    n_neg = y.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return math.nan
-    order = np.argsort(q, kind="mergesort")
-    sorted_q = q[order]
-    # average rank (1-based) of each run of equal scores
-    starts = np.flatnonzero(np.r_[True, sorted_q[1:] != sorted_q[:-1]])
-    ends = np.r_[starts[1:], sorted_q.size]
-    avg_rank = (starts + ends + 1) / 2.0
-    ranks = np.empty(q.size, dtype=np.float64)
-    ranks[order] = np.repeat(avg_rank, ends - starts)
-    u = ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
-
-
-def log_loss(y_true: Any, p: Any, eps: float = 1e-15) -> float:
-    """Mean binary cross-entropy; predictions clipped to [eps, 1 - eps]. NaN for no rows or NaN input."""
-    y, q = _arrays(y_true, p)
-    if y.size == 0:
-        return math.nan
-    q = np.clip(q, eps, 1 - eps)
-    return float(-np.mean(y * np.log(q) + (1 - y) * np.log1p(-q)))
-
-
-def brier_score(y_true: Any, p: Any) -> float:
-    """Mean squared error of the probabilities."""
-    y, q = _arrays(y_true, p)
-    if y.size == 0:
-        return math.nan
-    return float(np.mean((q - y) ** 2))
-
-
-def expected_calibration_error(y_true: Any, p: Any, bins: int = 10) -> float:
-    """Row-weighted mean |mean prediction - label rate| over ``bins`` equal-width bins of [0, 1].
-
-    Binning is sklearn's ``calibration_curve(strategy="uniform")``: bin edges ``linspace(0, 1, bins + 1)``, a
-    value on an inner edge goes to the lower bin.
-    """
-    y, q = _arrays(y_true, p)
-    if y.size == 0 or np.isnan(q).any():
-        return math.nan
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    ids = np.searchsorted(edges[1:-1], q)
-    count = np.bincount(ids, minlength=bins).astype(np.float64)
-    sum_p = np.bincount(ids, weights=q, minlength=bins)
-    sum_y = np.bincount(ids, weights=y, minlength=bins)
-    used = count > 0
-    gaps = np.abs(sum_p[used] - sum_y[used]) / count[used]
-    return float(np.sum(gaps * count[used]) / y.size)
 
 
 # -- results ----------------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
+from modelsvc.metrics import rank_auc
 from modelsvc.training.model import CTRModel
 from modelsvc.training.preprocessing import Preprocessor
 
@@ -38,23 +39,6 @@ STATE_FILE = "state.pt"
 WORKERS_TAG = "modelsvc.train.workers"  # run tag: JSON list of {rank, node_id, host, pid}
 EVAL_BATCH = 65536
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-# -- metrics -------------------------------------------------------------------------------------------------
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC by the rank-sum (Mann-Whitney) statistic, ties counted half; NaN when one class is absent."""
-    y = np.asarray(labels).astype(bool).ravel()
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    n_pos = int(y.sum())
-    n_neg = y.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    _, inverse, counts = np.unique(s[order], return_inverse=True, return_counts=True)
-    avg_rank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based average rank of each distinct score
-    ranks = np.empty(s.size, dtype=np.float64)
-    ranks[order] = avg_rank[inverse]
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 # -- reading ---------------------------------------------------------------------------------------------------
@@ -309,7 +293,7 @@ def predict_logits(model: nn.Module, num: torch.Tensor, cat: torch.Tensor) -> to
 def evaluate(model: nn.Module, num: torch.Tensor, cat: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     logits = predict_logits(model, num, cat)
     loss = nn.functional.binary_cross_entropy_with_logits(logits, y).item()
-    auc = roc_auc(y.cpu().numpy(), logits.float().cpu().numpy())
+    auc = rank_auc(y.cpu().numpy(), logits.float().cpu().numpy())  # not sklearn's: see modelsvc.metrics
     return {"val_loss": float(loss), "val_auc": auc}
 
 
