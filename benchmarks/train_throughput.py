@@ -136,7 +136,7 @@ def trivial_fit(storage: str, settings) -> float:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from modelsvc.training.trainer import _controller_env
+    from modelsvc.training.ray_runtime import controller_env as _controller_env
 
     def noop(config):
         import ray.train

@@ -167,7 +167,8 @@ def test_live_epochs_show_progress_and_log_the_epochs_rank0_could_not(workdir):
     import ray
 
     from modelsvc.tracking import ensure_experiment
-    from modelsvc.training.trainer import _ensure_ray, _live_epochs
+    from modelsvc.training.ray_runtime import ensure_ray as _ensure_ray
+    from modelsvc.training.trainer import _live_epochs
 
     settings = small_settings(workdir)
     _ensure_ray(settings)  # a no-op when an earlier test of the session started Ray

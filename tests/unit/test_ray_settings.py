@@ -8,7 +8,8 @@ import pytest
 
 from modelsvc.config import load_settings
 from modelsvc.errors import ConfigError
-from modelsvc.training.trainer import POLL_INTERVAL_ENV, _controller_env
+from modelsvc.training.ray_runtime import POLL_INTERVAL_ENV
+from modelsvc.training.ray_runtime import controller_env as _controller_env
 
 
 def test_poll_interval_is_set_for_the_fit_only(monkeypatch):
