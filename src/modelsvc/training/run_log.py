@@ -18,6 +18,7 @@ from modelsvc.tracking import TAG_DATASET_FINGERPRINT, TAG_DATASET_NAME, TAG_DAT
 from modelsvc.training.result import EpochMetrics
 
 RUN_STATE_FILE = "modelsvc_run.json"
+WORKERS_TAG = "modelsvc.train.workers"  # run tag: JSON list of {rank, node_id, host, pid}
 EPOCH_METRICS = ("train_loss", "val_loss", "val_auc", "samples_per_s", "epoch_time_s")  # logged per epoch (step)
 
 
@@ -162,7 +163,8 @@ def log_model_and_finish(settings: Settings, client: Any, run_id: str, manifest:
             mlflow.log_artifact(str(t / "preprocessing.json"))
             mlflow.log_metrics({"best_epoch": best.epoch, "best_val_loss": best.val_loss,
                                 "best_val_auc": best.val_auc})
-            mlflow.set_tags({"modelsvc.data_path": str(state.get("data_path", "")),
+            mlflow.set_tags({WORKERS_TAG: json.dumps(state.get("workers", [])),
+                             "modelsvc.data_path": str(state.get("data_path", "")),
                              "modelsvc.stopped_early": str(bool(state["stopped"])).lower()})
 
 

@@ -23,7 +23,15 @@ from modelsvc.dataset import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES, D
 from modelsvc.errors import DataError, RetryableError
 from modelsvc.progress import NULL, Reporter
 from modelsvc.tracking import map_tracking_errors
-from modelsvc.training.ray_runtime import ProgressSink, cause, controller_env, prepare_ray
+from modelsvc.training.ray_runtime import (
+    ProgressSink,
+    cause,
+    controller_env,
+    local_mode,
+    local_use_gpu,
+    num_workers,
+    prepare_ray,
+)
 from modelsvc.training.result import EpochMetrics, TrainResult
 from modelsvc.training.run_log import RunState, create_run, existing_run, log_epochs, log_model_and_finish
 
@@ -53,7 +61,9 @@ def train(settings: Settings, *, dataset: str | None = None, version: str | None
     if run_id and stored.get("result") and client.get_run(run_id).info.status == "FINISHED":
         reporter.log(f"training {run_name} already finished: MLflow run {run_id}")
         return TrainResult.model_validate(stored["result"])
-    use_gpu = prepare_ray(settings, reporter)  # before there is a run to mark FAILED
+    workers = num_workers(settings)
+    # before there is a run to mark FAILED
+    use_gpu = local_use_gpu(settings) if workers == 0 else prepare_ray(settings, reporter)
     resumed = run_id is not None
     if run_id is None:
         run_id = create_run(client, settings, experiment_id, run_name, manifest)
@@ -95,7 +105,7 @@ def train(settings: Settings, *, dataset: str | None = None, version: str | None
         resumed=resumed,
         data_path=str(state.get("data_path", "resident")),
         device="cuda" if uses_gpu else "cpu",
-        num_workers=settings.scaling.num_workers,
+        num_workers=workers,
         wall_s=time.perf_counter() - t_start,
         history=history,
     )
@@ -149,69 +159,126 @@ def _fit_preprocessor(manifest: DatasetManifest) -> tuple[Any, int]:
 
 
 # -- Ray Train -------------------------------------------------------------------------------------------------
+LOCAL_CHECKPOINT_DIR = "local_checkpoint"  # local mode: <storage>/<run name>/local_checkpoint/state.pt
+
+
 def fit_workers(settings: Settings, manifest: DatasetManifest, pre: Any, train_rows: int, run_name: str,
                 run_id: str | None, reporter: Reporter = NULL, *,
                 use_gpu: bool | None = None) -> tuple[Any, dict[str, Any]]:
-    """The Ray Train part of ``train``: run the workers, return (Ray result, latest checkpoint state).
+    """The Ray Train part of ``train``: run the workers (or, with ``scaling.num_workers`` resolving to 0, the
+    training function in this process), return (Ray result, latest checkpoint state).
 
     With ``run_id=None`` nothing is logged to MLflow (the GPU benchmark runs it where MLflow is not installed).
-    ``use_gpu`` from :func:`prepare_ray` when the caller already ran it; otherwise it runs here.
+    ``use_gpu`` from :func:`prepare_ray` (or ``local_use_gpu``) when the caller already ran it; otherwise here.
     """
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     from modelsvc.training.loop import load_state
-    from modelsvc.training.worker import WorkerConfig, train_loop_per_worker
+    from modelsvc.training.worker import WorkerConfig, read_state_file
 
+    workers = num_workers(settings)
+    local = workers == 0
     if use_gpu is None:
-        use_gpu = prepare_ray(settings, reporter)
+        use_gpu = local_use_gpu(settings) if local else prepare_ray(settings, reporter)
     fail_at = os.environ.get(FAIL_AT_EPOCH_ENV)
     t = settings.training
     config = WorkerConfig(
         data_file=str(manifest.data_path), label=manifest.label, preprocessor=pre.to_dict(), model=settings.model,
         train_rows=train_rows, lr=t.lr, weight_decay=t.weight_decay, batch_size=t.batch_size, epochs=t.epochs,
         seed=t.seed, patience=t.early_stopping_patience, data_path_mode=t.data_path,
-        resident_max_bytes=t.resident_max_bytes, mlflow_tracking_uri=settings.tracking_uri(), mlflow_run_id=run_id,
+        resident_max_bytes=t.resident_max_bytes, use_gpu=use_gpu if local else None,
+        checkpoint_uri=_local_checkpoint_uri(settings, run_name) if local else None,
         fail_at_epoch=int(fail_at) if fail_at else None)
-    resources = {"CPU": settings.scaling.cpus_per_worker}
-    if use_gpu:
-        resources["GPU"] = 1
     try:
-        with _live_epochs(settings, run_id, t.epochs, reporter) as sink:
-            trainer = TorchTrainer(
-                train_loop_per_worker,
-                # a dict, as Ray Train passes it; the worker validates it back into a WorkerConfig
-                train_loop_config=dict(config.model_copy(update={"progress_sink": sink})),
-                scaling_config=ScalingConfig(num_workers=settings.scaling.num_workers, use_gpu=use_gpu,
-                                             resources_per_worker=resources),
-                run_config=RunConfig(
-                    name=run_name,
-                    storage_path=settings.ray_storage_path(),
-                    failure_config=FailureConfig(max_failures=t.max_failures),
-                    checkpoint_config=CheckpointConfig(num_to_keep=2),
-                ),
-            )
-            with controller_env(settings):
-                result = trainer.fit()
+        with _live_epochs(settings, run_id, t.epochs, reporter, local=local) as sink:
+            config = config.model_copy(update={"progress_sink": sink})
+            if local:
+                with local_mode(settings):
+                    result = _fit_local(config, run_name, t.max_failures, reporter)
+            else:
+                result = _fit_ray(settings, config, run_name, workers, use_gpu)
     except Exception as exc:
         raise RetryableError(
             f"training run '{run_name}' failed: {cause(exc)}",
             hint="run the same command again to resume from the last checkpoint",
         ) from exc
-    if result.checkpoint is None:
+    state = read_state_file(config.checkpoint_uri) if config.checkpoint_uri else None
+    if state is None and result.checkpoint is not None and not local:
+        with result.checkpoint.as_directory() as d:
+            state = load_state(d)
+    if state is None:
         raise RetryableError(f"training run '{run_name}' finished without a checkpoint")
-    with result.checkpoint.as_directory() as d:
-        state = load_state(d)
     return result, state
 
 
-@contextmanager
-def _live_epochs(settings: Settings, run_id: str | None, epochs: int, reporter: Reporter) -> Iterator[Any]:
-    """While ``fit`` blocks: show rank 0's epochs through the reporter, and log to MLflow the epochs rank 0 could
-    not (a worker on another node may lack the tracking server's credentials or route)."""
-    import ray
+def _local_checkpoint_uri(settings: Settings, run_name: str) -> str:
+    return f"{settings.ray_storage_path().rstrip('/')}/{run_name}/{LOCAL_CHECKPOINT_DIR}"
 
-    sink: Any = ray.remote(num_cpus=0)(ProgressSink).remote()
+
+def _trainer(config: Any, run_name: str, scaling: Any, run_config: Any = None) -> Any:
+    from ray.train import RunConfig
+    from ray.train.torch import TorchTrainer
+
+    from modelsvc.training.worker import train_loop_per_worker
+
+    return TorchTrainer(
+        train_loop_per_worker,
+        # a dict, as Ray Train passes it; the worker validates it back into a WorkerConfig
+        train_loop_config=dict(config),
+        scaling_config=scaling,
+        run_config=run_config or RunConfig(name=run_name),
+    )
+
+
+def _fit_ray(settings: Settings, config: Any, run_name: str, workers: int, use_gpu: bool) -> Any:
+    """Workers as Ray actors: Ray Train persists checkpoints under the storage path, resumes and retries."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+
+    resources = {"CPU": settings.scaling.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = 1
+    trainer = _trainer(
+        config, run_name,
+        ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
+        RunConfig(
+            name=run_name,
+            storage_path=settings.ray_storage_path(),
+            failure_config=FailureConfig(max_failures=settings.training.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    with controller_env(settings):
+        return trainer.fit()
+
+
+def _fit_local(config: Any, run_name: str, max_failures: int, reporter: Reporter) -> Any:
+    """Ray Train's local mode: the training function in this process, no Ray started. Its local mode neither
+    persists checkpoints nor retries (see ``ray_runtime``): the worker persists its state file
+    (``config.checkpoint_uri``) and this retries up to ``max_failures`` times, each attempt resuming from it."""
+    from ray.train import ScalingConfig
+
+    attempt = 0
+    while True:
+        try:
+            return _trainer(config, run_name, ScalingConfig(num_workers=0)).fit()
+        except Exception as exc:
+            if attempt >= max_failures:
+                raise
+            attempt += 1
+            reporter.log(f"training failed ({cause(exc)}); resuming from the last checkpoint "
+                         f"(retry {attempt} of {max_failures})")
+
+
+@contextmanager
+def _live_epochs(settings: Settings, run_id: str | None, epochs: int, reporter: Reporter, *,
+                 local: bool = False) -> Iterator[Any]:
+    """While ``fit`` blocks: show rank 0's epochs through the reporter and log them to MLflow from the driver
+    (workers import no MLflow, and credentials stay here). An epoch marked ``mlflow_logged`` is not logged again.
+    ``local``: the sink is a plain object in this process (local mode, no Ray), else a Ray actor."""
+    if local:
+        sink: Any = ProgressSink()
+    else:
+        import ray
+
+        sink = ray.remote(num_cpus=0)(ProgressSink).remote()
     client = None
     if run_id is not None:
         from modelsvc.tracking import mlflow_client
@@ -222,7 +289,7 @@ def _live_epochs(settings: Settings, run_id: str | None, epochs: int, reporter: 
 
         def drain(seen: int) -> int:
             try:
-                new = ray.get(sink.since.remote(seen), timeout=10)
+                new = sink.since(seen) if local else ray.get(sink.since.remote(seen), timeout=10)
             except Exception:  # noqa: BLE001 - progress is cosmetic; the checkpoint holds the truth
                 return seen
             for data in new:
@@ -246,5 +313,6 @@ def _live_epochs(settings: Settings, run_id: str | None, epochs: int, reporter: 
         finally:
             stop.set()
             thread.join()
-            with contextlib.suppress(Exception):
-                ray.kill(sink)
+            if not local:
+                with contextlib.suppress(Exception):
+                    ray.kill(sink)

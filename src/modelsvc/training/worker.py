@@ -1,8 +1,12 @@
 """The Ray Train worker function and its typed configuration.
 
-``train_loop_per_worker`` runs on every Ray Train worker: :func:`restore` the latest checkpoint, build the model
-and optimizer, read this rank's :func:`batches`, then per epoch :func:`run_epoch` and :func:`checkpoint`. The data
-path itself (resident or streaming shards, the epoch and evaluation steps) is in ``modelsvc.training.loop``.
+``train_loop_per_worker`` runs on every Ray Train worker, or in the driver in Ray Train's local mode
+(``num_workers=0``): :func:`restore` the latest checkpoint, build the model and optimizer, read this rank's
+:func:`batches`, then per epoch :func:`run_epoch` and :func:`checkpoint`. The data path itself (resident or
+streaming shards, the epoch and evaluation steps) is in ``modelsvc.training.loop``.
+
+Workers do not import MLflow (1.5 s before the first epoch): rank 0 hands each epoch to the driver's progress sink
+and the driver logs it; where each rank ran is in the checkpoint state, tagged on the run by the driver.
 
 Imported by Ray workers only (lazily from ``modelsvc.training.trainer``): torch is a module-level import here.
 """
@@ -10,7 +14,7 @@ Imported by Ray workers only (lazily from ``modelsvc.training.trainer``): torch 
 from __future__ import annotations
 
 import contextlib
-import json
+import io
 import math
 import os
 import shutil
@@ -44,8 +48,6 @@ from modelsvc.training.loop import (
 from modelsvc.training.model import build_model
 from modelsvc.training.preprocessing import Preprocessor
 
-WORKERS_TAG = "modelsvc.train.workers"  # run tag: JSON list of {rank, node_id, host, pid}
-
 
 class WorkerConfig(BaseModel):
     """Everything a worker needs, built by ``modelsvc.training.trainer.fit_workers`` (sent to every worker)."""
@@ -65,10 +67,12 @@ class WorkerConfig(BaseModel):
     patience: int
     data_path_mode: Literal["auto", "resident", "streaming"]
     resident_max_bytes: int | None = None
-    mlflow_tracking_uri: str | None = None
-    mlflow_run_id: str | None = Field(None, description="None: rank 0 logs nothing to MLflow")
+    use_gpu: bool | None = Field(None, description="local mode: False keeps a CUDA machine's training on the CPU")
+    checkpoint_uri: str | None = Field(None, description="local mode: the state file rank 0 persists each epoch "
+                                       "and restores from (Ray's local mode keeps checkpoints in memory only)")
     fail_at_epoch: int | None = Field(None, description="test hook: rank 0 fails once at this epoch")
-    progress_sink: Any = Field(None, description="the driver's progress actor (a Ray actor handle) or None")
+    progress_sink: Any = Field(None, description="the driver's ProgressSink (a Ray actor handle, or the object "
+                                                 "itself in local mode) or None")
 
 
 @dataclass
@@ -81,6 +85,7 @@ class TrainState:
     bad_epochs: int = 0
     stopped: bool = False
     best_state: dict[str, torch.Tensor] | None = None
+    workers: list[dict[str, Any]] = field(default_factory=list)
 
 
 # -- the Ray Train worker function -----------------------------------------------------------------------------
@@ -93,14 +98,16 @@ def train_loop_per_worker(raw: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
+    if config.use_gpu is False:  # local mode picks CUDA whenever torch sees it
+        device = torch.device("cpu")
     pre = Preprocessor.from_dict(config.preprocessor)
 
-    saved = restore()
+    saved = restore(config)
     torch.manual_seed(config.seed)
     net = build_model(config.model, pre.num_numeric_outputs, pre.cardinalities)
     if saved is not None:
         net.load_state_dict(saved["model"])
-    model = ray.train.torch.prepare_model(net)
+    model = ray.train.torch.prepare_model(net, move_to_device=device)
     # fused Adam on a GPU: one kernel per step instead of a dozen (a small MLP's step is launch-bound there)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                  fused=True if device.type == "cuda" else None)
@@ -109,14 +116,15 @@ def train_loop_per_worker(raw: dict[str, Any]) -> None:
         optimizer.load_state_dict(saved["optimizer"])
         state = TrainState(epoch=int(saved["epoch"]), history=list(saved["history"]),
                            best_val_loss=saved["best_val_loss"], bad_epochs=saved["bad_epochs"],
-                           stopped=saved["stopped"], best_state=saved["best_state"])
+                           stopped=saved["stopped"], best_state=saved["best_state"],
+                           workers=list(saved.get("workers", [])))
     start_epoch = state.epoch + 1
     if state.stopped or start_epoch >= config.epochs:
         return  # already finished: the latest checkpoint holds the result
 
     train_batches, mode = batches(config, pre, rank, world, device)
     val = validation(config, pre, device) if rank == 0 else None
-    tracker = _RankZeroTracker(config, rank, _gather_workers(rank, world))
+    state.workers = _gather_workers(rank, world)
 
     for epoch in range(start_epoch, config.epochs):
         # test hook: fail once at epoch k; the restarted attempt resumes at k (start_epoch == k) and goes on
@@ -124,21 +132,23 @@ def train_loop_per_worker(raw: dict[str, Any]) -> None:
             raise RuntimeError(f"modelsvc test hook: injected worker failure at epoch {epoch}")
         metrics = run_epoch(model, optimizer, train_batches, val, state, epoch, config, rank, world, device)
         if rank == 0:
-            tracker.epoch(metrics, {"epochs": config.epochs, "data_path": mode, "device": str(device)})
-        checkpoint(model, optimizer, state, metrics, mode, device, rank)
+            send_progress(config.progress_sink, {**metrics, "epochs": config.epochs, "data_path": mode,
+                                                 "device": str(device)})
+        checkpoint(model, optimizer, state, metrics, mode, device, rank, config.checkpoint_uri)
         if state.stopped:
             break
 
 
-def restore() -> dict[str, Any] | None:
-    """State from the latest checkpoint: a rerun of the same training, or a restart after a worker failure."""
+def restore(config: WorkerConfig) -> dict[str, Any] | None:
+    """State from the latest checkpoint: a rerun of the same training, or a restart after a worker failure.
+    In local mode Ray has none to give: the state file persisted by :func:`checkpoint`, if any."""
     import ray.train
 
     ckpt = ray.train.get_checkpoint()
-    if ckpt is None:
-        return None
-    with ckpt.as_directory() as d:
-        return load_state(d)
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            return load_state(d)
+    return read_state_file(config.checkpoint_uri) if config.checkpoint_uri else None
 
 
 def batches(config: WorkerConfig, pre: Preprocessor, rank: int, world: int,
@@ -201,8 +211,10 @@ def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, train_ba
 
 
 def checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainState,
-               metrics: dict[str, float], mode: str, device: torch.device, rank: int) -> None:
-    """Report the epoch to Ray Train; rank 0 attaches the checkpoint (weights, optimizer, history, best model)."""
+               metrics: dict[str, float], mode: str, device: torch.device, rank: int,
+               persist_uri: str | None = None) -> None:
+    """Report the epoch to Ray Train; rank 0 attaches the checkpoint (weights, optimizer, history, best model)
+    and, in local mode, first persists it to ``persist_uri``."""
     import ray.train
 
     report = {**metrics, "best_val_loss": state.best_val_loss, "stopped": state.stopped, "data_path": mode,
@@ -210,56 +222,62 @@ def checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: 
     if rank != 0:
         ray.train.report(report)
         return
-    tmp = tempfile.mkdtemp(prefix="modelsvc-ckpt-")
-    torch.save({
+    data = {
         "model": cpu_state(model), "optimizer": optimizer.state_dict(), "epoch": state.epoch,
         "history": state.history, "best_val_loss": state.best_val_loss, "bad_epochs": state.bad_epochs,
         "stopped": state.stopped, "best_state": state.best_state if state.best_state is not None else cpu_state(model),
-        "data_path": mode,
-    }, Path(tmp) / STATE_FILE)
+        "data_path": mode, "workers": state.workers,
+    }
+    if persist_uri:
+        write_state_file(persist_uri, data)
+    tmp = tempfile.mkdtemp(prefix="modelsvc-ckpt-")
+    torch.save(data, Path(tmp) / STATE_FILE)
     ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(tmp))
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-# -- rank 0's side channels: MLflow and the driver's progress actor ---------------------------------------------
-class _RankZeroTracker:
-    """Rank 0's MLflow logging (best effort: a worker on another node may lack the server's credentials or route;
-    the driver then logs what is missing after the fit, trainer's ``log_epochs``) and its progress messages."""
+def _fs(uri: str) -> tuple[Any, str]:
+    import pyarrow.fs as pafs
 
-    def __init__(self, config: WorkerConfig, rank: int, workers: list[dict[str, Any]]) -> None:
-        self.run_id = config.mlflow_run_id
-        self.sink = config.progress_sink
-        self.client: Any = None
-        if rank == 0 and self.run_id:
-            from mlflow.tracking import MlflowClient
-
-            self.client = MlflowClient(tracking_uri=config.mlflow_tracking_uri)
-            try:  # where each rank ran: proof that a cluster run really used its nodes
-                self.client.set_tag(self.run_id, WORKERS_TAG, json.dumps(workers))
-            except Exception:  # noqa: BLE001 - any tracking failure: stop logging from here, keep training
-                self.client = None
-
-    def epoch(self, metrics: dict[str, float], extra: dict[str, Any]) -> None:
-        logged = False
-        if self.client is not None:
-            try:
-                from mlflow.entities import Metric
-
-                ts = int(time.time() * 1000)
-                self.client.log_batch(self.run_id, metrics=[
-                    Metric(k, float(v), ts, int(metrics["epoch"])) for k, v in metrics.items() if k != "epoch"])
-                logged = True
-            except Exception:  # noqa: BLE001 - see the class doc: the driver logs the epoch instead
-                self.client = None
-        send_progress(self.sink, {**metrics, **extra, "mlflow_logged": logged})
+    if "://" not in uri:
+        uri = str(Path(uri).resolve())
+    fs, path = pafs.FileSystem.from_uri(uri)
+    return fs, path
 
 
+def write_state_file(uri: str, data: dict[str, Any]) -> None:
+    """``data`` as ``<uri>/state.pt`` (local path or any pyarrow filesystem URI), replaced whole: written beside
+    it, then moved over it, so a crash leaves the previous epoch's state."""
+    fs, root = _fs(uri)
+    fs.create_dir(root, recursive=True)
+    buf = io.BytesIO()
+    torch.save(data, buf)
+    tmp = f"{root}/.{STATE_FILE}.{os.getpid()}.tmp"
+    with fs.open_output_stream(tmp) as f:
+        f.write(buf.getvalue())
+    fs.move(tmp, f"{root}/{STATE_FILE}")
+
+
+def read_state_file(uri: str) -> dict[str, Any] | None:
+    """The state written by :func:`write_state_file`, None when there is none."""
+    fs, root = _fs(uri)
+    try:
+        with fs.open_input_stream(f"{root}/{STATE_FILE}") as f:
+            raw = f.read()
+    except (FileNotFoundError, OSError):
+        return None
+    return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+
+
+# -- rank 0's progress and where the ranks ran ------------------------------------------------------------------
 def send_progress(sink: Any, data: dict[str, Any]) -> None:
-    """Hand rank 0's epoch to the driver's progress actor (fire and forget; a lost message only costs a tick)."""
+    """Hand rank 0's epoch to the driver's progress sink (fire and forget; a lost message only costs a tick and
+    the driver logs any epoch still missing after the fit)."""
     if sink is None:
         return
     with contextlib.suppress(Exception):
-        sink.put.remote(data)
+        put = sink.put
+        getattr(put, "remote", put)(data)  # an actor's method, or the local-mode object's
 
 
 def _gather_workers(rank: int, world: int) -> list[dict[str, Any]]:
@@ -268,8 +286,8 @@ def _gather_workers(rank: int, world: int) -> list[dict[str, Any]]:
 
     import ray
 
-    me = {"rank": rank, "node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(),
-          "pid": os.getpid()}
+    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None  # None: local mode
+    me = {"rank": rank, "node_id": node, "host": socket.gethostname(), "pid": os.getpid()}
     if world == 1:
         return [me]
     import torch.distributed as dist
