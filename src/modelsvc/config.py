@@ -199,9 +199,18 @@ class RaySettings(Section):
 class ScalingSettings(Section):
     """Ray Train scaling."""
 
-    num_workers: int = Field(1, ge=1)
+    num_workers: int | Literal["auto"] = Field(
+        "auto", description="Ray Train workers; 0 runs the training function in this process (Ray Train's local "
+                            "mode, no Ray started); auto: 0 without a Ray address, else 1")
     use_gpu: Literal["auto", True, False] = "auto"
     cpus_per_worker: float = Field(1.0, gt=0)
+
+    @field_validator("num_workers")
+    @classmethod
+    def _not_negative(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 0:
+            raise ValueError("must be auto or a number >= 0")
+        return v
 
     @field_validator("use_gpu", mode="before")
     @classmethod
