@@ -99,7 +99,32 @@ def load_dataset(settings: Settings, name: str | None = None, version: str | Non
         raise NotFoundError(f"dataset '{name}' has no version '{chosen}' (latest: {versions[-1]})")
     manifest = DatasetManifest.model_validate_json((folder / MANIFEST_FILE).read_text())
     manifest.path = str(folder)
+    check_labels(manifest)
     return manifest
+
+
+def check_labels(manifest: DatasetManifest) -> None:
+    """A DataError naming the version's file and the count when its label has values other than 0 and 1 (a
+    dataset written by another tool, or by a modelsvc before the raw-event check of ``is_clicked``)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    try:
+        labels = pq.read_table(manifest.data_path, columns=[manifest.label]).column(0)
+    except FileNotFoundError:
+        raise NotFoundError(f"dataset file {manifest.data_path} is missing") from None
+    except (KeyError, ValueError, OSError) as exc:  # pyarrow: no such column, or not Parquet
+        raise DataError(f"{manifest.data_path}: cannot read the label column '{manifest.label}' "
+                        f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    # null, NaN or anything but 0/1 is refused
+    numeric = pc.cast(labels, pa.float64()) if pa.types.is_integer(labels.type) or pa.types.is_floating(
+        labels.type) or pa.types.is_boolean(labels.type) else pa.nulls(len(labels), pa.float64())
+    bad = pc.fill_null(pc.invert(pc.is_in(numeric, value_set=pa.array([0.0, 1.0]))), True)
+    n = pc.sum(bad).as_py() or 0
+    if n:
+        raise DataError(f"{manifest.data_path}: label '{manifest.label}' has {n} value(s) other than 0 and 1 "
+                        f"(e.g. {labels.filter(bad)[0].as_py()})")
 
 
 def read_dataset(manifest: DatasetManifest, *, split: str | None = None,
