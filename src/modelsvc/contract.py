@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -121,32 +121,38 @@ def check_parquet_files(files: Iterable[Path], *, connection: object | None = No
     return checked
 
 
-# the partition day of a file, from its folder name ds=YYYY-MM-DD (NULL for a file outside such a folder)
-_FILE_DAY = r"TRY_CAST(regexp_extract(filename, 'ds=([0-9]{4}-[0-9]{2}-[0-9]{2})[/\\][^/\\]*$', 1) AS DATE)"
+def _columns(plan: tuple[ColumnPlan, ...]) -> tuple[str, str, str]:
+    """(timestamp expression, unparsable condition, bad is_clicked condition) for files of ``plan``."""
+    kinds = {p.name: p.kind for p in plan}
+    parse = kinds["event_timestamp"] == "parse"
+    ts = "TRY_CAST(event_timestamp AS TIMESTAMPTZ)" if parse else "CAST(event_timestamp AS TIMESTAMPTZ)"
+    unparsable = f"event_timestamp IS NOT NULL AND {ts} IS NULL" if parse else "false"
+    clicks = "false" if kinds["is_clicked"] == "null" else \
+        "is_clicked IS NOT NULL AND CAST(is_clicked AS DOUBLE) NOT IN (0, 1)"  # NaN is neither 0 nor 1
+    return ts, unparsable, clicks
+
+
+def _count_and_example(condition: str, column: str) -> str:
+    # a constant when the check does not apply: an aggregate with FILTER (WHERE false) still evaluates per row
+    if condition == "false":
+        return "0, NULL"
+    return f"count(*) FILTER (WHERE {condition}), min({column}) FILTER (WHERE {condition})"
 
 
 def _data_sql(plan: tuple[ColumnPlan, ...], listing: str) -> str:
     """One row per file: (filename, unparsable timestamps, an example, is_clicked outside {0, 1}, an example,
-    events outside the file's UTC day, an example event_id and its timestamp), reading every column so that a
-    data page that does not decode fails here, before anything is written."""
+    first and last timestamp), reading every column so that a data page that does not decode fails here, before
+    anything is written."""
+    ts, unparsable, clicks = _columns(plan)
     kinds = {p.name: p.kind for p in plan}
-    ts = "CAST(event_timestamp AS TIMESTAMPTZ)" if kinds["event_timestamp"] == "cast" else \
-        "TRY_CAST(event_timestamp AS TIMESTAMPTZ)"
-    unparsable = "event_timestamp IS NOT NULL AND ts IS NULL" if kinds["event_timestamp"] == "parse" else "false"
-    clicks = "false" if kinds["is_clicked"] == "null" else \
-        "is_clicked IS NOT NULL AND CAST(is_clicked AS DOUBLE) NOT IN (0, 1)"  # NaN is neither 0 nor 1
-    off_day = "ts IS NOT NULL AND file_day IS NOT NULL AND CAST(ts AS DATE) <> file_day"
     # decode every value of the other columns (count(col) alone may read only the validity of a page)
     decode = ", ".join(f"count(*) FILTER (WHERE {c} IS NOT NULL)" for c in RAW_COLUMNS
                        if c not in {"event_timestamp", "is_clicked"} and kinds[c] != "null")
     return f"""
 SELECT filename,
-       count(*) FILTER (WHERE {unparsable}), min(CAST(event_timestamp AS VARCHAR)) FILTER (WHERE {unparsable}),
-       count(*) FILTER (WHERE {clicks}), min(CAST(is_clicked AS VARCHAR)) FILTER (WHERE {clicks}),
-       count(*) FILTER (WHERE {off_day}), arg_min(event_id, ts) FILTER (WHERE {off_day}),
-       min(ts) FILTER (WHERE {off_day}), any_value(file_day), {decode}
-FROM (SELECT *, {ts} AS ts, {_FILE_DAY} AS file_day
-      FROM read_parquet([{listing}], filename = true, hive_partitioning = false))
+       {_count_and_example(unparsable, "event_timestamp")}, {_count_and_example(clicks, "is_clicked")},
+       min({ts}), max({ts}), {decode}
+FROM read_parquet([{listing}], filename = true, hive_partitioning = false)
 GROUP BY filename"""
 
 
@@ -174,7 +180,7 @@ def check_data(files: Iterable[FileCheck], *, connection: object | None = None) 
             except duckdb.Error as exc:
                 _raise_unreadable(con, plan, paths, exc)
             for row in sorted(rows, key=lambda r: str(r[0])):
-                _raise_for_row(row)
+                _raise_for_row(con, plan, row)
     finally:
         if connection is None:
             con.close()
@@ -201,18 +207,40 @@ def _first_line(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def _raise_for_row(row: tuple[Any, ...]) -> None:
-    path, unparsable, ts_example, clicks, click_example, off_day, off_id, off_ts, day = row[:9]
+def _file_day(path: str) -> date | None:
+    """The day of a file's partition folder ``ds=YYYY-MM-DD`` (None for a file outside such a folder)."""
+    name = Path(path).parent.name
+    try:
+        day = date.fromisoformat(name[3:]) if name.startswith("ds=") else None
+    except ValueError:
+        return None
+    return day if day is not None and day.isoformat() == name[3:] else None
+
+
+def _raise_for_row(con: Any, plan: tuple[ColumnPlan, ...], row: tuple[Any, ...]) -> None:
+    path, unparsable, ts_example, clicks, click_example, first, last = row[:7]
     if unparsable:
         raise DataError(f"{path}: column 'event_timestamp' has {unparsable} value(s) that do not parse as "
                         f"timestamps (e.g. {ts_example!r})")
     if clicks:
         raise DataError(f"{path}: column 'is_clicked' has {clicks} value(s) other than 0 and 1 "
                         f"(e.g. {click_example})")
-    if off_day:
-        when = off_ts.astimezone(timezone.utc).isoformat() if isinstance(off_ts, datetime) else off_ts
-        raise DataError(f"{path}: {off_day} event(s) lie outside the partition's UTC day ds={day} "
-                        f"(e.g. event {off_id!r} at {when}); store each event in the partition of its UTC date")
+    day = _file_day(path)
+    if day is None or first is None:
+        return
+    lo = datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc)
+    hi = lo + timedelta(days=1)
+    if lo <= first and last < hi:
+        return
+    # only on this failure path: how many, and which one first
+    ts = _columns(plan)[0]
+    outside = f"({ts} < TIMESTAMPTZ '{lo.isoformat()}' OR {ts} >= TIMESTAMPTZ '{hi.isoformat()}')"
+    n, event, when = con.execute(
+        f"SELECT count(*), arg_min(event_id, {ts}), min({ts}) FROM read_parquet([{_listing([path])}]) "
+        f"WHERE {outside}").fetchall()[0]
+    when = when.astimezone(timezone.utc).isoformat() if isinstance(when, datetime) else when
+    raise DataError(f"{path}: {n} event(s) lie outside the partition's UTC day ds={day} "
+                    f"(e.g. event {event!r} at {when}); store each event in the partition of its UTC date")
 
 
 def select_sql(plan: tuple[ColumnPlan, ...], source: str) -> str:
