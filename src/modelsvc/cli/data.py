@@ -33,6 +33,9 @@ def demo_data_cmd(
 ) -> None:
     """Write realistic raw events (and the click oracle) for USERS users over DAYS days.
 
+    Replaces the whole raw-events and click-oracle tables: the days of an earlier run outside the new range are
+    left empty, so no older event remains.
+
     Example: modelsvc demo-data --users 10000 --days 28 --start-date 2025-01-01 --seed 7
     """
     settings = settings_for(config, profile)
