@@ -48,7 +48,9 @@ class Section(BaseModel):
 
 
 class PathsSettings(Section):
-    """Where local state lives. Every relative path is resolved against ``root``."""
+    """Where local state lives. Every relative path is resolved against ``root``; a relative ``root`` against the
+    project folder (the folder holding the config directory), so a command run from another folder finds the
+    same state."""
 
     root: Path = Field(Path("data"), description="one folder for all local state")
     warehouse: Path = Field(Path("warehouse"), description="Parquet tables (local engine)")
@@ -58,9 +60,21 @@ class PathsSettings(Section):
     ray: Path = Field(Path("ray"), description="Ray Train storage (checkpoints)")
     reports: Path = Field(Path("reports"), description="evaluation reports and run summaries")
 
+    # the project folder (set by load_settings: the parent of the config directory); None: the working directory
+    _base: Path | None = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:  # the values only: where the settings were loaded from is no value
+        return isinstance(other, PathsSettings) and self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # as every pydantic model
+
+    def base(self) -> Path:
+        """The folder relative paths (``root``, ``features.repo_path``) start from."""
+        return self._base if self._base is not None else Path.cwd()
+
     def resolve(self, name: str) -> Path:
         """Absolute path of one of the folders above (``root`` itself included)."""
-        root = self.root if self.root.is_absolute() else Path.cwd() / self.root
+        root = self.root if self.root.is_absolute() else self.base() / self.root
         if name == "root":
             return root
         sub: Path = getattr(self, name)
@@ -131,7 +145,8 @@ class RedisSettings(Section):
 class FeaturesSettings(Section):
     """The Feast feature store."""
 
-    repo_path: Path = Field(Path("feature_repo"), description="the Feast repo (relative to the working dir)")
+    repo_path: Path = Field(Path("feature_repo"), description="the Feast repo (relative: to the project folder, "
+                            "which holds the config directory)")
     project: str = Field("modelsvc", pattern=IDENTIFIER_PATTERN)
     online_store: Literal["sqlite", "redis"] = "sqlite"
     feature_service: str = Field("ctr_model_v1", pattern=IDENTIFIER_PATTERN)
@@ -327,6 +342,11 @@ class Settings(BaseSettings):
         return (self.ray.address or os.environ.get("RAY_ADDRESS") or self._dotenv_fallbacks.get("RAY_ADDRESS")
                 or None)
 
+    def feature_repo_path(self) -> Path:
+        """The Feast repo folder, absolute (``features.repo_path``; a relative one starts at the project folder)."""
+        path = self.features.repo_path
+        return path if path.is_absolute() else self.paths.base() / path
+
     def ray_storage_path(self) -> str:
         return self.ray.storage_path or str(self.paths.resolve("ray"))
 
@@ -474,6 +494,8 @@ def load_settings(config_dir: str | Path | None = "configs", *, profile: str | N
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, origin, env_keys)) from None
     settings.config_dir = cdir
+    if cdir is not None:  # relative paths start at the project folder, wherever the command runs
+        settings.paths._base = cdir.resolve().parent
     settings._dotenv_fallbacks = {k: v for k, v in _dotenv_standard().items() if k in STANDARD_DOTENV}
     return settings
 

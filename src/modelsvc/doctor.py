@@ -209,7 +209,7 @@ _ONLINE_FIX = {
 
 
 def _feast_repo(settings: Settings, timeout: float) -> str:
-    repo = settings.features.repo_path
+    repo = settings.feature_repo_path()
     if not repo.is_dir():
         raise _Outcome("fail", f"Feast repo {repo.resolve()} does not exist")
     sources = sorted(p.name for p in repo.glob("*.py"))

@@ -68,9 +68,8 @@ class MaterializeReport(BaseModel):
 # -- configuration ---------------------------------------------------------------------------------------------
 
 def repo_path(settings: Settings) -> Path:
-    """The Feast repo folder (``features.repo_path``, relative to the working directory)."""
-    path = settings.features.repo_path
-    path = path if path.is_absolute() else Path.cwd() / path
+    """The Feast repo folder (``features.repo_path``, relative to the project folder)."""
+    path = settings.feature_repo_path()
     if not (path / DEFINITIONS_FILE).is_file():
         raise NotFoundError(f"feature repo '{settings.features.repo_path}' has no {DEFINITIONS_FILE} "
                             "(set features.repo_path to the feature_repo folder)")
