@@ -331,7 +331,7 @@ def make_manifest(settings: Settings, df: pd.DataFrame, *, name: str, version: s
     return DatasetManifest(
         name=name, version=version, path="", created_at=created_at,
         start_date=start_date.isoformat(), end_date=end_date.isoformat(),
-        entity=settings.entity, label=label, features=list(FEATURES), feature_refs=feature_refs,
+        label=label, features=list(FEATURES), feature_refs=feature_refs,
         rows=len(df), label_rate=_rate(df[label]), splits=splits,
         null_rate={f: float(df[f].isna().mean()) for f in FEATURES},
         time_range=(df["event_timestamp"].min().to_pydatetime(), df["event_timestamp"].max().to_pydatetime()),

@@ -395,7 +395,7 @@ def get_online_features(settings: Settings, user_ids: Sequence[int]) -> pd.DataF
     check_online_store(settings)
     store = feature_store(settings, apply=False)
     service = _service(store, settings)
-    rows = [{settings.entity: int(u)} for u in user_ids]
+    rows = [{"user_id": int(u)} for u in user_ids]
     with _quiet(), _online_store(settings):
         return store.get_online_features(features=service, entity_rows=rows).to_df()
 
