@@ -231,3 +231,31 @@ def test_a_dataset_whose_label_is_not_0_or_1_is_refused_by_load_dataset(settings
         load_dataset(settings)
     assert exc.value.message == (f"{manifest.data_path}: label 'is_clicked' has 3 value(s) other than 0 and 1 "
                                  "(e.g. 2)")
+
+
+@pytest.mark.parametrize("column", list(ENCODINGS))
+@pytest.mark.parametrize("compression", ["NONE", "snappy"])
+def test_a_damaged_page_of_any_column_is_found_by_the_check(tmp_path, column, compression):
+    """The check decodes every column: the ETL reads some, build-dataset others."""
+    from datetime import datetime, timedelta
+
+    from modelsvc.contract import check_parquet_files
+
+    n = 5000
+    t0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    table = pa.table({
+        "event_id": [f"e{i}" for i in range(n)], "user_id": pa.array(range(n), pa.int64()),
+        "event_timestamp": pa.array([t0 + timedelta(seconds=i) for i in range(n)], pa.timestamp("us", tz="UTC")),
+        "event_type": ["page_view", "order", "impression"] * (n // 3) + ["order"] * (n % 3),
+        "platform": ["ios", None] * (n // 2), "purchase_value": pa.array([i / 4 for i in range(n)]),
+        "is_clicked": pa.array([i % 2 for i in range(n)], pa.int32()),
+    })
+    folder = tmp_path / "ds=2025-01-01"
+    folder.mkdir()
+    path = folder / "events.parquet"
+    pq.write_table(table, path, compression=compression)
+    check_parquet_files([path])  # intact: passes
+    damage_data_pages(path, column)
+    with pytest.raises(DataError, match="the data cannot be read, the file is damaged") as exc:
+        check_parquet_files([path])
+    assert exc.value.message.startswith(f"{path}: ")
