@@ -259,3 +259,39 @@ def test_a_damaged_page_of_any_column_is_found_by_the_check(tmp_path, column, co
     with pytest.raises(DataError, match="the data cannot be read, the file is damaged") as exc:
         check_parquet_files([path])
     assert exc.value.message.startswith(f"{path}: ")
+
+
+def test_impressions_with_a_label_other_than_0_or_1_are_refused_whatever_the_engine():
+    """What build-dataset checks on the rows any engine returns (Hive has no file check)."""
+    from datetime import datetime
+
+    from modelsvc.dataset import check_impressions
+
+    table = pa.table({"event_id": ["a", "b", "c"], "user_id": [1, 2, 3],
+                      "event_timestamp": [datetime(2025, 1, 2, tzinfo=timezone.utc)] * 3,
+                      "is_clicked": pa.array([0, 2, 2], pa.int32()), "ds": ["2025-01-02"] * 3})
+    with pytest.raises(DataError) as exc:
+        check_impressions(table, label="is_clicked", where="impressions in 'raw_events' between a and b")
+    assert exc.value.message == ("2 impressions in 'raw_events' between a and b have a label 'is_clicked' other "
+                                 "than 0 and 1 (e.g. 2 in ds=2025-01-02)")
+    check_impressions(table.set_column(3, "is_clicked", pa.array([0, 1, 1], pa.int32())), label="is_clicked",
+                      where="x")
+
+
+def test_impressions_outside_their_partition_day_are_refused_whatever_the_engine():
+    from datetime import datetime
+
+    from modelsvc.dataset import check_impressions
+
+    table = pa.table({"event_id": ["a", "b"], "user_id": [1, 2],
+                      "event_timestamp": pa.array([datetime(2025, 1, 2, 23, 59, tzinfo=timezone.utc),
+                                                   datetime(2025, 1, 3, 0, 0, tzinfo=timezone.utc)],
+                                                  pa.timestamp("us", tz="UTC")),
+                      "is_clicked": [0, 1], "ds": ["2025-01-02", "2025-01-02"]})
+    with pytest.raises(DataError) as exc:
+        check_impressions(table, label="is_clicked", where="impressions in 'raw_events' between a and b")
+    assert exc.value.message == ("1 impressions in 'raw_events' between a and b lie outside the UTC day of their "
+                                 "partition (e.g. event 'b' at 2025-01-03 00:00:00+00:00 in ds=2025-01-02)")
+    naive = table.set_column(2, "event_timestamp", table.column("event_timestamp").cast(pa.timestamp("us")))
+    with pytest.raises(DataError, match="^1 impressions"):
+        check_impressions(naive, label="is_clicked", where="impressions in 'raw_events' between a and b")
