@@ -26,7 +26,7 @@ def build_definitions(settings: Any) -> list[Any]:
     """Entity, the two feature views and the model's feature service for ``settings``."""
     from modelsvc.features import batch_source
 
-    user = Entity(name="user", join_keys=[settings.entity], value_type=ValueType.INT64,
+    user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64,
                   description="a user of the site")
     offline = FeatureView(
         name=OFFLINE_VIEW,

@@ -247,7 +247,8 @@ def generate_demo_data(settings: Settings, *, users: int = DEFAULT_USERS, days: 
                        start_date: str | date = DEFAULT_START, seed: int = DEFAULT_SEED,
                        reporter: Reporter = NULL) -> DemoDataReport:
     """Write ``days`` daily partitions of demo raw events for ``users`` users from ``start_date``, plus the
-    click oracle (``p_click`` per impression). Same arguments → identical rows."""
+    click oracle (``p_click`` per impression). Same arguments → identical rows. Both tables are replaced whole:
+    any other partition (an earlier run's days) is left empty."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -292,8 +293,11 @@ def generate_demo_data(settings: Settings, *, users: int = DEFAULT_USERS, days: 
             "ds": _day_strings(pc.cast(served.column("event_timestamp"), pa.int64()).to_numpy()),
         })
         with open_warehouse(settings) as wh:
-            wh.write_partitions(settings.tables.raw_events, raw)
-            wh.write_partitions(settings.tables.click_oracle, oracle)
+            # the whole generated tables are replaced: the days of an earlier run outside this range are emptied
+            # (each partition is replaced atomically, on every engine), so no event of an older generation stays
+            for table, data in ((settings.tables.raw_events, raw), (settings.tables.click_oracle, oracle)):
+                stale = [d for d in wh.partitions(table) if d not in set(all_days)]
+                wh.write_partitions(table, data, days=[*all_days, *stale])
         task.advance(1, step="written")
     n_imp = int(imp_mask.sum())
     etypes = ev["etype"]

@@ -249,7 +249,8 @@ def run_etl(settings: Settings, *, start_date: str | date | None, end_date: str 
     (default: yesterday UTC), replacing each day's partitions atomically.
 
     Everything is validated before anything is written: dates (UsageError), window settings (ConfigError), the
-    presence of a non-empty raw partition for every day and the contract of every raw file read (DataError).
+    presence of a non-empty raw partition for every day and the contract of every raw file read, its data
+    included: pages that decode, ``is_clicked`` 0/1, events in their partition's UTC day (DataError).
     """
     from modelsvc.warehouse import open_warehouse
 

@@ -111,3 +111,22 @@ def test_bad_arguments(settings, kwargs, message):
     args = {**SMALL, "seed": 1, **kwargs}
     with pytest.raises(UsageError, match=message):
         generate_demo_data(settings, **args)
+
+
+def test_a_second_run_with_a_smaller_range_replaces_the_whole_generated_tables(settings):
+    """No event of the first generation survives: its later days are emptied, event ids stay unique."""
+    from datetime import date
+
+    from modelsvc.warehouse import open_warehouse
+
+    generate_demo_data(settings, users=30, days=4, start_date="2025-01-01", seed=1)
+    second = generate_demo_data(settings, users=30, days=2, start_date="2025-01-01", seed=2)
+    with open_warehouse(settings) as wh:
+        raw = wh.read(settings.tables.raw_events)
+        oracle = wh.read(settings.tables.click_oracle)
+        days = wh.partitions(settings.tables.raw_events)
+    assert days == [date(2025, 1, d) for d in (1, 2, 3, 4)]  # the older days are still partitions, emptied
+    assert raw.num_rows == second.events
+    assert sorted(set(raw.column("ds").to_pylist())) == ["2025-01-01", "2025-01-02"]
+    assert len(set(raw.column("event_id").to_pylist())) == raw.num_rows
+    assert oracle.num_rows == second.impressions

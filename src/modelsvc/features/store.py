@@ -66,9 +66,8 @@ class MaterializeReport(BaseModel):
 # -- configuration ---------------------------------------------------------------------------------------------
 
 def repo_path(settings: Settings) -> Path:
-    """The Feast repo folder (``features.repo_path``, relative to the working directory)."""
-    path = settings.features.repo_path
-    path = path if path.is_absolute() else Path.cwd() / path
+    """The Feast repo folder (``features.repo_path``, relative to the project folder)."""
+    path = settings.feature_repo_path()
     if not (path / DEFINITIONS_FILE).is_file():
         raise NotFoundError(f"feature repo '{settings.features.repo_path}' has no {DEFINITIONS_FILE} "
                             "(set features.repo_path to the feature_repo folder)")
@@ -394,7 +393,7 @@ def get_online_features(settings: Settings, user_ids: Sequence[int]) -> pd.DataF
     check_online_store(settings)
     store = feature_store(settings, apply=False)
     service = _service(store, settings)
-    rows = [{settings.entity: int(u)} for u in user_ids]
+    rows = [{"user_id": int(u)} for u in user_ids]
     with _quiet(), _online_store(settings):
         return store.get_online_features(features=service, entity_rows=rows).to_df()
 

@@ -161,9 +161,11 @@ class LocalWarehouse(Warehouse):
         for p in base.iterdir():
             if p.is_dir() and p.name.startswith(PART_PREFIX):
                 try:
-                    days.append(date.fromisoformat(p.name[len(PART_PREFIX):]))
+                    day = date.fromisoformat(p.name[len(PART_PREFIX):])
                 except ValueError:
                     continue  # not ours: ignore folders that are not ds=YYYY-MM-DD
+                if day.isoformat() == p.name[len(PART_PREFIX):]:  # not ds=20250105, a second spelling of a day
+                    days.append(day)
         return sorted(days)
 
     def read(self, table: str, *, start: date | None = None, end: date | None = None,
@@ -333,14 +335,15 @@ class LocalWarehouse(Warehouse):
     def _raw_relation(self, table: str, days: Sequence[date]) -> tuple[str | None, dict[date, int]]:
         from modelsvc.contract import check_parquet_files, select_sql
 
-        counts: dict[date, int] = {}
+        files = {day: self.files(table, day) for day in days}
+        # every file of every day at once: the data check reads them all in one query
+        checked = {c.path: c for c in check_parquet_files([f for fs in files.values() for f in fs],
+                                                          connection=self.connection())}
+        counts = {day: sum(checked[f].rows for f in fs) for day, fs in files.items()}
         groups: dict[tuple, list[Path]] = {}
-        for day in days:
-            checked = check_parquet_files(self.files(table, day), connection=self.connection())
-            counts[day] = sum(c.rows for c in checked)
-            for c in checked:
-                if c.rows:  # an empty file may carry placeholder types (e.g. all-null columns): skip it
-                    groups.setdefault(c.plan, []).append(c.path)
+        for c in checked.values():
+            if c.rows:  # an empty file may carry placeholder types (e.g. all-null columns): skip it
+                groups.setdefault(c.plan, []).append(c.path)
         parts = []
         for plan, group in groups.items():
             listing = ", ".join(_sql_str(str(f)) for f in group)
