@@ -106,8 +106,8 @@ def read_duckdb_glob(settings, expected, problems: list[str]) -> None:
 
 def read_feast_source(settings, expected, problems: list[str]) -> None:
     """The reader Feast's local offline store uses for every source (pull, materialize, its ibis join)."""
-    from modelsvc.features.local import read_source
     from modelsvc.features import batch_source
+    from modelsvc.features.local import read_source
 
     for table, counts in expected.items():
         source = batch_source(settings, table, feature_ts_column="ts_us")
