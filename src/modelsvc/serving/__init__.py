@@ -1,0 +1,94 @@
+"""Predictions from the production model: the HTTP service (``serve``), one-off predictions (``predict``) and
+batch scoring (``score``), all on the features training saw.
+
+- ``sources``: the one adapter to Feast (online reads, the point-in-time join) and MLflow (alias, loading);
+- ``model``: the loaded pyfunc and the holder that follows the production alias (hot swap);
+- ``predict``: one request, shared by the service and the CLI;
+- ``app``: the FastAPI service with health, readiness and Prometheus metrics;
+- ``batch``: ``score`` into the ``predictions`` table.
+
+fastapi, uvicorn and prometheus-client (the ``serve`` extra) are imported lazily.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from modelsvc.config import Settings
+from modelsvc.errors import UsageError, require
+
+if TYPE_CHECKING:
+    from modelsvc.serving.batch import ScoreReport
+    from modelsvc.serving.predict import PredictionBatch
+
+
+def predict(settings: Settings, *, user_ids: Sequence[int], run_id: str | None = None, at: datetime | None = None,
+            explain: bool = False) -> PredictionBatch:
+    """Predict once for ``user_ids`` on the service's path: the production model (or ``run_id``'s), the online
+    features fresh at ``at`` (default: now)."""
+    from modelsvc.serving.model import LoadedModel
+    from modelsvc.serving.predict import Instance, predict_instances
+    from modelsvc.serving.sources import OnlineFeatures, model_ref
+
+    if not user_ids:
+        raise UsageError("give at least one --user-id")
+    if len(user_ids) > settings.serving.max_batch:
+        raise UsageError(f"{len(user_ids)} users, at most {settings.serving.max_batch} (serving.max_batch)")
+    model = LoadedModel.load(settings, model_ref(settings, run_id))
+    online = OnlineFeatures.open(settings)
+    try:
+        return predict_instances(model, online, [Instance(user_id=int(u)) for u in user_ids], at=at, explain=explain)
+    finally:
+        online.close()
+
+
+def score(settings: Settings, **kwargs: object) -> ScoreReport:
+    """See :func:`modelsvc.serving.batch.score`."""
+    from modelsvc.serving.batch import score as batch_score
+
+    return batch_score(settings, **kwargs)  # type: ignore[arg-type]
+
+
+def serve(settings: Settings, *, host: str | None = None, port: int | None = None, workers: int | None = None,
+          run_id: str | None = None) -> None:
+    """Run the HTTP service until interrupted (uvicorn; ``workers`` > 1: that many processes)."""
+    import os
+
+    require("fastapi", "serve")
+    require("uvicorn", "serve")
+    require("prometheus_client", "serve")
+    import uvicorn
+
+    host = host or settings.serving.host
+    port = port or settings.serving.port
+    workers = workers or settings.serving.workers
+    log_config = {"version": 1, "disable_existing_loggers": False,
+                  "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+                  "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain",
+                                          "stream": "ext://sys.stderr"}},
+                  "loggers": {"modelsvc": {"handlers": ["stderr"], "level": "INFO"},
+                              "uvicorn": {"handlers": ["stderr"], "level": "INFO"},
+                              "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False}}}
+    if workers == 1:
+        from modelsvc.serving.app import create_app
+
+        uvicorn.run(create_app(settings, run_id=run_id), host=host, port=port, log_config=log_config,
+                    access_log=False)
+        return
+    # worker processes build their own app from the environment (MODELSVC_CONFIG_DIR / _PROFILE as loaded)
+    import tempfile
+
+    if settings.config_dir is not None:
+        os.environ["MODELSVC_CONFIG_DIR"] = str(settings.config_dir)
+    if settings.profile:
+        os.environ["MODELSVC_PROFILE"] = settings.profile
+    if run_id:
+        os.environ["MODELSVC_SERVE_RUN_ID"] = run_id
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="modelsvc-metrics-"))
+    uvicorn.run("modelsvc.serving.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
+                log_config=log_config, access_log=False)
+
+
+__all__ = ["predict", "score", "serve"]
