@@ -3,7 +3,7 @@ batch scoring (``score``), all on the features training saw.
 
 - ``sources``: the one adapter to Feast (online reads, the point-in-time join) and MLflow (alias, loading);
 - ``model``: the loaded pyfunc and the holder that follows the production alias (hot swap);
-- ``predict``: one request, shared by the service and the CLI;
+- ``predictor``: one request, shared by the service and the CLI;
 - ``app``: the FastAPI service with health, readiness and Prometheus metrics;
 - ``batch``: ``score`` into the ``predictions`` table.
 
@@ -21,7 +21,7 @@ from modelsvc.errors import UsageError, require
 
 if TYPE_CHECKING:
     from modelsvc.serving.batch import ScoreReport
-    from modelsvc.serving.predict import PredictionBatch
+    from modelsvc.serving.predictor import PredictionBatch
 
 
 def predict(settings: Settings, *, user_ids: Sequence[int], run_id: str | None = None, at: datetime | None = None,
@@ -29,7 +29,7 @@ def predict(settings: Settings, *, user_ids: Sequence[int], run_id: str | None =
     """Predict once for ``user_ids`` on the service's path: the production model (or ``run_id``'s), the online
     features fresh at ``at`` (default: now)."""
     from modelsvc.serving.model import LoadedModel
-    from modelsvc.serving.predict import Instance, predict_instances
+    from modelsvc.serving.predictor import Instance, predict_instances
     from modelsvc.serving.sources import OnlineFeatures, model_ref
 
     if not user_ids:
@@ -86,7 +86,12 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
         os.environ["MODELSVC_PROFILE"] = settings.profile
     if run_id:
         os.environ["MODELSVC_SERVE_RUN_ID"] = run_id
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="modelsvc-metrics-"))
+    from modelsvc.serving.metrics import MULTIPROCESS_FLAG
+
+    # one folder of metric files shared by the workers, before any import of prometheus_client or feast
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["PROMETHEUS_MULTIPROCESS_DIR"] = tempfile.mkdtemp(
+        prefix="modelsvc-metrics-")
+    os.environ[MULTIPROCESS_FLAG] = "1"
     uvicorn.run("modelsvc.serving.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
                 log_config=log_config, access_log=False)
 

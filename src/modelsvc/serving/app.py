@@ -23,7 +23,7 @@ from modelsvc.config import Settings
 from modelsvc.errors import ModelsvcError, ServiceUnavailableError
 from modelsvc.serving.metrics import ServiceMetrics
 from modelsvc.serving.model import LoadedModel, ModelHolder
-from modelsvc.serving.predict import InputError, Instance, predict_instances
+from modelsvc.serving.predictor import InputError, Instance, predict_instances
 from modelsvc.serving.sources import OnlineFeatures
 
 log = logging.getLogger("modelsvc.serving")
@@ -229,7 +229,8 @@ def create_app(settings: Settings, *, run_id: str | None = None, clock: Callable
             return _error(413, f"{field}: {body.size()} users in one request, at most {limit} "
                                "(serving.max_batch)", field)
         if body.size() == 0:
-            return _error(422, "no users in the request", "user_ids" if body.user_ids is not None else "instances")
+            field = "user_ids" if body.user_ids is not None else "instances"
+            return _error(422, f"{field}: no users in the request", field)
         model = svc.model()
         online = svc._open_online()
         batch = predict_instances(model, online, body.to_instances(), at=svc.clock(), explain=explain)
