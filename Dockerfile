@@ -3,9 +3,10 @@
 #   docker build -t modelsvc .                                   CPU torch (default)
 #   docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 -t modelsvc:cuda .
 #   docker run --rm -e MODELSVC_PROFILE=production -e MODELSVC_HIVE__HOST=hs2 modelsvc doctor --json
+#   docker run --rm -p 8080:8080 -e MODELSVC_PROFILE=production modelsvc serve --host 0.0.0.0 --port 8080
 ARG PYTHON_IMAGE=python:3.11-slim
 
-# -- builder: a venv with torch (pinned, from TORCH_INDEX) and the package wheel with extras hive+redis --------------
+# -- builder: a venv with torch (pinned, from TORCH_INDEX) and the package wheel with extras hive+redis+serve --------------
 FROM ${PYTHON_IMAGE} AS builder
 ARG TORCH_SPEC=torch==2.13.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
@@ -22,7 +23,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
 RUN pip wheel --no-deps -w /wheels . \
- && pip install "$(ls /wheels/modelsvc-*.whl)[hive,redis]" \
+ && pip install "$(ls /wheels/modelsvc-*.whl)[hive,redis,serve]" \
  && modelsvc --version
 
 # -- final: slim runtime, non-root ----------------------------------------------------------------------------------
@@ -40,5 +41,6 @@ COPY feature_repo ./feature_repo
 RUN mkdir -p /app/data && chown -R modelsvc:modelsvc /app/data /app/feature_repo
 USER modelsvc
 VOLUME ["/app/data"]
+EXPOSE 8080
 ENTRYPOINT ["modelsvc"]
 CMD ["--help"]

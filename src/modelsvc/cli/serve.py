@@ -34,6 +34,7 @@ def serve_cmd(
     run_id: ModelRunOpt = None,
     config: ConfigOpt = DEFAULT_CONFIG,
     profile: ProfileOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Log one JSON object per line on stderr.")] = False,
 ) -> None:
     """Serve predictions over HTTP: POST /v1/predict, /healthz, /readyz, /metrics (docs/serving.md).
 
@@ -44,7 +45,7 @@ def serve_cmd(
     settings = settings_for(config, profile)
     from modelsvc.serving import serve
 
-    run(lambda: serve(settings, host=host, port=port, workers=workers, run_id=run_id))
+    run(lambda: serve(settings, host=host, port=port, workers=workers, run_id=run_id, json_logs=as_json))
 
 
 @app.command("predict")

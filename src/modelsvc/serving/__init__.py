@@ -12,8 +12,10 @@ fastapi, uvicorn and prometheus-client (the ``serve`` extra) are imported lazily
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from modelsvc.config import Settings
@@ -51,8 +53,19 @@ def score(settings: Settings, **kwargs: object) -> ScoreReport:
     return batch_score(settings, **kwargs)  # type: ignore[arg-type]
 
 
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per log line (``modelsvc serve --json``), for log collectors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(), "level": record.levelname,
+                 "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
 def serve(settings: Settings, *, host: str | None = None, port: int | None = None, workers: int | None = None,
-          run_id: str | None = None) -> None:
+          run_id: str | None = None, json_logs: bool = False) -> None:
     """Run the HTTP service until interrupted (uvicorn; ``workers`` > 1: that many processes)."""
     import os
 
@@ -65,8 +78,10 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
     port = port or settings.serving.port
     workers = workers or settings.serving.workers
     log_config = {"version": 1, "disable_existing_loggers": False,
-                  "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-                  "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain",
+                  "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+                                 "json": {"()": "modelsvc.serving.JsonLogFormatter"}},
+                  "handlers": {"stderr": {"class": "logging.StreamHandler",
+                                          "formatter": "json" if json_logs else "plain",
                                           "stream": "ext://sys.stderr"}},
                   "loggers": {"modelsvc": {"handlers": ["stderr"], "level": "INFO"},
                               "uvicorn": {"handlers": ["stderr"], "level": "INFO"},
