@@ -90,6 +90,29 @@ def test_online_reads_equal_feast_get_online_features(demo: ServingDemo) -> None
     online.close()
 
 
+@pytest.mark.redis
+def test_redis_online_reads_equal_feast_and_serve_like_sqlite(demo: ServingDemo, redis_server: Any) -> None:
+    from modelsvc.features import materialize
+    from modelsvc.serving.sources import OnlineFeatures, get_online_features
+
+    settings = demo.load(**redis_server.settings_overrides(), paths={"feast": str(demo.root / "data" / "feast-redis")})
+    materialize(settings, end=demo.at)
+    users = [*demo.users, 10**9]
+    online = OnlineFeatures.open(settings)
+    feast_df = get_online_features(settings, users).set_index("user_id")
+    for view, rows in zip(online.views, online.read_raw(users), strict=True):
+        for user, (_, values) in zip(users, rows, strict=True):
+            for f in view.features:
+                got = None if values is None else values[f]
+                assert _equal(got, feast_df.loc[user, f]), (user, f, got, feast_df.loc[user, f])
+    online.close()
+    body = {"user_ids": demo.users}
+    with _client(settings, clock=lambda: demo.at) as on_redis, _client(demo.settings, clock=lambda: demo.at) as local:
+        a, b = on_redis.post("/v1/predict?explain=true", json=body), local.post("/v1/predict?explain=true", json=body)
+        assert a.status_code == b.status_code == 200, (a.text, b.text)
+        assert a.json() == b.json()
+
+
 # -- no skew -----------------------------------------------------------------------------------------------------
 
 def test_serve_predict_score_and_the_logged_pyfunc_agree(in_demo: ServingDemo) -> None:
