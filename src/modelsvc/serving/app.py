@@ -72,8 +72,14 @@ class Service:
         self.clock = clock or (lambda: datetime.now(timezone.utc))
 
     def start(self) -> None:
-        self._open_online()
-        self.holder.start()
+        import torch
+
+        # one intra-op thread: a request's tensors are tiny, and threads only contend; cores are used by workers
+        torch.set_num_threads(1)
+        try:
+            self._open_online()
+        finally:
+            self.holder.start()
 
     def stop(self) -> None:
         self.holder.stop()
@@ -171,7 +177,6 @@ def create_app(settings: Settings, *, run_id: str | None = None, clock: Callable
             await anyio.to_thread.run_sync(svc.start)
         except ServiceUnavailableError as exc:
             log.warning("starting not ready: %s", exc.message)
-            svc.holder.start()
         try:
             yield
         finally:

@@ -15,7 +15,6 @@ treated as missing: the model's bundled preprocessor imputes it.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -61,7 +60,7 @@ class OnlineFeatures:
     online_store: Any = None
     config: Any = None
     views: list[ViewRead] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _keys: dict[int, Any] = field(default_factory=dict)
 
     @classmethod
     def open(cls, settings: Settings) -> OnlineFeatures:
@@ -103,12 +102,7 @@ class OnlineFeatures:
     def read_raw(self, user_ids: Sequence[int]) -> list[list[tuple[datetime | None, dict[str, Any] | None]]]:
         """Per view, per unique user: (feature row timestamp, feature values as Python values) as Feast holds
         them, before any ttl check. Users are in the order of ``unique(user_ids)``."""
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
-        from feast.type_map import feast_value_type_to_python_type
-
-        join_key = self.settings.entity
-        keys = [EntityKey(join_keys=[join_key], entity_values=[Value(int64_val=int(u))]) for u in user_ids]
+        keys = [self._key(int(u)) for u in user_ids]
         out = []
         with self._errors():
             for v in self.views:
@@ -119,10 +113,23 @@ class OnlineFeatures:
                     if values is None:
                         converted.append((None, None))
                         continue
-                    converted.append((ts, {f: feast_value_type_to_python_type(values[f]) if f in values else None
+                    converted.append((ts, {f: _python_value(values[f]) if f in values else None
                                            for f in v.features}))
                 out.append(converted)
         return out
+
+    def _key(self, user_id: int) -> Any:
+        """The entity key proto of a user (cached: building protos is a good part of a small request)."""
+        key = self._keys.get(user_id)
+        if key is None:
+            from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+            from feast.protos.feast.types.Value_pb2 import Value
+
+            key = EntityKey(join_keys=[self.settings.entity], entity_values=[Value(int64_val=user_id)])
+            if len(self._keys) >= KEY_CACHE_SIZE:
+                self._keys.clear()
+            self._keys[user_id] = key
+        return key
 
     def read(self, user_ids: Sequence[int], *, at: datetime | None = None) -> OnlineRows:
         """The model's features of ``user_ids`` fresh at ``at`` (default: now). A value whose feature row is more
@@ -164,6 +171,23 @@ class OnlineFeatures:
         client = getattr(self.online_store, "_client", None)
         if client is not None and hasattr(client, "close"):
             client.close()
+
+
+_SCALARS = frozenset({"int64_val", "int32_val", "double_val", "float_val", "string_val", "bool_val", "bytes_val"})
+KEY_CACHE_SIZE = 1_000_000
+
+
+def _python_value(value: Any) -> Any:
+    """Feast's ``feast_value_type_to_python_type``, with its scalar case inlined (the same value: the field
+    itself); every other kind goes to Feast's function."""
+    kind = value.WhichOneof("val")
+    if kind is None:
+        return None
+    if kind in _SCALARS:
+        return getattr(value, kind)
+    from feast.type_map import feast_value_type_to_python_type
+
+    return feast_value_type_to_python_type(value)
 
 
 class _OnlineErrors:
