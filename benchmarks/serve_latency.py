@@ -76,6 +76,21 @@ def process(cmd: list[str], *, env: dict[str, str], cwd: Path, log: Path, ready:
         fh.close()
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes and their children (uvicorn / gunicorn workers)."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc = psutil.Process(pid)
+            for p in [proc, *proc.children(recursive=True)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    t = p.cpu_times()
+                    total += t.user + t.system
+    return total
+
+
 def http_ok(port: int, path: str) -> bool:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
     try:
@@ -234,7 +249,8 @@ def run_load(make_client: Any, user_sets: list[list[int]], *, seconds: float, ra
             "p99_ms": float(np.percentile(ok, 99) * 1e3) if ok else float("nan"), "results": results}
 
 
-def measure(name: str, make_client: Any, users: list[int], args: argparse.Namespace) -> list[dict[str, Any]]:
+def measure(name: str, make_client: Any, users: list[int], args: argparse.Namespace,
+            pids: list[int]) -> list[dict[str, Any]]:
     rng = np.random.default_rng(0)
     singles = [[int(u)] for u in rng.choice(users, 5000)]
     hundreds = [[int(u) for u in rng.choice(users, 100, replace=False)] for _ in range(200)]
@@ -245,12 +261,15 @@ def measure(name: str, make_client: Any, users: list[int], args: argparse.Namesp
              ("1 user, closed loop", singles, None, args.connections),
              ("100 users, closed loop", hundreds, None, args.connections)]
     for label, sets, rate, conns in cells:
+        cpu0 = cpu_seconds(pids)
         r = run_load(make_client, sets, seconds=args.seconds, rate=rate, connections=conns,
                      max_requests=args.max_requests)
+        # server CPU per request: what an idle core would spend, whatever else runs on a shared machine
+        r["server_cpu_ms"] = (cpu_seconds(pids) - cpu0) / max(r["requests"], 1) * 1e3
         r.pop("results")
         rows.append({"setup": name, "load": label + (f" at {rate:g}/s" if rate else f" x{conns}"), **r})
         print(f"  {name:28s} {rows[-1]['load']:28s} p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  "
-              f"{r['rps']:7.1f} req/s  errors {r['errors']}", flush=True)
+              f"{r['rps']:7.1f} req/s  server CPU {r['server_cpu_ms']:.2f} ms/req  errors {r['errors']}", flush=True)
     return rows
 
 
@@ -304,11 +323,15 @@ def main() -> None:
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument("--stores", default="sqlite,redis")
     ap.add_argument("--json-out", type=Path, default=None)
+    ap.add_argument("--work", type=Path, default=None,
+                    help="state folder; when it holds a store built by an earlier run, reuse it (no rebuild)")
     args = ap.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="modelsvc-serve-bench-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="modelsvc-serve-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
     logs = work / "logs"
-    logs.mkdir()
+    logs.mkdir(exist_ok=True)
+    built = work / "built.json"
     redis_port = free_port()
     rows: list[dict[str, Any]] = []
     swap: dict[str, Any] = {}
@@ -319,16 +342,29 @@ def main() -> None:
                                                                                     timeout=1).close() is None,
                      what="redis-server"):
             t0 = time.perf_counter()
-            info = build(work, args.users, redis_port)
-            users = list(range(1, args.users + 1))
+            if built.is_file():  # the SQLite store and MLflow are on disk; Redis is new: materialize it again
+                info = json.loads(built.read_text())
+                os.chdir(work)
+                from modelsvc.config import load_settings
+                from modelsvc.features import materialize
+
+                shutil.rmtree(work / "data" / "feast-redis", ignore_errors=True)
+                materialize(load_settings(work / "configs", features={"online_store": "redis",
+                                                                      "redis": {"port": redis_port}},
+                                          paths={"feast": str(work / "data" / "feast-redis")}))
+            else:
+                info = build(work, args.users, redis_port)
+                built.write_text(json.dumps({**info, "users": args.users}))
+            users = list(range(1, int(info.get("users", args.users)) + 1))
             print(f"store built in {time.perf_counter() - t0:.0f}s under {work}", flush=True)
             for store in args.stores.split(","):
                 env = service_env(work, store, redis_port)
                 port = free_port()
                 with process([str(BIN / "modelsvc"), "serve", "--host", "127.0.0.1", "--port", str(port),
                               "--workers", "1"], env=env, cwd=work, log=logs / f"serve-{store}.log",
-                             ready=lambda p=port: http_ok(p, "/readyz"), what="modelsvc serve"):
-                    rows += measure(f"modelsvc serve ({store})", lambda p=port: ModelsvcClient(p), users, args)
+                             ready=lambda p=port: http_ok(p, "/readyz"), what="modelsvc serve") as served:
+                    rows += measure(f"modelsvc serve ({store})", lambda p=port: ModelsvcClient(p), users, args,
+                                    [served.pid])
                     if store == "redis":
                         swap = swap_under_load(port, users, info, args)
                         print(f"  swap: {swap}", flush=True)
@@ -338,22 +374,22 @@ def main() -> None:
                 with process([str(BIN / "feast"), "-c", str(work / "feature_repo"), "-f", str(feast_yaml(work, store)),
                               "serve", "-h", "127.0.0.1", "-p", str(fport), "--no-access-log", "--max-requests", "0"],
                              env=env, cwd=work, log=logs / f"feast-{store}.log",
-                             ready=lambda p=fport: http_ok(p, "/health"), what="feast serve"), \
+                             ready=lambda p=fport: http_ok(p, "/health"), what="feast serve") as feast, \
                      process([str(BIN / "mlflow"), "models", "serve", "-m", "models:/ctr_model@production",
                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(mport)], env=env, cwd=work,
                              log=logs / f"mlflow-{store}.log", ready=lambda p=mport: http_ok(p, "/ping"),
-                             what="mlflow models serve"):
+                             what="mlflow models serve") as scoring:
                     rows += measure(f"feast serve + mlflow ({store})", lambda f=fport, m=mport: TwoHopClient(f, m),
-                                    users, args)
+                                    users, args, [feast.pid, scoring.pid])
     finally:
         load = os.getloadavg()
         print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {os.cpu_count()} cores; logs under {logs}")
     print()
-    print("| setup | load | p50 ms | p99 ms | req/s | errors |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("| setup | load | p50 ms | p99 ms | req/s | server CPU ms/req | errors |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['setup']} | {r['load']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['rps']:.0f} | "
-              f"{r['errors']} |")
+              f"{r['server_cpu_ms']:.2f} | {r['errors']} |")
     if args.json_out:
         args.json_out.write_text(json.dumps({"rows": rows, "swap": swap}, indent=2))
 

@@ -58,6 +58,14 @@ def _equal(a: Any, b: Any) -> bool:
     return float(a) == pytest.approx(float(b), rel=0, abs=0)
 
 
+def _metric(text: str, name: str) -> float:
+    """The value of one sample line (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def _typed(df: pd.DataFrame) -> pd.DataFrame:
     """Feature rows as the logged signature takes them: numbers as float64 (nullable Int64 from Parquet is refused)."""
     return df.astype({c: "float64" for c in NUMERIC_FEATURES})
@@ -192,6 +200,9 @@ def test_predict_endpoint_results_in_order_explain_overrides_and_metrics(demo: S
     users = [demo.users[3], unknown, demo.user_id, demo.users[3]]
     with _client(demo.settings, clock=lambda: demo.at) as client:
         assert client.get("/readyz").json()["status"] == "ready"
+        # prometheus-client keeps one value per metric and labels in a process (mmap files once feast.metrics
+        # was imported): other apps of this test process count too, so compare before and after
+        before = client.get("/metrics").text
         res = client.post("/v1/predict?explain=true", json={"user_ids": users})
         assert res.status_code == 200, res.text
         body = res.json()
@@ -214,10 +225,13 @@ def test_predict_endpoint_results_in_order_explain_overrides_and_metrics(demo: S
         assert abs(float(pyfunc.predict(row)["p_click"].iloc[0]) - item["p_click"]) <= 1e-6
 
         metrics = client.get("/metrics").text
-        assert 'modelsvc_requests_total{endpoint="predict",status="200"} 2.0' in metrics
-        assert 'modelsvc_model_version_info{uri="models:/ctr_model/1",version="1"} 1.0' in metrics
-        assert "modelsvc_online_read_seconds_count 2.0" in metrics
-        assert "modelsvc_request_seconds_bucket" in metrics and "modelsvc_features_missing_share" in metrics
+        for name, added in (('modelsvc_requests_total{endpoint="predict",status="200"}', 2),
+                            ("modelsvc_online_read_seconds_count", 2), ("modelsvc_predictions_total", 5),
+                            ("modelsvc_feature_values_total", 5 * len(FEATURES))):
+            assert _metric(metrics, name) - _metric(before, name) == added, name
+        assert _metric(metrics, 'modelsvc_model_version_info{uri="models:/ctr_model/1",version="1"}') == 1
+        assert 'modelsvc_request_seconds_bucket{endpoint="predict",le="0.0005"}' in metrics
+        assert "modelsvc_features_missing_share" in metrics
 
 
 @pytest.mark.parametrize(("body", "status", "field"), [
