@@ -100,7 +100,7 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
     if settings.profile:
         os.environ["MODELSVC_PROFILE"] = settings.profile
     if run_id:
-        os.environ["MODELSVC_SERVE_RUN_ID"] = run_id
+        os.environ["SERVE_MODELSVC_RUN_ID"] = run_id
     from modelsvc.serving.metrics import MULTIPROCESS_FLAG
 
     # one folder of metric files shared by the workers, before any import of prometheus_client or feast

@@ -250,11 +250,12 @@ def create_app(settings: Settings, *, run_id: str | None = None, clock: Callable
 
 def app_from_environment() -> Any:
     """uvicorn factory for ``--workers N`` (each worker process builds its app): settings from MODELSVC_CONFIG_DIR
-    and MODELSVC_PROFILE, as ``modelsvc serve`` set them."""
+    and MODELSVC_PROFILE, as ``modelsvc serve`` set them (SERVE_MODELSVC_RUN_ID: not MODELSVC_…, which names
+    settings)."""
     import os
 
     from modelsvc.config import load_settings
 
     settings = load_settings(os.environ.get("MODELSVC_CONFIG_DIR") or "configs",
                              profile=os.environ.get("MODELSVC_PROFILE") or None)
-    return create_app(settings, run_id=os.environ.get("MODELSVC_SERVE_RUN_ID") or None)
+    return create_app(settings, run_id=os.environ.get("SERVE_MODELSVC_RUN_ID") or None)

@@ -1,5 +1,5 @@
 """Prometheus metrics of the service (prometheus-client): one registry per app; with ``modelsvc serve --workers N``
-the multiprocess collector over the workers' files (``MODELSVC_METRICS_MULTIPROCESS=1`` and
+the multiprocess collector over the workers' files (``SERVE_MODELSVC_METRICS_MULTIPROCESS=1`` and
 ``PROMETHEUS_MULTIPROC_DIR``, set by ``serve``). The variable of our own: importing ``feast.metrics`` sets
 ``PROMETHEUS_MULTIPROC_DIR`` in every process, so that alone does not mean several workers."""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-MULTIPROCESS_FLAG = "MODELSVC_METRICS_MULTIPROCESS"
+MULTIPROCESS_FLAG = "SERVE_MODELSVC_METRICS_MULTIPROCESS"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
