@@ -3,7 +3,7 @@
 #   docker build -t modelsvc .                                   CPU torch (default)
 #   docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 -t modelsvc:cuda .
 #   docker run --rm -e MODELSVC_PROFILE=production -e MODELSVC_HIVE__HOST=hs2 modelsvc doctor --json
-#   docker run --rm -p 8080:8080 -e MODELSVC_PROFILE=production modelsvc serve --host 0.0.0.0 --port 8080
+#   docker run --rm -p 8080:8080 -e MODELSVC_PROFILE=production modelsvc serve --port 8080
 ARG PYTHON_IMAGE=python:3.11-slim
 
 # -- builder: a venv with torch (pinned, from TORCH_INDEX) and the package wheel with extras hive+redis+serve --------------
@@ -32,7 +32,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     MODELSVC_CONFIG_DIR=/app/configs \
-    MODELSVC_PATHS__ROOT=/app/data
+    MODELSVC_PATHS__ROOT=/app/data \
+    MODELSVC_SERVING__HOST=0.0.0.0
 RUN useradd --create-home --uid 10001 --user-group modelsvc
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app

@@ -77,8 +77,10 @@ class LoadedModel:
             if self.types[col] in _NUMERIC:
                 data[col] = np.array([np.nan if v is None else v for v in values], dtype="float64")
             else:
-                data[col] = pd.Series(values, dtype="object")
-        return pd.DataFrame(data)
+                column = np.empty(len(values), dtype=object)  # not np.array(values): it would split sequences
+                column[:] = values
+                data[col] = column
+        return pd.DataFrame(data, copy=False)
 
     def frame_from(self, df: pd.DataFrame) -> pd.DataFrame:
         """The model's columns of a feature table (nullable types, NA) as the DataFrame of :meth:`frame`."""
