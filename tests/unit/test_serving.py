@@ -98,7 +98,7 @@ def test_holder_swaps_only_when_the_alias_moves_and_keeps_serving_on_errors(sett
             raise NotFoundError("registered model 'm' has no 'production' alias")
         return ref
 
-    def load(cls: Any, settings: Any, ref: sources.ModelRef) -> LoadedModel:
+    def load(cls: Any, settings: Any, ref: sources.ModelRef, quiet: bool = False) -> LoadedModel:
         loads.append(ref.version)
         if ref.version == "broken":
             raise RuntimeError("bad weights")

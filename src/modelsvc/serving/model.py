@@ -54,8 +54,8 @@ class LoadedModel:
         return self.ref.version
 
     @classmethod
-    def load(cls, settings: Settings, ref: sources.ModelRef) -> LoadedModel:
-        pyfunc = sources.load_pyfunc(settings, ref)
+    def load(cls, settings: Settings, ref: sources.ModelRef, *, quiet: bool = False) -> LoadedModel:
+        pyfunc = sources.load_pyfunc(settings, ref, quiet=quiet)
         schema = pyfunc.metadata.get_input_schema()
         if schema is not None and schema.has_input_names():
             types = {c.name: _type_name(c.type) for c in schema.inputs}
@@ -137,7 +137,7 @@ class ModelHolder:
                     self.error = None
                     return False
                 t0 = time.perf_counter()
-                new = LoadedModel.load(self.settings, ref)
+                new = LoadedModel.load(self.settings, ref, quiet=self.current is not None)
             except ModelsvcError as exc:
                 self.error = exc.message
                 log.warning("model not (re)loaded: %s", exc.message)

@@ -258,8 +258,10 @@ def model_ref(settings: Settings, run_id: str | None = None) -> ModelRef:
     return run_ref(settings, run_id) if run_id else production_ref(settings)
 
 
-def load_pyfunc(settings: Settings, ref: ModelRef) -> Any:
-    """``mlflow.pyfunc.load_model`` of ``ref`` (NotFoundError naming it when it cannot be loaded)."""
+def load_pyfunc(settings: Settings, ref: ModelRef, *, quiet: bool = False) -> Any:
+    """``mlflow.pyfunc.load_model`` of ``ref`` (NotFoundError naming it when it cannot be loaded). ``quiet`` skips
+    MLflow's dependency and Python-version checks (their warnings went to the log at the first load; scanning the
+    installed packages again costs CPU that a swap under load takes from requests)."""
     from modelsvc.tracking import map_tracking_errors, mlflow_client
 
     @map_tracking_errors
@@ -269,7 +271,7 @@ def load_pyfunc(settings: Settings, ref: ModelRef) -> Any:
 
         mlflow_client(settings)
         try:
-            return mlflow.pyfunc.load_model(ref.uri)
+            return mlflow.pyfunc.load_model(ref.uri, suppress_warnings=quiet)
         except (MlflowException, OSError) as exc:
             raise NotFoundError(f"model {ref.uri} cannot be loaded: {str(exc).splitlines()[0]}") from None
 
