@@ -293,6 +293,21 @@ class EvaluationSettings(Section):
     slice_column: str = Field("last_seen_platform", pattern=IDENTIFIER_PATTERN)
 
 
+class ServingSettings(Section):
+    """The prediction service (``modelsvc serve``), one-off predictions and batch scoring."""
+
+    host: str = Field("127.0.0.1", description="address the service listens on (0.0.0.0 in a container)")
+    port: int = Field(8080, ge=1, le=65535)
+    workers: int = Field(1, ge=1, description="server processes (one per core)")
+    reload_interval_s: float = Field(30.0, gt=0, description="how often the production alias is checked; a moved "
+                                     "alias loads the new version beside the old, then swaps it in")
+    max_batch: int = Field(1000, ge=1, description="most users in one request (more: HTTP 413)")
+    online_timeout_s: float = Field(0.5, gt=0, description="Redis socket timeout of an online read: a store that "
+                                    "does not answer within it fails the request with 503")
+    predictions_table: str = Field("predictions", pattern=IDENTIFIER_PATTERN,
+                                   description="warehouse table written by `modelsvc score`")
+
+
 class Settings(BaseSettings):
     """The root of the settings tree."""
 
@@ -324,6 +339,7 @@ class Settings(BaseSettings):
     training: TrainingLoopSettings = TrainingLoopSettings()
     model: ModelSettings = ModelSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
+    serving: ServingSettings = ServingSettings()
 
     # filled by load_settings, not by users
     config_dir: Path | None = Field(None, exclude=True)

@@ -12,7 +12,7 @@ from modelsvc.errors import ConfigError
 TRAINING_KEYS = ("batch_size, data_path, early_stopping_patience, epochs, lr, max_failures, resident_max_bytes, "
                  "seed, weight_decay")
 TOP_KEYS = ("dataset, etl, evaluation, features, hive, mlflow, model, paths, profile, ray, "
-            "scaling, tables, training, warehouse")
+            "scaling, serving, tables, training, warehouse")
 
 
 @pytest.fixture
