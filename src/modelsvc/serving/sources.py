@@ -125,7 +125,7 @@ class OnlineFeatures:
             from feast.protos.feast.types.EntityKey_pb2 import EntityKey
             from feast.protos.feast.types.Value_pb2 import Value
 
-            key = EntityKey(join_keys=[self.settings.entity], entity_values=[Value(int64_val=user_id)])
+            key = EntityKey(join_keys=["user_id"], entity_values=[Value(int64_val=user_id)])
             if len(self._keys) >= KEY_CACHE_SIZE:
                 self._keys.clear()
             self._keys[user_id] = key
