@@ -1,4 +1,4 @@
-"""Bulk materialization into Feast's SQLite online store, in Feast's own storage layout.
+"""Bulk materialization into Feast's SQLite and Redis online stores, in Feast's own storage layout.
 
 Feast's materialization converts every pulled row to protobuf objects (entity key, one ``Value`` per feature) and
 runs one ``INSERT … ON CONFLICT`` per feature per entity. :func:`write_sqlite` writes the same rows from the
@@ -8,9 +8,15 @@ column by column, and all rows go in one ``executemany`` in one transaction. The
 value are Feast's: ``get_online_features`` reads exactly what Feast's own materialization writes (tested value by
 value and byte by byte against it).
 
-:func:`bulk_supported` says when this path applies: the SQLite online store with entity key serialization 3,
-no versioned, vector or value_num tables, a source without field mapping, join keys of type Int64, Int32 or
-String and features of type Int64, Int32, Float64, Float32, String or Bool. Anything else goes through Feast.
+For Redis, :func:`write_redis` does what Feast's ``RedisOnlineStore.online_write_batch`` does (read the stored
+event timestamps, skip entities whose stored row is as new or newer, ``HSET`` the timestamp and the
+murmur3-keyed feature values, ``EXPIRE`` when ``key_ttl_seconds`` is set), with the same keys and bytes, but
+from the Arrow table: no protobuf object per value, and pipelines of a bounded size.
+
+:func:`bulk_supported` says when this path applies: the SQLite or Redis online store with entity key
+serialization 3, no versioned (or, for SQLite, vector or value_num) tables, a source without field mapping, join
+keys of type Int64, Int32 or String and features of type Int64, Int32, Float64, Float32, String or Bool.
+Anything else goes through Feast.
 """
 
 from __future__ import annotations
@@ -35,8 +41,10 @@ def bulk_supported(store: Any, view: Any) -> bool:
     """True when :func:`write_sqlite` writes ``view`` exactly as Feast would."""
     config = store.config
     online = config.online_store
-    if online.type != "sqlite" or config.entity_key_serialization_version != 3:
+    if online.type not in ("sqlite", "redis") or config.entity_key_serialization_version != 3:
         return False
+    if online.type == "redis" and str(getattr(online.redis_type, "value", online.redis_type)) != "redis":
+        return False  # one node: no cluster or sentinel
     if getattr(online, "vector_enabled", False) or getattr(online, "enable_openai_compatible_store", False):
         return False
     if getattr(config.registry, "enable_online_feature_view_versioning", False):
@@ -213,3 +221,89 @@ def write_sqlite(store: Any, view: Any, table: pa.Table, *, progress: Callable[[
     if progress:
         progress(table.num_rows)
     return table.num_rows
+
+
+def write(store: Any, view: Any, table: pa.Table) -> int:
+    """:func:`write_sqlite` or :func:`write_redis`, by the online store."""
+    return write_redis(store, view, table) if store.config.online_store.type == "redis" else \
+        write_sqlite(store, view, table)
+
+
+def _timestamps(column: pa.ChunkedArray | pa.Array) -> list[tuple[bytes, int] | None]:
+    """(serialized protobuf ``Timestamp``, nanoseconds) of each event time, as Feast's Redis store computes them
+    (once per distinct timestamp)."""
+    import pyarrow.compute as pc
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    typ = column.type
+    if not (pa.types.is_timestamp(typ) and typ.tz is not None):
+        column = column.cast(pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC"))
+    distinct = pc.unique(column)
+    out: list[tuple[bytes, int] | None] = []
+    for value in distinct.to_pylist():
+        if value is None:
+            out.append(None)
+            continue
+        ts = Timestamp()
+        ts.FromDatetime(value)
+        out.append((ts.SerializeToString(), ts.seconds * 1_000_000_000 + ts.nanos))
+    positions = pc.index_in(column, value_set=distinct).to_pylist()
+    return [None if i is None else out[i] for i in positions]
+
+
+def write_redis(store: Any, view: Any, table: pa.Table, *, chunk: int = 10_000) -> int:
+    """Write the latest rows ``table`` for ``view`` into the Redis online store as Feast does; returns the entity
+    rows sent (Feast counts the rows it skips as stale too)."""
+    from feast.infra.online_stores.helpers import _mmh3
+
+    if table.num_rows == 0:
+        return 0
+    config = store.config
+    online = config.online_store
+    keys = [(c.name, _KEY_TYPES[c.dtype.to_value_type().name]) for c in view.entity_columns]
+    project = config.project.encode("utf-8")
+    redis_keys = [k + project for k in _entity_keys(table, keys)]
+    stamps = _timestamps(table[view.batch_source.timestamp_field])
+    ts_field = f"_ts:{view.name}"
+    features = [(_mmh3(f"{view.name}:{f.name}"), _encode(table[f.name], str(f.dtype))[0]) for f in view.features]
+    ttl = online.key_ttl_seconds
+    # Feast's own client for the configured connection string (not closed: Feast's store keeps it)
+    client = store._get_provider().online_store._get_client(online)
+    latest: dict[bytes, int] = {}
+    for lo in range(0, table.num_rows, chunk):
+        hi = min(lo + chunk, table.num_rows)
+        previous: list[Any] = [None] * (hi - lo)
+        if not online.skip_dedup:
+            with client.pipeline(transaction=False) as pipe:
+                for i in range(lo, hi):
+                    pipe.hmget(redis_keys[i], ts_field)
+                previous = [r[0] for r in pipe.execute()]
+        with client.pipeline(transaction=False) as pipe:
+            for i in range(lo, hi):
+                stamp = stamps[i]
+                if stamp is None:
+                    raise ValueError(f"feature view {view.name}: a row has no event timestamp")
+                key = redis_keys[i]
+                if not online.skip_dedup:
+                    seen = max(_nanos(previous[i - lo]), latest.get(key, 0))
+                    if seen and stamp[1] <= seen:
+                        continue  # Feast: the stored row is as new or newer
+                    latest[key] = stamp[1]
+                mapping: dict[Any, Any] = {ts_field: stamp[0]}
+                for field, blobs in features:
+                    mapping[field] = blobs[i]
+                pipe.hset(key, mapping=mapping)
+                if ttl:
+                    pipe.expire(name=key, time=ttl)
+            pipe.execute()
+    return table.num_rows
+
+
+def _nanos(stored: bytes | None) -> int:
+    if not stored:
+        return 0
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    ts = Timestamp()
+    ts.ParseFromString(stored)
+    return ts.seconds * 1_000_000_000 + ts.nanos

@@ -332,12 +332,14 @@ def materialize(settings: Settings, *, end: str | datetime | date | None = None,
     first run starts at ``end - ttl``, so the online store holds exactly the values still valid at ``end``.
     Running it again with the same ``end`` writes nothing.
 
-    With ``bulk`` (the default), a view the SQLite online store can take in bulk
-    (:func:`modelsvc.features.online.bulk_supported`) is written by :func:`modelsvc.features.online.write_sqlite`:
-    the same rows and bytes as Feast's materialization, many times faster; ``bulk=False`` runs Feast's own."""
+    With ``bulk`` (the default), a view the online store can take in bulk
+    (:func:`modelsvc.features.online.bulk_supported`: SQLite or Redis, plain types) is written by
+    :mod:`modelsvc.features.online`: the same rows and bytes as Feast's materialization, several times faster;
+    ``bulk=False`` runs Feast's own."""
     from feast.utils import make_tzaware
 
-    from modelsvc.features.online import bulk_supported, write_sqlite
+    from modelsvc.features.online import bulk_supported
+    from modelsvc.features.online import write as write_online
 
     t0 = time.perf_counter()
     end_ts = _end_timestamp(end)
@@ -359,8 +361,9 @@ def materialize(settings: Settings, *, end: str | datetime | date | None = None,
                 task.advance(1, view=view.name, rows=0)
                 continue
             if bulk and bulk_supported(store, view):
-                # the rows Feast would write, in its layout, in one transaction; then Feast's watermark
-                rows = write_sqlite(store, view, _pull_latest(store, view, start, end_ts).to_arrow())
+                # the rows Feast would write, in its layout, in bulk; then Feast's watermark
+                with _online_store(settings):
+                    rows = write_online(store, view, _pull_latest(store, view, start, end_ts).to_arrow())
                 store.registry.apply_materialization(view, store.project, start, end_ts)
             else:
                 rows = _count_latest(store, view, start, end_ts)
