@@ -4,6 +4,7 @@ Feast's own materialization on the same rows, in the same run.
     python benchmarks/materialize.py                # 100k users: 100k rows per view, 700k snapshot rows read
     python benchmarks/materialize.py --rows 20000   # scaled down
     python benchmarks/materialize.py --only bulk    # skip Feast's path
+    python benchmarks/materialize.py --redis 127.0.0.1:6379   # the Redis online store (databases 14 and 15)
 
 Every user has 7 daily snapshots and one realtime window inside the ttl, so a first materialization writes
 ``rows`` entity rows for each of the two feature views. Each path gets its own copy of the state (registry,
@@ -51,10 +52,23 @@ def _online_rows(path: Path) -> list[tuple]:
         conn.close()
 
 
+def _redis_rows(address: str) -> bool:
+    import redis
+
+    host, port = address.rsplit(":", 1)
+    dumps = []
+    for db in (14, 15):
+        client = redis.Redis(host=host, port=int(port), db=db)
+        dumps.append({k: client.hgetall(k) for k in client.scan_iter(count=10_000)})
+        client.close()
+    return dumps[0] == dumps[1]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=100_000, help="users (= entity rows written per view)")
     ap.add_argument("--only", choices=["bulk", "feast"], help="run one path only")
+    ap.add_argument("--redis", metavar="HOST:PORT", help="use this Redis (flushes databases 14 and 15)")
     args = ap.parse_args()
 
     from modelsvc.config import load_settings
@@ -67,21 +81,30 @@ def main() -> None:
         seconds = {}
         paths = [args.only] if args.only else ["bulk", "feast"]
         for path in paths:
+            features: dict = {"repo_path": str(REPO / "feature_repo")}
+            if args.redis:
+                import redis
+
+                host, port = args.redis.rsplit(":", 1)
+                db = 14 if path == "bulk" else 15
+                redis.Redis(host=host, port=int(port), db=db).flushdb()
+                features.update(online_store="redis", redis={"host": host, "port": int(port), "db": db})
             settings = load_settings(REPO / "configs", paths={"root": str(root), "feast": f"feast-{path}"},
-                                     features={"repo_path": str(REPO / "feature_repo")})
+                                     features=features)
             feature_store(settings)  # apply outside the timing
             t = time.perf_counter()
             report = materialize(settings, end=end, bulk=path == "bulk")
             seconds[path] = total = time.perf_counter() - t
             for v in report.views:
                 print(f"{path:5s} {v.view:24s} {v.rows:>9,} rows  {v.seconds:6.2f}s  {v.rows / v.seconds:9,.0f} rows/s")
-            print(f"{path:5s} {'total':24s} {report.rows:>9,} rows  {total:6.2f}s  {report.rows / total:9,.0f} rows/s")
+            print(f"{path:5s} {'total':24s} {report.rows:>9,} rows  {total:6.2f}s  {report.rows / total:9,.0f} rows/s "
+                  f"({report.online_store})")
             t = time.perf_counter()
             again = materialize(settings, end=end, bulk=path == "bulk")
             print(f"{path:5s} rerun with the same end: {again.rows} rows in {time.perf_counter() - t:.2f}s")
         if len(seconds) == 2:
-            same = _online_rows(root / "feast-bulk" / "online_store.db") == _online_rows(
-                root / "feast-feast" / "online_store.db")
+            same = _redis_rows(args.redis) if args.redis else _online_rows(
+                root / "feast-bulk" / "online_store.db") == _online_rows(root / "feast-feast" / "online_store.db")
             print(f"bulk is {seconds['feast'] / seconds['bulk']:.1f}x Feast's materialize; "
                   f"online stores identical: {same}")
     finally:
