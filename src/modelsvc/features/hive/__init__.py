@@ -20,7 +20,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from modelsvc.features.hive.config import offline_store_config
-from modelsvc.features.hive.source import HiveSource, hive_to_feast_value_type
+from modelsvc.features.hive.source import (
+    HiveLoggingDestination,
+    HiveSource,
+    SavedDatasetHiveStorage,
+    hive_to_feast_value_type,
+)
 from modelsvc.features.hive.store import HiveOfflineStore, HiveOfflineStoreConfig, HiveRetrievalJob
 from modelsvc.features.names import FEATURE_TS_TAG
 
@@ -38,6 +43,6 @@ def hive_source(settings: Settings, table: str, *, timestamp_field: str, created
 
 
 __all__ = [
-    "FEATURE_TS_TAG", "HiveOfflineStore", "HiveOfflineStoreConfig", "HiveRetrievalJob", "HiveSource",
-    "hive_source", "hive_to_feast_value_type", "offline_store_config",
+    "FEATURE_TS_TAG", "HiveLoggingDestination", "HiveOfflineStore", "HiveOfflineStoreConfig", "HiveRetrievalJob",
+    "HiveSource", "SavedDatasetHiveStorage", "hive_source", "hive_to_feast_value_type", "offline_store_config",
 ]
