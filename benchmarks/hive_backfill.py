@@ -1,15 +1,15 @@
 """Hive backfill: an N-day ETL on a HiveServer2 endpoint, per-day statements vs chunked dynamic-partition inserts.
 
-Generates the demo's raw events (--users users over lookback + --days days), uploads them to two fresh databases
-on one server, then runs ``run_etl`` over the last --days days in each, in the same process, against the same
-server:
+Generates the demo's raw events (--users users over lookback + --days days), uploads them to a fresh database,
+then runs ``run_etl`` over the last --days days twice, in the same process, against the same server, each run
+starting without feature tables:
 
 * ``per-day``  ``hive.backfill_chunk_days: 1``: two ``INSERT OVERWRITE … PARTITION (ds='…') SELECT …`` per day,
                each rereading the 30-day lookback (modelsvc before the chunked path);
 * ``chunked``  the default ``hive.backfill_chunk_days`` (31): one CTAS stage per table and chunk, then one
                dynamic-partition ``INSERT OVERWRITE … PARTITION (ds)`` (+ one static multi-insert for empty days).
 
-Both feature tables are then read back and compared row for row (``created_timestamp`` aside: it is the run's
+The feature tables of each run are read back and compared row for row (``created_timestamp`` aside: it is the run's
 own clock) and partition for partition. Without --host it starts a throw-away Spark Thrift server exactly as the
 test fixture does (tests/fixtures/hive.py: ``local[2]``, needs Java 17 and pyspark).
 
@@ -19,6 +19,7 @@ test fixture does (tests/fixtures/hive.py: ``local[2]``, needs Java 17 and pyspa
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import tempfile
@@ -62,6 +63,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=10000)
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
+    logging.getLogger("thrift.transport.TSocket").setLevel(logging.CRITICAL)  # "could not connect" while it starts
 
     from modelsvc.config import load_settings
     from modelsvc.demo import simulate_events
@@ -86,37 +88,37 @@ def main() -> None:
             first = end - timedelta(days=args.days - 1)
             raw = simulate_events(users=args.users, days=args.days + lookback, start_date=first -
                                   timedelta(days=lookback), seed=args.seed)
-            runs = {"chunked": None, "per-day": 1}  # chunked first: the warm-up favours per-day
-            settings = {}
-            for name, chunk in runs.items():
-                database = f"bench_{name.replace('-', '_')}_{os.getpid()}"
-                with HiveWarehouse(None, hive=load_settings(None, **base).hive) as wh:
-                    wh.execute(f"CREATE DATABASE IF NOT EXISTS `{database}`")
-                hive = {**base["hive"], "database": database}
-                if chunk is not None:
-                    hive["backfill_chunk_days"] = chunk
-                settings[name] = load_settings(REPO / "configs", paths={"root": str(root / name)},
-                                               warehouse=base["warehouse"], hive=hive)
-                with open_warehouse(settings[name]) as wh:
-                    wh.write_partitions(settings[name].tables.raw_events, raw)
+            hive = {**base["hive"], "database": f"bench_backfill_{os.getpid()}"}
+            with HiveWarehouse(None, hive=load_settings(None, **base).hive) as wh:
+                wh.execute(f"CREATE DATABASE IF NOT EXISTS `{hive['database']}`")
+            # one database, one raw upload; each run starts without feature tables
+            runs = {"chunked": None, "per-day": 1}  # chunked first: any warm-up left favours per-day
+            settings = {name: load_settings(REPO / "configs", paths={"root": str(root / name)},
+                                            warehouse=base["warehouse"],
+                                            hive={**hive, **({} if chunk is None else {"backfill_chunk_days": chunk})})
+                        for name, chunk in runs.items()}
+            with open_warehouse(settings["chunked"]) as wh:
+                wh.write_partitions(settings["chunked"].tables.raw_events, raw)
             print(f"{raw.num_rows:,} raw events, {args.users} users, backfill {first}..{end} ({args.days} days), "
                   f"lookback {lookback} days", flush=True)
-            seconds = {}
+            seconds, got = {}, {}
+            tables = ("user_features", "realtime_features")
             for name, s in settings.items():
+                with open_warehouse(s) as wh:
+                    for table in tables:
+                        wh.drop_table(getattr(s.tables, table))
                 report = run_etl(s, start_date=first, end_date=end)
                 seconds[name] = report.seconds
                 print(f"{name:8s} {report.seconds:8.1f} s  rows {report.rows_written}", flush=True)
+                with open_warehouse(s) as wh:
+                    got[name] = {t: (_rows(wh.read(getattr(s.tables, t))), wh.partitions(getattr(s.tables, t)))
+                                 for t in tables}
             same = True
-            for table in ("user_features", "realtime_features"):
-                got = {}
-                for name, s in settings.items():
-                    t = getattr(s.tables, table)
-                    with open_warehouse(s) as wh:
-                        got[name] = (_rows(wh.read(t)), wh.partitions(t))
-                equal = got["per-day"] == got["chunked"]
+            for table in tables:
+                equal = got["per-day"][table] == got["chunked"][table]
                 same &= equal
-                print(f"{table}: {len(got['chunked'][0]):,} rows, {len(got['chunked'][1])} partitions, "
-                      f"{'identical' if equal else 'DIFFERENT'}", flush=True)
+                print(f"{table}: {len(got['chunked'][table][0]):,} rows, {len(got['chunked'][table][1])} "
+                      f"partitions, {'identical' if equal else 'DIFFERENT'}", flush=True)
             print(f"speed-up {seconds['per-day'] / seconds['chunked']:.1f}x "
                   f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)", flush=True)
             if not same:

@@ -1,7 +1,8 @@
 """The Hive engine: tables on a HiveServer2 endpoint (Hive, or Spark's Thrift server), reached through pyhive.
 
-The computation happens in the cluster: feature tables are filled with ``INSERT OVERWRITE TABLE … PARTITION
-(ds='…') SELECT …`` executed by the server; the client only sends SQL and reads results.
+The computation happens in the cluster: feature tables are filled by the server, a chunk of days per statement
+(a staged ``CREATE TABLE … AS SELECT`` then a dynamic-partition ``INSERT OVERWRITE TABLE … PARTITION (ds)``), or
+one ``INSERT OVERWRITE TABLE … PARTITION (ds='…') SELECT …`` per day; the client only sends SQL and reads results.
 
 Safety: every table name is checked with :func:`check_identifier` and every day with strict date parsing before
 a statement is built, so a hostile name is refused before anything is sent. Values are rendered as typed
@@ -537,19 +538,24 @@ class HiveWarehouse(Warehouse):
         tables = (self.settings.tables.user_features, self.settings.tables.realtime_features)
         step = self.hive.backfill_chunk_days
         rows = dict.fromkeys(tables, 0)
+        single: list[date] = []  # days written one by one: counted at the end, one query per table
         for i in range(0, len(days), step):
             chunk = list(days[i:i + step])
             statements = sql(chunk, False)
             selects = (statements.user_features, statements.realtime_features)
-            if len(chunk) == 1:
-                for table, select in zip(tables, selects, strict=True):
+            for table, select in zip(tables, selects, strict=True):
+                if len(chunk) == 1:
                     self.overwrite_partition_from_select(table, chunk[0], select)
-                    rows[table] += sum(self.partition_counts(table, start=chunk[0], end=chunk[0]).values())
-            else:
-                for table, select in zip(tables, selects, strict=True):
+                else:
                     rows[table] += sum(self.overwrite_partitions_from_select(table, chunk, select).values())
+            if len(chunk) == 1:
+                single.append(chunk[0])
             if task is not None:
                 task.advance(len(chunk), day=f"{chunk[0]}..{chunk[-1]}" if len(chunk) > 1 else str(chunk[0]))
+        if single:  # all the days (contiguous), or the last one
+            for table in tables:
+                rows[table] += sum(n for day, n in self.partition_counts(table, start=single[0],
+                                                                         end=single[-1]).items() if day in single)
         return rows
 
     def check_raw(self, table: str, *, start: date, end: date) -> dict[date, int]:
@@ -603,10 +609,10 @@ class HiveWarehouse(Warehouse):
         data_cols = ", ".join(f"q.`{c}`" for c in cols)
         all_cols = f"{data_cols}, q.`{PARTITION_COLUMN}`"
         stage = self.qualified(f"modelsvc_stage_{table[:60]}_{uuid.uuid4().hex[:12]}", scratch=True)
-        self.execute(f"CREATE TABLE {stage} STORED AS PARQUET AS SELECT {all_cols} FROM ({select_sql}) q "
-                     f"WHERE q.`{PARTITION_COLUMN}` >= {literals[days[0]]} "
-                     f"AND q.`{PARTITION_COLUMN}` <= {literals[days[-1]]}", table=table)
         try:
+            self.execute(f"CREATE TABLE {stage} STORED AS PARQUET AS SELECT {all_cols} FROM ({select_sql}) q "
+                         f"WHERE q.`{PARTITION_COLUMN}` >= {literals[days[0]]} "
+                         f"AND q.`{PARTITION_COLUMN}` <= {literals[days[-1]]}", table=table)
             counts = {date.fromisoformat(str(ds)): int(n) for ds, n in self.scalar_rows(
                 f"SELECT `{PARTITION_COLUMN}`, COUNT(*) FROM {stage} GROUP BY `{PARTITION_COLUMN}`")}
             static = [d for d in days if d not in counts]
