@@ -112,6 +112,10 @@ class HiveSettings(Section):
     scratch_database: str | None = Field(
         None, pattern=IDENTIFIER_PATTERN, description="where temporary tables go (default: database)"
     )
+    backfill_chunk_days: int = Field(
+        31, ge=1,
+        description="ETL days computed per statement on the server (dynamic-partition INSERT OVERWRITE); 1 sends "
+                    "two per-day statements per day, each rereading the lookback (docs/hive.md)")
 
 
 class WarehouseSettings(Section):

@@ -1,7 +1,8 @@
 """The Hive engine: tables on a HiveServer2 endpoint (Hive, or Spark's Thrift server), reached through pyhive.
 
-The computation happens in the cluster: feature tables are filled with ``INSERT OVERWRITE TABLE … PARTITION
-(ds='…') SELECT …`` executed by the server; the client only sends SQL and reads results.
+The computation happens in the cluster: feature tables are filled by the server, a chunk of days per statement
+(a staged ``CREATE TABLE … AS SELECT`` then a dynamic-partition ``INSERT OVERWRITE TABLE … PARTITION (ds)``), or
+one ``INSERT OVERWRITE TABLE … PARTITION (ds='…') SELECT …`` per day; the client only sends SQL and reads results.
 
 Safety: every table name is checked with :func:`check_identifier` and every day with strict date parsing before
 a statement is built, so a hostile name is refused before anything is sent. Values are rendered as typed
@@ -284,6 +285,7 @@ class HiveWarehouse(Warehouse):
         self._factory = connection_factory or connect
         self._conn: Any = None
         self._known_columns: dict[str, list[tuple[str, str]]] = {}  # tables created or described by this instance
+        self._dynamic: bool | None = None  # dynamic-partition inserts: allowed in this session? (None: not set up)
 
     # -- plumbing --------------------------------------------------------------------------------------------
     @property
@@ -297,6 +299,8 @@ class HiveWarehouse(Warehouse):
             with suppress(Exception):
                 self._conn.close()
             self._conn = None
+        if self._dynamic:
+            self._dynamic = None  # session settings go with the connection: set again on the next one
 
     def __enter__(self) -> HiveWarehouse:
         return self
@@ -524,16 +528,35 @@ class HiveWarehouse(Warehouse):
     # -- the ETL on the server -----------------------------------------------------------------------------------
     def write_features(self, sql: Callable[[Sequence[date], bool], FeatureSql], days: Sequence[date], *,
                        task: Task | None = None) -> dict[str, int]:
-        """Rows never leave the cluster: each day's partitions are filled by the server with ``INSERT OVERWRITE
-        TABLE … PARTITION (ds='…') SELECT …`` of that day's feature SQL, unsorted (a global sort would be wasted)."""
+        """Rows never leave the cluster: the server computes the feature SQL, unsorted (a global sort would be
+        wasted), and writes the partitions itself.
+
+        ``hive.backfill_chunk_days`` days (default 31) are computed by one SELECT per table, so the lookback is read
+        once per chunk instead of once per day: see :meth:`overwrite_partitions_from_select`. A one-day chunk, or
+        ``backfill_chunk_days: 1``, sends one ``INSERT OVERWRITE TABLE … PARTITION (ds='…') SELECT …`` per table
+        and day (:meth:`overwrite_partition_from_select`)."""
         tables = (self.settings.tables.user_features, self.settings.tables.realtime_features)
-        for day in days:
-            statements = sql([day], False)
-            self.overwrite_partition_from_select(tables[0], day, statements.user_features)
-            self.overwrite_partition_from_select(tables[1], day, statements.realtime_features)
+        step = self.hive.backfill_chunk_days
+        rows = dict.fromkeys(tables, 0)
+        single: list[date] = []  # days written one by one: counted at the end, one query per table
+        for i in range(0, len(days), step):
+            chunk = list(days[i:i + step])
+            statements = sql(chunk, False)
+            selects = (statements.user_features, statements.realtime_features)
+            for table, select in zip(tables, selects, strict=True):
+                if len(chunk) == 1:
+                    self.overwrite_partition_from_select(table, chunk[0], select)
+                else:
+                    rows[table] += sum(self.overwrite_partitions_from_select(table, chunk, select).values())
+            if len(chunk) == 1:
+                single.append(chunk[0])
             if task is not None:
-                task.advance(1, day=str(day))
-        return {table: sum(self.partition_counts(table, start=days[0], end=days[-1]).values()) for table in tables}
+                task.advance(len(chunk), day=f"{chunk[0]}..{chunk[-1]}" if len(chunk) > 1 else str(chunk[0]))
+        if single:  # all the days (contiguous), or the last one
+            for table in tables:
+                rows[table] += sum(n for day, n in self.partition_counts(table, start=single[0],
+                                                                         end=single[-1]).items() if day in single)
+        return rows
 
     def check_raw(self, table: str, *, start: date, end: date) -> dict[date, int]:
         """Check the raw-event table's columns against the contract and count its rows per partition in
@@ -554,6 +577,75 @@ class HiveWarehouse(Warehouse):
         created (typed from the query's result columns) when missing."""
         qualified = self.qualified(table)
         literal = day_literal(day)
+        self._ensure_from_select(table, select_sql)
+        cols = ", ".join(f"q.`{name}`" for name, _ in self.columns(table))
+        self.execute(f"INSERT OVERWRITE TABLE {qualified} PARTITION (`{PARTITION_COLUMN}`={literal}) "
+                     f"SELECT {cols} FROM ({select_sql}) q WHERE q.`{PARTITION_COLUMN}` = {literal}", table=table)
+
+    def overwrite_partitions_from_select(self, table: str, days: Sequence[date], select_sql: str) -> dict[date, int]:
+        """Replace partitions ``days`` of ``table`` (each whole; a day without rows ends up empty, as with
+        :meth:`overwrite_partition_from_select`) with the rows of ``select_sql``, computed once by the server for
+        all of them; returns the rows written per day.
+
+        1. ``CREATE TABLE stage STORED AS PARQUET AS SELECT …`` in the scratch database: the one expensive statement
+           (the feature SQL, reading the lookback once for every day);
+        2. the rows per day of the stage (a small aggregate): which days have rows;
+        3. ``INSERT OVERWRITE TABLE t PARTITION (ds) SELECT … FROM stage``, a dynamic-partition insert, replaces
+           every day with rows (``hive.exec.dynamic.partition.mode=nonstrict`` and Spark's
+           ``spark.sql.sources.partitionOverwriteMode=dynamic`` are set for the session first);
+        4. a dynamic overwrite leaves alone the partitions that receive no rows, so the days without rows are
+           emptied by one multi-insert with static partitions (``FROM stage q INSERT OVERWRITE … PARTITION
+           (ds='d') SELECT … WHERE q.ds='d' …``), which gives them the same empty partition a per-day statement
+           does. A server that refuses dynamic partitions (its error names them) gets every day this way, and
+           the session does not try again.
+        The stage is dropped at the end, also on failure."""
+        qualified = self.qualified(table)
+        days = sorted({parse_date(d, option="ds") for d in days})  # every day checked before any statement
+        literals = {d: day_literal(d) for d in days}
+        if not days:
+            return {}
+        self._ensure_from_select(table, select_sql)
+        cols = [name for name, _ in self.columns(table)]
+        data_cols = ", ".join(f"q.`{c}`" for c in cols)
+        all_cols = f"{data_cols}, q.`{PARTITION_COLUMN}`"
+        stage = self.qualified(f"modelsvc_stage_{table[:60]}_{uuid.uuid4().hex[:12]}", scratch=True)
+        try:
+            self.execute(f"CREATE TABLE {stage} STORED AS PARQUET AS SELECT {all_cols} FROM ({select_sql}) q "
+                         f"WHERE q.`{PARTITION_COLUMN}` >= {literals[days[0]]} "
+                         f"AND q.`{PARTITION_COLUMN}` <= {literals[days[-1]]}", table=table)
+            counts = {date.fromisoformat(str(ds)): int(n) for ds, n in self.scalar_rows(
+                f"SELECT `{PARTITION_COLUMN}`, COUNT(*) FROM {stage} GROUP BY `{PARTITION_COLUMN}`")}
+            static = [d for d in days if d not in counts]
+            if counts and self._dynamic_partitions():
+                try:
+                    self.execute(f"INSERT OVERWRITE TABLE {qualified} PARTITION (`{PARTITION_COLUMN}`) "
+                                 f"SELECT {all_cols} FROM {stage} q", table=table)
+                except HiveQueryError as exc:
+                    if not _DYNAMIC_REFUSED.search(exc.message):
+                        raise
+                    self._dynamic = False
+                    static = days
+            if static:
+                inserts = [f"INSERT OVERWRITE TABLE {qualified} PARTITION (`{PARTITION_COLUMN}`={literals[d]}) "
+                           f"SELECT {data_cols} WHERE q.`{PARTITION_COLUMN}` = {literals[d]}" for d in static]
+                self.execute(f"FROM {stage} q " + " ".join(inserts), table=table)
+        finally:
+            with suppress(ModelsvcError):
+                self.execute(f"DROP TABLE IF EXISTS {stage}")
+        return {d: counts.get(d, 0) for d in days}
+
+    def _dynamic_partitions(self) -> bool:
+        """Set this session up for dynamic-partition overwrites (once per connection); False once the server
+        refused one. A setting the server does not know or refuses is skipped: the insert itself decides."""
+        if self._dynamic is None:
+            for key, value in DYNAMIC_PARTITION_SETTINGS:
+                with suppress(HiveQueryError):
+                    self.execute(f"SET {key}={value}")
+            self._dynamic = True
+        return self._dynamic
+
+    def _ensure_from_select(self, table: str, select_sql: str) -> None:
+        """Create ``table`` typed from ``select_sql``'s result columns (``ds`` the partition key) when missing."""
         if table not in self._known_columns and not self.table_exists(table):
             with self._cursor(f"SELECT * FROM ({select_sql}) q LIMIT 0") as cur:
                 desc = cur.description or []
@@ -563,9 +655,6 @@ class HiveWarehouse(Warehouse):
             if PARTITION_COLUMN not in schema.names:
                 raise DataError(f"the SELECT for table {table} has no '{PARTITION_COLUMN}' column")
             self.ensure_table(table, schema)
-        cols = ", ".join(f"q.`{name}`" for name, _ in self.columns(table))
-        self.execute(f"INSERT OVERWRITE TABLE {qualified} PARTITION (`{PARTITION_COLUMN}`={literal}) "
-                     f"SELECT {cols} FROM ({select_sql}) q WHERE q.`{PARTITION_COLUMN}` = {literal}", table=table)
 
     def partition_counts(self, table: str, *, start: date, end: date) -> dict[date, int]:
         """Rows per partition of ``table`` in [start, end] (one aggregate query)."""
@@ -575,6 +664,14 @@ class HiveWarehouse(Warehouse):
             table=table)
         return {date.fromisoformat(str(ds)): int(n) for ds, n in rows}
 
+
+# session settings for dynamic-partition overwrites: Hive's (also read by Spark for Hive tables), and Spark's for
+# data-source tables (in its default "static" mode an INSERT OVERWRITE … PARTITION (ds) would empty every partition)
+DYNAMIC_PARTITION_SETTINGS = (("hive.exec.dynamic.partition", "true"),
+                              ("hive.exec.dynamic.partition.mode", "nonstrict"),
+                              ("spark.sql.sources.partitionOverwriteMode", "dynamic"))
+# what Hive and Spark say when dynamic partitions are off or in strict mode
+_DYNAMIC_REFUSED = re.compile(r"dynamic partition|DYNAMIC_PARTITION", re.IGNORECASE)
 
 _QUALIFIED_COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.([A-Za-z_][A-Za-z0-9_]*)$")
 
