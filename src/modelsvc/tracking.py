@@ -13,7 +13,9 @@ import functools
 import os
 import re
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -419,3 +421,99 @@ def predict(model: Any, uri: str, features: pd.DataFrame) -> np.ndarray:
     if bad:
         raise DataError(f"model {uri} returned {bad} predictions outside [0, 1]")
     return p
+
+
+# -- readiness checks (modelsvc doctor) ------------------------------------------------------------------------
+
+TRACKING_FIX = "start the server or fix mlflow.tracking_uri / MLFLOW_TRACKING_URI"
+REGISTRY_FIX = "check the registry URI and the MLflow credentials"
+_BOUNDED_ENV = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
+_bounded_lock = threading.Lock()
+_bounded_users = 0
+_bounded_saved: dict[str, str | None] = {}
+
+
+@contextlib.contextmanager
+def _bounded_requests(timeout: float) -> Iterator[None]:
+    """MLflow's client with no retries and a request timeout within the check's, while checks run (MLflow reads
+    both variables at each request; several checks may overlap, so the previous values come back after the last)."""
+    global _bounded_users
+    with _bounded_lock:
+        if _bounded_users == 0:
+            _bounded_saved.update({k: os.environ.get(k) for k in _BOUNDED_ENV})
+            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+            os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, int(min(timeout, 10.0))))
+        _bounded_users += 1
+    try:
+        yield
+    finally:
+        with _bounded_lock:
+            _bounded_users -= 1
+            if _bounded_users == 0:
+                for k, v in _bounded_saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+
+
+def _local_db(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def _existing_parent(path: Path) -> Path:
+    return next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("/"))
+
+
+def _checked(settings: Settings, uri: str, what: str, call: Callable[[Any], Any], timeout: float) -> Any:
+    """``call(client)`` through the bounded client; its failures as one failed-check line (no secret shown)."""
+    from modelsvc.health import CheckOutcome, one_line
+
+    with _bounded_requests(timeout):
+        try:
+            return call(mlflow_client(settings))
+        except ModelsvcError:
+            raise
+        except Exception as exc:
+            mapped = tracking_error(settings, exc)  # its message names the masked URI already, its hint the fix
+            if mapped is not None:
+                raise CheckOutcome("fail", mapped.message, fix=mapped.hint) from None
+            raise CheckOutcome("fail", f"{what} {mask_uri(uri)}: {one_line(exc)}") from None
+
+
+def check_tracking(settings: Settings, timeout: float) -> str:
+    """The tracking store answers: a local SQLite store exists (or can be created), a server lists experiments."""
+    from modelsvc.health import CheckOutcome
+
+    uri = settings.tracking_uri()
+    db = _local_db(uri)
+    if db is not None:
+        if db.is_file():
+            return f"local store {db}"
+        if not os.access(_existing_parent(db), os.W_OK):
+            raise CheckOutcome("fail", f"local store {db} cannot be created (folder not writable)")
+        raise CheckOutcome("warn", f"local store {db} does not exist yet (created by the first train)",
+                           fix="nothing to do: modelsvc train creates it")
+    scheme = urlsplit(uri).scheme
+    if scheme not in {"http", "https", "databricks"}:
+        raise CheckOutcome("skip", f"{mask_uri(uri)}: no reachability probe for scheme '{scheme}'")
+    found = _checked(settings, uri, "MLflow server", lambda c: c.search_experiments(max_results=1), timeout)
+    return f"server {mask_uri(uri)}: answers ({'experiments found' if found else 'no experiments yet'})"
+
+
+def check_registry(settings: Settings, timeout: float) -> str:
+    """The model registry answers; the registered model and its production alias, when they exist."""
+    from modelsvc.health import CheckOutcome
+
+    uri = settings.mlflow.registry_uri or settings.tracking_uri()
+    db = _local_db(uri)
+    if db is not None and not db.is_file():
+        raise CheckOutcome("skip", f"local store {db} does not exist yet")
+    models = _checked(settings, uri, "registry", lambda c: c.search_registered_models(max_results=100), timeout)
+    name, alias = settings.mlflow.registered_model, settings.mlflow.production_alias
+    ours = next((m for m in models if m.name == name), None)
+    if ours is None:
+        return f"{len(models)} registered models; '{name}' not registered yet"
+    version = dict(getattr(ours, "aliases", None) or {}).get(alias)
+    where = f"'{alias}' -> version {version}" if version else f"no '{alias}' alias yet"
+    return f"{len(models)} registered models; '{name}': {where}"

@@ -60,3 +60,23 @@ def test_doctor_cli_reads_the_cluster_from_the_environment(with_raw_events, redi
     ray_check = next(c for c in data["checks"] if c["name"] == "ray")
     assert ray_check["status"] == "ok"
     assert ray_check["detail"].startswith(f"cluster {ray_cluster.address}: 2 nodes, 2 CPUs, 0 GPUs")
+
+
+@pytest.mark.timeout(180)
+def test_doctor_names_refused_mlflow_credentials_without_showing_them(workdir, mlflow_auth_server, monkeypatch):
+    """The MLflow checks go through MLflow's own client (no retries, bounded timeout): a refused password is a
+    failed row saying so, with the fix, and the password nowhere in the report."""
+    secret = "doctor-wrong-pw-123"
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    monkeypatch.setenv("MODELSVC_MLFLOW__PASSWORD", secret)
+    settings = load_settings(workdir / "configs", mlflow={"tracking_uri": mlflow_auth_server.url,
+                                                          "username": mlflow_auth_server.admin[0]})
+    report = check_all(settings, timeout_s=60)
+    checks = {c.name: c for c in report.checks}
+    for name in ("mlflow.tracking", "mlflow.registry"):
+        assert checks[name].status == "fail", checks[name]
+        assert checks[name].detail == (f"MLflow tracking server at {mlflow_auth_server.url} refused the "
+                                       "credentials (HTTP 401)")
+    assert checks["mlflow.tracking"].fix.startswith("set mlflow.username and mlflow.password")
+    assert secret not in report.model_dump_json()

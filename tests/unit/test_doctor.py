@@ -135,8 +135,8 @@ def test_existing_local_mlflow_store_is_queried(settings, workdir):
 
 
 def test_credentials_in_the_tracking_uri_are_sent_as_basic_auth_and_never_shown(workdir):
-    """http://user:pw@host:port is what MLflow's client accepts: doctor reaches the server the same way (it
-    reported 'Name or service not known'), and the password appears nowhere in its report."""
+    """http://user:pw@host:port is what MLflow's client accepts: doctor asks through that client (it reported
+    'Name or service not known' when it had its own probe), and the password appears nowhere in its report."""
     import base64
     import json
     import threading
@@ -150,11 +150,15 @@ def test_credentials_in_the_tracking_uri_are_sent_as_basic_auth_and_never_shown(
                 self.send_response(401)
                 self.end_headers()
                 return
-            body = b"OK" if self.path == "/health" else json.dumps({"registered_models": []}).encode()
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            listing = "experiments" if "/experiments/" in self.path else "registered_models"
+            body = json.dumps({listing: []}).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+
+        do_POST = do_GET  # noqa: N815 - MLflow's client searches with GET or POST
 
         def log_message(self, *args):
             pass
@@ -171,6 +175,6 @@ def test_credentials_in_the_tracking_uri_are_sent_as_basic_auth_and_never_shown(
     checks = _by_name(report)
     assert checks["mlflow.tracking"].status == "ok", checks["mlflow.tracking"].detail
     assert checks["mlflow.tracking"].detail == (
-        f"server http://alice:**********@127.0.0.1:{server.server_address[1]}: /health OK")
+        f"server http://alice:**********@127.0.0.1:{server.server_address[1]}: answers (no experiments yet)")
     assert checks["mlflow.registry"].status == "ok", checks["mlflow.registry"].detail
     assert "secret" not in report.model_dump_json()

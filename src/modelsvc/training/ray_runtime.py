@@ -163,3 +163,60 @@ class ProgressSink:
 
     def since(self, n: int) -> list[dict[str, Any]]:
         return self._epochs[n:]
+
+
+# -- readiness check (modelsvc doctor) -------------------------------------------------------------------------
+
+RAY_FIX = "start the cluster (ray start --head) or fix ray.address / RAY_ADDRESS"
+_RAY_PROBE = """
+import json, sys, ray
+ray.init(address=sys.argv[1], log_to_driver=False, logging_level="ERROR")
+res = ray.cluster_resources()
+nodes = [n for n in ray.nodes() if n.get("Alive")]
+print(json.dumps({"nodes": len(nodes), "cpus": res.get("CPU", 0), "gpus": res.get("GPU", 0),
+                  "version": ray.__version__}))
+ray.shutdown()
+"""
+
+
+def check(settings: Settings, timeout: float) -> str:
+    """Ray is installed; without an address the local Ray (or local mode) is used; a cluster address answers."""
+    import importlib.util
+    from urllib.parse import urlparse
+
+    from modelsvc.health import CheckOutcome, tcp
+
+    if importlib.util.find_spec("ray") is None:
+        raise CheckOutcome("fail", "ray is not installed", fix="pip install 'ray[train,data]'")
+    address = settings.ray_address()
+    if not address:
+        cpus = settings.ray.num_cpus or os.cpu_count() or 1
+        from importlib.metadata import version
+
+        return f"local Ray {version('ray')} (started on demand): {cpus} CPUs"
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    if address != "auto" and parsed.hostname and parsed.port:
+        tcp(parsed.hostname, parsed.port, timeout, "Ray cluster")
+    return _probe_cluster(address, timeout)
+
+
+def _probe_cluster(address: str, timeout: float) -> str:
+    # a child process: ray.init can block for long on a bad address, and must not join this process to a cluster
+    import json
+    import subprocess
+    import sys
+
+    from modelsvc.health import CheckOutcome
+
+    try:
+        out = subprocess.run([sys.executable, "-c", _RAY_PROBE, address], capture_output=True, text=True,
+                             timeout=max(1.0, timeout - 1.0), stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise CheckOutcome("fail", f"Ray cluster at {address}: no answer within {timeout:g}s") from None
+    lines = out.stdout.strip().splitlines()
+    if out.returncode != 0 or not lines:
+        err = [line for line in out.stderr.strip().splitlines() if line.strip()]
+        raise CheckOutcome("fail", f"Ray cluster at {address}: {err[-1][:200] if err else 'connection failed'}")
+    info = json.loads(lines[-1])
+    return (f"cluster {address}: {info['nodes']} nodes, {info['cpus']:g} CPUs, {info['gpus']:g} GPUs "
+            f"(Ray {info['version']})")
