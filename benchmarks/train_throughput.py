@@ -196,7 +196,7 @@ def _run(args, root: Path) -> None:
     use_gpu = args.device == "cuda"
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     base = _settings(root, scaling={"use_gpu": use_gpu, "cpus_per_worker": args.threads})
-    manifest, df = write_synthetic_dataset(base, rows=args.rows, seed=0)
+    _manifest, df = write_synthetic_dataset(base, rows=args.rows, seed=0)
     train_df = df[df["split"] == "train"]
     pre = Preprocessor.fit(train_df, NUMERIC_FEATURES, CATEGORICAL_FEATURES)
 

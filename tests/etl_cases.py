@@ -202,7 +202,8 @@ def check_case(case: EtlCase, settings: Any) -> None:
                                                f"{_normal(case.realtime)}"
 
 
-def random_case(seed: int, *, users: int = 40, start: str = "2024-02-01", end: str = "2024-02-15",
+def random_case(  # noqa: C901 - one branch per planted edge case, read top to bottom
+    seed: int, *, users: int = 40, start: str = "2024-02-01", end: str = "2024-02-15",
                 lookback: int = 30, orders_days: int = 7, purchase_days: int = 30, window_min: int = 10) -> EtlCase:
     """Random raw events (edges on purpose: midnights, exact window starts, 10-minute boundaries, equal
     timestamps, null/unknown platforms, NaN/inf/missing purchase values, null users, events older than the

@@ -44,7 +44,7 @@ class ColumnPlan:
     kind: str
 
 
-def _kind(name: str, typ: pa.DataType) -> str | None:
+def _kind(name: str, typ: pa.DataType) -> str | None:  # noqa: C901 - one flat branch per accepted column encoding
     """'same'/'cast'/'parse'/'null' when ``typ`` is acceptable for ``name``; None when it is refused."""
     import pyarrow.types as t
 

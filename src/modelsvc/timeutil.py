@@ -62,7 +62,8 @@ def date_range(start: str | date | None, end: str | date | None, *, max_days: in
         s = e
     elif e is None:
         e = s
-    assert s is not None and e is not None
+    assert s is not None
+    assert e is not None
     if e < s:
         raise UsageError(f"--end-date {e} is before --start-date {s}")
     n = (e - s).days + 1

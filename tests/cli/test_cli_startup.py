@@ -22,7 +22,8 @@ def test_library_chatter_goes_to_stderr_so_stdout_holds_only_the_result() -> Non
             "print('RESULT')\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout == "RESULT\n"
-    assert "py-noise" in proc.stderr and "fd-noise" in proc.stderr
+    assert "py-noise" in proc.stderr
+    assert "fd-noise" in proc.stderr
 
 
 def test_library_deprecation_warnings_are_hidden_unless_verbose() -> None:

@@ -25,13 +25,16 @@ def test_demo_data_then_etl_json(workdir, runner):
                   "--seed", "5", "--json")
     assert res.exit_code == 0, res.output
     demo = json.loads(res.stdout)
-    assert demo["days"] == 3 and demo["end_date"] == "2025-01-03" and demo["impressions"] > 0
+    assert demo["days"] == 3
+    assert demo["end_date"] == "2025-01-03"
+    assert demo["impressions"] > 0
     assert (workdir / "data" / "warehouse" / "raw_events" / "ds=2025-01-03").is_dir()
 
     res = _invoke(runner, "etl", "--start-date", "2025-01-01", "--end-date", "2025-01-03", "--json")
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
-    assert report["days"] == 3 and report["raw_events_read"] == demo["events"]
+    assert report["days"] == 3
+    assert report["raw_events_read"] == demo["events"]
     assert report["rows_written"]["user_features_precomputed"] > 0
     assert report["rows_written"]["user_realtime_features"] > 0
 
@@ -40,14 +43,16 @@ def test_etl_table_output(workdir, runner):
     assert _invoke(runner, "demo-data", "--users", "50", "--days", "2", "--seed", "1").exit_code == 0
     res = _invoke(runner, "etl", "--start-date", "2025-01-02")  # --end-date defaults to --start-date
     assert res.exit_code == 0, res.output
-    assert "2025-01-02 .. 2025-01-02 (1)" in res.stdout and "events/s" in res.stdout
+    assert "2025-01-02 .. 2025-01-02 (1)" in res.stdout
+    assert "events/s" in res.stdout
     # not a terminal (a cron or CI log): no progress bars, but the log lines, time-stamped
     import re
 
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ etl 2025-01-02\.\.2025-01-02: [\d,]+ raw events in "
                         r"raw_events from 2024-12-04", res.stderr.strip()), res.stderr
     res = _invoke(runner, "etl", "--start-date", "2025-01-02", "--json")
-    assert res.exit_code == 0 and res.stderr == ""  # --json: stdout is the JSON, stderr stays empty
+    assert res.exit_code == 0
+    assert res.stderr == ""
 
 
 @pytest.mark.parametrize(("args", "code", "line"), [
@@ -93,7 +98,8 @@ def test_contract_violation_exit_code(workdir, runner):
 def test_help_has_examples(runner):
     for cmd in ("demo-data", "etl"):
         res = _invoke(runner, cmd, "--help")
-        assert res.exit_code == 0 and f"Example: modelsvc {cmd}" in res.stdout
+        assert res.exit_code == 0
+        assert f"Example: modelsvc {cmd}" in res.stdout
 
 
 def _spoil_raw(workdir, day: str, change) -> str:

@@ -107,7 +107,8 @@ def test_readme_setup_commands_are_make_targets():
     readme = (REPO / "README.md").read_text()
     makefile = (REPO / "Makefile").read_text()
     start = readme.index("## Start here")
-    assert "make demo" in readme[start:start + 400] and "make test" in readme[start:start + 400]
+    assert "make demo" in readme[start:start + 400]
+    assert "make test" in readme[start:start + 400]
     for target in re.findall(r"`make ([a-z-]+)`|^make ([a-z-]+)", readme, flags=re.M):
         name = target[0] or target[1]
         assert re.search(rf"^{name}:", makefile, flags=re.M), f"README mentions make {name}: no such target"

@@ -37,7 +37,8 @@ def test_materialize_then_build_dataset_json(workdir, tables):
                                  "--name", "cli_ds", "--json"])
     assert result.exit_code == 0, result.output
     manifest = json.loads(result.stdout)
-    assert manifest["name"] == "cli_ds" and manifest["rows"] == len(tables)
+    assert manifest["name"] == "cli_ds"
+    assert manifest["rows"] == len(tables)
     assert sum(s["rows"] for s in manifest["splits"].values()) == len(tables)
     assert (workdir / "data" / "datasets" / "cli_ds" / manifest["version"] / "data.parquet").is_file()
 
@@ -45,7 +46,8 @@ def test_materialize_then_build_dataset_json(workdir, tables):
     result = runner.invoke(app, ["build-dataset", "--start-date", days.min(), "--end-date", days.max(),
                                  "--name", "cli_ds"])
     assert result.exit_code == 0, result.output
-    assert "Dataset cli_ds/" in result.stdout and manifest["fingerprint"] in result.stdout
+    assert "Dataset cli_ds/" in result.stdout
+    assert manifest["fingerprint"] in result.stdout
 
 
 @pytest.mark.parametrize(("args", "code", "error"), [

@@ -26,7 +26,8 @@ def test_etl_with_hive_unreachable_exits_69_naming_host_port(hive_env: int) -> N
     assert result.exit_code == 69
     assert result.stderr.splitlines()[0] == f"Error: cannot reach HiveServer2 at 127.0.0.1:{hive_env}: " \
                                             "connection refused"
-    assert "s3cr3t" not in result.stderr and "s3cr3t" not in result.stdout
+    assert "s3cr3t" not in result.stderr
+    assert "s3cr3t" not in result.stdout
 
 
 def test_etl_with_a_bad_date_is_refused_before_connecting(hive_env: int) -> None:

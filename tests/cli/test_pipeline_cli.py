@@ -36,4 +36,5 @@ def test_bad_config_exits_78(workdir):
     (workdir / "configs" / "model_params.yaml").write_text("training:\n  epochs: 0\n")
     result = runner.invoke(app, ["run", "--start-date", "2025-01-01", "--end-date", "2025-01-01"])
     assert result.exit_code == 78
-    assert "training.epochs" in result.stderr and "model_params.yaml" in result.stderr
+    assert "training.epochs" in result.stderr
+    assert "model_params.yaml" in result.stderr

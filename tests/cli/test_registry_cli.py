@@ -30,12 +30,15 @@ def test_evaluate_passing_run_exits_0_and_prints_the_report(env) -> None:
     result = invoke("evaluate", "--run-id", run, "--json")
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["verdict"] == "passed" and report["run_id"] == run and report["production"] is None
+    assert report["verdict"] == "passed"
+    assert report["run_id"] == run
+    assert report["production"] is None
     table = invoke("evaluate", "--run-id", run)
     assert table.exit_code == 0
     assert "verdict: passed" in table.stdout
     assert "gate: no production model: only the absolute bounds apply" in table.stdout
-    assert "AUC by slice" in table.stdout and "Demo oracle" in table.stdout
+    assert "AUC by slice" in table.stdout
+    assert "Demo oracle" in table.stdout
 
 
 def test_evaluate_refused_run_prints_the_report_then_exits_1(env) -> None:
@@ -48,7 +51,9 @@ def test_evaluate_refused_run_prints_the_report_then_exits_1(env) -> None:
         f"Error: gate refused run {run}: auc 0.5000 outside >= 0.6000 (gate.min_auc); "
         "calibration_error 0.1217 outside <= 0.0500 (gate.max_calibration_error)"]
     table = invoke("evaluate", "--run-id", run)
-    assert table.exit_code == 1 and "verdict: refused" in table.stdout and "FAIL" in table.stdout
+    assert table.exit_code == 1
+    assert "verdict: refused" in table.stdout
+    assert "FAIL" in table.stdout
 
 
 def test_evaluate_unknown_run_and_run_without_dataset_tags(env) -> None:
@@ -62,7 +67,8 @@ def test_evaluate_unknown_run_and_run_without_dataset_tags(env) -> None:
     assert result.stderr.splitlines()[0] == (
         f"Error: run {untagged} has no modelsvc.dataset.name/modelsvc.dataset.version tags; pass --dataset NAME")
     result = invoke("evaluate", "--run-id", untagged, "--dataset", "ctr_training", "--json")
-    assert result.exit_code == 0 and json.loads(result.stdout)["dataset"] == "ctr_training"
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["dataset"] == "ctr_training"
     mlflow_client(settings).delete_run(untagged)
     for command in ("evaluate", "promote"):
         result = invoke(command, "--run-id", untagged)
@@ -95,10 +101,12 @@ def test_promote_and_rollback_exit_codes_and_json(env) -> None:
     promotion = json.loads(result.stdout)
     assert (promotion["action"], promotion["version"], promotion["changed"]) == ("promote", "1", True)
     assert promotion["model_uri"] == "models:/ctr_model@production"
-    assert "Registered model" not in result.stderr and "Created version" not in result.stderr  # MLflow's prints
+    assert "Registered model" not in result.stderr
+    assert "Created version" not in result.stderr
 
     again = invoke("promote", "--run-id", run)
-    assert again.exit_code == 0 and "nothing changed: version 1 is already in production" in again.stdout
+    assert again.exit_code == 0
+    assert "nothing changed: version 1 is already in production" in again.stdout
 
     result = invoke("rollback", "--json")
     assert result.exit_code == 66
@@ -108,7 +116,8 @@ def test_promote_and_rollback_exit_codes_and_json(env) -> None:
 
     forced = log_fake_run(settings, manifest, CONSTANT_COEF)
     result = invoke("promote", "--run-id", forced, "--force", "--reason", "incident 42", "--json")
-    assert result.exit_code == 0 and json.loads(result.stdout)["forced"] is True
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["forced"] is True
     result = invoke("rollback", "--reason", "undo the forced one", "--json")
     assert result.exit_code == 0
     back = json.loads(result.stdout)
@@ -119,7 +128,8 @@ def test_promote_and_rollback_exit_codes_and_json(env) -> None:
 @pytest.mark.parametrize("command", ["evaluate", "promote", "rollback"])
 def test_help_has_an_example(command: str) -> None:
     result = invoke(command, "--help")
-    assert result.exit_code == 0 and f"Example: modelsvc {command}" in result.stdout
+    assert result.exit_code == 0
+    assert f"Example: modelsvc {command}" in result.stdout
 
 
 def test_cli_does_not_import_mlflow() -> None:

@@ -13,15 +13,18 @@ runner = CliRunner()
 
 def test_score_refuses_a_bad_range_before_any_work(workdir):
     res = runner.invoke(app, ["score", "--start-date", "2025-02-30"])
-    assert res.exit_code == 64 and "Error: --start-date: '2025-02-30' is not a date" in res.output, res.output
+    assert res.exit_code == 64, res.output
+    assert "Error: --start-date: '2025-02-30' is not a date" in res.output
     res = runner.invoke(app, ["score", "--start-date", "2025-03-02", "--end-date", "2025-03-01"])
-    assert res.exit_code == 64 and res.output.startswith("Error: "), res.output
+    assert res.exit_code == 64, res.output
+    assert res.output.startswith("Error: "), res.output
 
 
 def test_predict_needs_users_and_a_valid_run_id(workdir):
     assert runner.invoke(app, ["predict"]).exit_code == 2  # --user-id is required
     res = runner.invoke(app, ["predict", "--user-id", "1", "--run-id", "../etc"])
-    assert res.exit_code == 64 and "Error: --run-id '../etc' is not an MLflow run id" in res.output, res.output
+    assert res.exit_code == 64, res.output
+    assert "Error: --run-id '../etc' is not an MLflow run id" in res.output
 
 
 @pytest.mark.slow  # creates the local MLflow store (migrations: seconds)

@@ -70,7 +70,8 @@ def test_streaming_on_cuda_yields_exactly_the_cpu_batches(tmp_path, frame):
     busy = torch.randn(2048, 2048, device=CUDA)
     on_cuda = []
     for num, cat, y in StreamingBatches(path, pre, "is_clicked", device=CUDA, prefetch=2, **kw).epoch(2):
-        assert num.device.type == "cuda" and num.is_contiguous()
+        assert num.device.type == "cuda"
+        assert num.is_contiguous()
         busy = busy @ busy / 2048  # work on the consuming stream while the producer copies
         on_cuda.append((num.clone(), cat.clone(), y.clone()))
         del num, cat, y  # freed while the stream may still be busy: record_stream must keep the memory

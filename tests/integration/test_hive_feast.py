@@ -76,7 +76,8 @@ def test_point_in_time_join_matches_duckdb_and_brute_force(engines) -> None:
     local, hive, imp, off, rt = engines
     results = {s.warehouse.engine: historical_features(s, imp).table.to_pandas() for s in (local, hive)}
     got, expected = results["hive"], results["duckdb"]
-    assert len(got) == len(imp) and got["event_id"].is_unique
+    assert len(got) == len(imp)
+    assert got["event_id"].is_unique
     assert list(got.columns) == list(expected.columns)
     columns = [c for c in expected.columns if c != "event_id"]
     assert _norm(got, columns) == _norm(expected, columns)  # every column, value by value
@@ -85,8 +86,10 @@ def test_point_in_time_join_matches_duckdb_and_brute_force(engines) -> None:
         brute_force_pit(imp, rt, REALTIME, timedelta(minutes=hive.features.realtime_ttl_minutes)), on="event_id")
     assert _norm(got, OFFLINE + REALTIME) == _norm(reference, OFFLINE + REALTIME)
     # the planted edges are there: matches at exactly ttl, misses 1 µs past it, nulls for no match
-    assert got["total_orders_7d"].isna().any() and got["total_orders_7d"].notna().any()
-    assert got["current_page_views_10m"].isna().any() and got["current_page_views_10m"].notna().any()
+    assert got["total_orders_7d"].isna().any()
+    assert got["total_orders_7d"].notna().any()
+    assert got["current_page_views_10m"].isna().any()
+    assert got["current_page_views_10m"].notna().any()
     assert _entity_tables(hive) == []
 
 

@@ -129,7 +129,7 @@ def test_lists_inference_non_entity_mode_and_saved_datasets(hive_store) -> None:
 
     from modelsvc.features.hive import SavedDatasetHiveStorage
 
-    settings, store = hive_store
+    _settings, store = hive_store
     # a view without a schema takes its features from the table, not the partition column
     inferred = store.get_feature_view("part_lists")
     assert sorted(f.name for f in inferred.features) == sorted(FEATURES)
@@ -164,7 +164,8 @@ def test_lists_inference_non_entity_mode_and_saved_datasets(hive_store) -> None:
     for r in rows:
         assert pd.Timestamp(r["event_timestamp"]) == pd.Timestamp(end)
         want = _latest(r["user_id"], end)
-        assert want is not None and all(_same(r[f], want[f]) for f in FEATURES), r
+        assert want is not None, r
+        assert all(_same(r[f], want[f]) for f in FEATURES), r
     unbounded = store.get_historical_features(features=["part_lists:ints"], end_date=end).to_df()
     assert sorted(unbounded["user_id"]) == [1, 2, 3]  # start defaults to end - ttl
 
@@ -217,7 +218,8 @@ def test_offline_writes_and_feature_logging(hive_store) -> None:
     with open_warehouse(settings) as wh:
         partitions = [str(d) for d in wh.partitions("lists_part")]
     # each pushed row went to the partition of its day
-    assert f"{later:%Y-%m-%d}" in partitions and f"{later + timedelta(hours=30):%Y-%m-%d}" in partitions
+    assert f"{later:%Y-%m-%d}" in partitions
+    assert f"{later + timedelta(hours=30):%Y-%m-%d}" in partitions
     entity_df = pd.DataFrame({"user_id": [5, 6], "event_timestamp": [later + timedelta(days=2)] * 2})
     got = store.get_historical_features(entity_df=entity_df, full_feature_names=True, features=[
         f"{view}:{f}" for view in ("part_lists", "flat_lists") for f in FEATURES]).to_arrow().to_pylist()

@@ -61,7 +61,8 @@ def test_round_trip_keeps_values_exactly(hive_settings) -> None:
         assert isinstance(wh, HiveWarehouse)
         assert wh.write_partitions("events", data) == [date(2024, 1, 1), date(2024, 1, 2), date(2024, 1, 3)]
         assert wh.partitions("events") == [date(2024, 1, 1), date(2024, 1, 2), date(2024, 1, 3)]
-        assert wh.table_exists("events") and not wh.table_exists("events_nope")
+        assert wh.table_exists("events")
+        assert not wh.table_exists("events_nope")
         got = wh.read("events")
     assert got.schema == SCHEMA
     assert sorted(got.to_pylist(), key=lambda r: r["user_id"]) == _rows()
@@ -80,9 +81,11 @@ def test_special_floats_and_extreme_values_round_trip(hive_settings) -> None:
     for g, e in zip(got, expected, strict=True):
         assert g["n"] == e["n"]
         if e["v"] is None or math.isnan(e["v"]):
-            assert (g["v"] is None) == (e["v"] is None) and (g["v"] is None or math.isnan(g["v"]))
+            assert (g["v"] is None) == (e["v"] is None)
+            assert (g["v"] is None or math.isnan(g["v"]))
         else:
-            assert g["v"] == e["v"] and math.copysign(1, g["v"]) == math.copysign(1, e["v"])
+            assert g["v"] == e["v"]
+            assert math.copysign(1, g["v"]) == math.copysign(1, e["v"])
 
 
 def test_read_prunes_partitions_and_selects_columns(hive_settings) -> None:

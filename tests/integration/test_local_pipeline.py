@@ -48,7 +48,8 @@ def test_demo_etl_materialize_build_dataset(workdir):
     mat = _cli("materialize", "--end-date", end.strftime("%Y-%m-%dT%H:%M:%S"))
     assert mat["rows"] > 0
     again = _cli("materialize", "--end-date", end.strftime("%Y-%m-%dT%H:%M:%S"))
-    assert again["rows"] == 0 and not again["applied"]
+    assert again["rows"] == 0
+    assert not again["applied"]
 
     # online = latest offline row per user within ttl of the materialization end
     from modelsvc.config import load_settings

@@ -45,7 +45,8 @@ def test_train_evaluate_promote_rollback_through_the_server(workdir, mlflow_serv
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
     settings = load_settings(workdir / "configs", mlflow={"experiment": "server-e2e"}, **OVERRIDES)
-    assert settings.mlflow.tracking_uri is None and settings.tracking_uri() == mlflow_server.url
+    assert settings.mlflow.tracking_uri is None
+    assert settings.tracking_uri() == mlflow_server.url
     manifest, _ = write_synthetic_dataset(settings, rows=2000, seed=3)
 
     first = train(settings)
@@ -62,12 +63,14 @@ def test_train_evaluate_promote_rollback_through_the_server(workdir, mlflow_serv
     second = SimpleNamespace(run_id=log_fake_run(settings, manifest, TRUE_COEF))
 
     r1 = evaluate(settings, run_id=first.run_id)
-    assert r1.verdict == "passed" and r1.production_version is None
+    assert r1.verdict == "passed"
+    assert r1.production_version is None
     p1 = promote(settings, run_id=first.run_id, reason="first model")
     assert (p1.version, p1.changed, p1.previous_version) == ("1", True, None)
 
     r2 = evaluate(settings, run_id=second.run_id)
-    assert r2.verdict == "passed" and r2.production_version == "1"
+    assert r2.verdict == "passed"
+    assert r2.production_version == "1"
     assert client.get_run(second.run_id).data.tags["modelsvc.eval.production_version"] == "1"
     p2 = promote(settings, run_id=second.run_id)
     assert (p2.version, p2.previous_version) == ("2", "1")
@@ -95,8 +98,10 @@ def test_train_evaluate_promote_rollback_through_the_server(workdir, mlflow_serv
                           cwd=workdir, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     pred = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert pred["run_id"] == first.run_id and pred["columns"] == ["p_click"]
-    assert len(pred["p"]) == 2 and all(0.0 < p < 1.0 for p in pred["p"])
+    assert pred["run_id"] == first.run_id
+    assert pred["columns"] == ["p_click"]
+    assert len(pred["p"]) == 2
+    assert all(0.0 < p < 1.0 for p in pred["p"])
 
 
 SECRET = "mlflow-pw-never-shown"

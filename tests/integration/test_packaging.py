@@ -38,7 +38,8 @@ def test_dockerfile_copies_only_existing_paths_and_keeps_its_contract():
     assert "COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh" in text
     assert "MODELSVC_CONFIG_DIR=/app/configs" in text
     users = re.findall(r"^USER (\S+)$", text, flags=re.M)
-    assert users and users[-1] not in {"root", "0"}
+    assert users
+    assert users[-1] not in {"root", "0"}
     # the Makefile's docker target passes the same build args
     assert "--build-arg TORCH_SPEC" in (REPO / "Makefile").read_text()
 
@@ -87,7 +88,8 @@ def test_wheel_installs_and_runs_outside_the_repo(tmp_path):
 
     helped = subprocess.run([str(exe), "--help"], cwd=run_dir, env=env, capture_output=True, text=True, timeout=60)
     assert helped.returncode == 0, helped.stderr
-    assert "doctor" in helped.stdout and "config" in helped.stdout
+    assert "doctor" in helped.stdout
+    assert "config" in helped.stdout
 
     shown = subprocess.run([str(exe), "config", "--json"], cwd=run_dir, env=env, capture_output=True, text=True,
                            timeout=60)

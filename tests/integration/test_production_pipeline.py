@@ -72,7 +72,8 @@ def test_pipeline_on_hive_redis_mlflow_server_and_ray_cluster(production_env, wo
     assert [s["status"] for s in report["steps"]] == ["ok"] * 6, report
     assert report["promoted_version"] == "1"
     etl = report["steps"][0]["summary"]
-    assert etl["engine"] == "hive" and etl["raw_events_read"] == demo["events"]
+    assert etl["engine"] == "hive"
+    assert etl["raw_events_read"] == demo["events"]
     assert report["steps"][1]["summary"]["online_store"] == "redis"
 
     # one finished MLflow run on the server, trained by two workers on the cluster

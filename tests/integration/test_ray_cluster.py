@@ -52,7 +52,8 @@ def test_train_on_the_two_node_cluster_uses_both_nodes_and_logs_one_run(workdir,
                           capture_output=True, text=True, timeout=420)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
-    assert out["num_workers"] == 2 and out["epochs_run"] == 2
+    assert out["num_workers"] == 2
+    assert out["epochs_run"] == 2
 
     from modelsvc.tracking import mlflow_client
 

@@ -77,7 +77,8 @@ def test_materialize_into_redis_matches_latest_offline_values(workdir, redis_ser
 
     end1 = pd.Timestamp(T0 + timedelta(days=3, hours=2))
     r1 = materialize(settings, end=end1.to_pydatetime())
-    assert r1.online_store == "redis" and r1.applied is True
+    assert r1.online_store == "redis"
+    assert r1.applied is True
     # the rows really went to this Redis (no SQLite online store was written)
     assert _redis_keys(redis_server, db) > 0
     assert not (root / "feast" / "online_store.db").exists()
@@ -87,9 +88,10 @@ def test_materialize_into_redis_matches_latest_offline_values(workdir, redis_ser
     end2 = pd.Timestamp(T0 + timedelta(days=4, hours=1))
     r2 = materialize(settings, end=end2.to_pydatetime())
     v2 = {v.view: v for v in r2.views}["user_offline_features"]
-    assert v2.start == end1.to_pydatetime() and v2.rows == len(_latest(off, end1, end2))
+    assert v2.start == end1.to_pydatetime()
+    assert v2.rows == len(_latest(off, end1, end2))
 
-    users = sorted(off["user_id"].unique().tolist()) + [999]
+    users = [*sorted(off["user_id"].unique().tolist()), 999]
     online = get_online_features(settings, users).set_index("user_id")
     _assert_online_matches(online, _latest(off, end1 - pd.Timedelta(days=7), end2), users, OFFLINE)
     rt_users = sorted(rt["user_id"].unique().tolist())
@@ -168,14 +170,15 @@ def test_bulk_materialize_writes_what_feast_writes_in_redis(workdir, redis_serve
     for name in s:
         materialize(s[name], end=end2, bulk=name == "bulk")
     late = _dump(redis_server, dbs["bulk"])
-    assert late == _dump(redis_server, dbs["feast"]) and len(late) > 0
+    assert late == _dump(redis_server, dbs["feast"])
+    assert len(late) > 0
     # an earlier window through a fresh registry: older rows are skipped by both writers
     early = {name: _redis_settings(workdir, redis_server, db=db, feast_dir=f"feast_early_{name}")
              for name, db in dbs.items()}
     for name in early:
         materialize(early[name], end=T0 + timedelta(days=2), bulk=name == "bulk")
     assert _dump(redis_server, dbs["bulk"]) == _dump(redis_server, dbs["feast"]) == late
-    users = sorted(off["user_id"].unique().tolist()) + [999]
+    users = [*sorted(off["user_id"].unique().tolist()), 999]
     pd.testing.assert_frame_equal(get_online_features(s["bulk"], users), get_online_features(s["feast"], users))
 
 
@@ -201,4 +204,5 @@ def test_materialize_cli_with_unreachable_redis_exits_69_without_the_password(wo
     assert result.stderr.splitlines()[0] == f"Error: Redis online store at 127.0.0.1:{port} is unreachable " \
                                             "(ConnectionError)"
     assert result.stdout == ""
-    assert secret not in result.output and secret not in caplog.text
+    assert secret not in result.output
+    assert secret not in caplog.text

@@ -53,12 +53,14 @@ def test_evaluate_promote_second_candidate_rollback(env) -> None:
     first = log_fake_run(settings, manifest, TRUE_COEF)
 
     report = evaluate(settings, run_id=first)
-    assert report.verdict == "passed" and report.production is None
+    assert report.verdict == "passed"
+    assert report.production is None
     assert report.gate.note == "no production model: only the absolute bounds apply"
     assert (report.dataset, report.dataset_version, report.rows) == (manifest.name, manifest.version, 3000)
     assert set(report.candidate.slices) == {"android", "ios", "web", "missing"}
     # the candidate is the generator's own model: no gap to the oracle
-    assert report.oracle is not None and report.oracle.rows == 3000
+    assert report.oracle is not None
+    assert report.oracle.rows == 3000
     assert report.oracle.gap == pytest.approx(0.0, abs=1e-12)
     run = mlflow_client(settings).get_run(first)
     assert run.data.tags["modelsvc.eval.verdict"] == "passed"
@@ -74,8 +76,10 @@ def test_evaluate_promote_second_candidate_rollback(env) -> None:
 
     second = log_fake_run(settings, manifest, SECOND_COEF)
     report2 = evaluate(settings, run_id=second)
-    assert report2.verdict == "passed" and report2.production_version == "1"
-    assert report2.gate.compared_to_production and report2.production is not None
+    assert report2.verdict == "passed"
+    assert report2.production_version == "1"
+    assert report2.gate.compared_to_production
+    assert report2.production is not None
     assert report2.production.auc == pytest.approx(report.candidate.auc)
     p2 = promote(settings, run_id=second)
     assert (p2.version, p2.previous_version) == ("2", "1")
@@ -106,7 +110,8 @@ def test_gate_refusals_are_recorded_and_block_promotion(env) -> None:
     promote(settings, run_id=good)
     weak = log_fake_run(settings, manifest, WEAK_COEF)
     report = evaluate(settings, run_id=weak)
-    assert report.verdict == "refused" and [c.name for c in report.gate.failures()] == ["auc_vs_production"]
+    assert report.verdict == "refused"
+    assert [c.name for c in report.gate.failures()] == ["auc_vs_production"]
 
 
 def test_promote_same_run_twice_gives_one_version(env) -> None:
@@ -122,7 +127,7 @@ def test_promote_same_run_twice_gives_one_version(env) -> None:
 def test_evaluate_refuses_a_dataset_changed_since_training(env) -> None:
     settings, manifest = env
     run = log_fake_run(settings, manifest, extra_tags={"modelsvc.dataset.fingerprint": "something-else"})
-    with pytest.raises(ModelsvcError, match="changed since run .* was trained on it") as exc:
+    with pytest.raises(ModelsvcError, match=r"changed since run .* was trained on it") as exc:
         evaluate(settings, run_id=run)
     assert exc.value.exit_code == 65
 
@@ -140,7 +145,8 @@ def _two_candidates(settings, manifest) -> tuple[str, str]:
 def _assert_one_winner(settings, winners: list[str], a: str, b: str) -> None:
     client = mlflow_client(settings)
     prod = client.get_model_version_by_alias(NAME, "production")
-    assert len(winners) == 1 and prod.run_id == winners[0]
+    assert len(winners) == 1
+    assert prod.run_id == winners[0]
     assert client.get_run(prod.run_id).data.tags["modelsvc.eval.verdict"] == "passed"
     assert prod.tags["modelsvc.previous_version"] == "1"
     # the loser was refused before registering anything; no lock left behind
@@ -169,7 +175,8 @@ def test_racing_promotions_in_threads_leave_one_evaluated_version(env) -> None:
         t.join(60)
     winners = [r for r, o in outcome.items() if not isinstance(o, Exception)]
     losers = [o for o in outcome.values() if isinstance(o, Exception)]
-    assert len(losers) == 1 and isinstance(losers[0], GateRefusedError)
+    assert len(losers) == 1
+    assert isinstance(losers[0], GateRefusedError)
     assert "production is now version 2" in str(losers[0])
     _assert_one_winner(settings, winners, a, b)
 
@@ -187,5 +194,6 @@ def test_racing_promotions_in_two_processes_leave_one_evaluated_version(env, wor
     winners = [r for r, (code, out, _) in results.items() if code == 0]
     assert json.loads(results[winners[0]][1])["version"] == "2"
     loser_err = next(err for code, _, err in results.values() if code == 1)
-    assert "Error: run " in loser_err and "production is now version 2" in loser_err
+    assert "Error: run " in loser_err
+    assert "production is now version 2" in loser_err
     _assert_one_winner(settings, winners, a, b)

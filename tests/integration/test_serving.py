@@ -90,7 +90,8 @@ def test_online_reads_equal_feast_get_online_features(demo: ServingDemo) -> None
     assert compared > len(demo.users)  # the store is not empty
     # freshness: at the materialization instant every value read counts; past a view's ttl none of it does
     fresh = online.read(users, at=demo.at)
-    assert fresh.stale == 0 and fresh.values[-1] == dict.fromkeys(online.feature_names)
+    assert fresh.stale == 0
+    assert fresh.values[-1] == dict.fromkeys(online.feature_names)
     later = online.read(users, at=demo.at + timedelta(minutes=31))  # past the realtime view's 30 minutes
     assert all(v["current_page_views_10m"] is None for v in later.values)
     assert any(v["total_orders_7d"] is not None for v in later.values)
@@ -176,9 +177,11 @@ def test_score_writes_one_partition_per_day_and_is_idempotent(in_demo: ServingDe
     table = _read_predictions(in_demo.root)
     part = table[table["ds"].astype(str).isin(["2025-03-05", "2025-03-06"])].sort_values("event_id")
     assert [d.isoformat() for d in first.days] == ["2025-03-05", "2025-03-06"]
-    assert len(part) == first.rows > 0 and part["event_id"].is_unique
+    assert len(part) == first.rows > 0
+    assert part["event_id"].is_unique
     assert set(part.columns) >= {"event_id", "user_id", "event_timestamp", "p_click", "model_version", "ds"}
-    assert (part["model_version"] == "1").all() and part["p_click"].between(0, 1).all()
+    assert (part["model_version"] == "1").all()
+    assert part["p_click"].between(0, 1).all()
     again = score(in_demo.settings, start_date="2025-03-05", end_date="2025-03-06")
     table2 = _read_predictions(in_demo.root)
     part2 = table2[table2["ds"].astype(str).isin(["2025-03-05", "2025-03-06"])].sort_values("event_id")
@@ -204,7 +207,8 @@ def test_predict_endpoint_results_in_order_explain_overrides_and_metrics(demo: S
         assert res.status_code == 200, res.text
         body = res.json()
         preds = body["predictions"]
-        assert [p["user_id"] for p in preds] == users and body["model_version"] == "1"
+        assert [p["user_id"] for p in preds] == users
+        assert body["model_version"] == "1"
         assert all(p["model_version"] == "1" for p in preds)
         assert preds[1]["features_missing"] == FEATURES or sorted(preds[1]["features_missing"]) == sorted(FEATURES)
         assert preds[0] == preds[3]
@@ -218,7 +222,8 @@ def test_predict_endpoint_results_in_order_explain_overrides_and_metrics(demo: S
             {"user_id": demo.user_id, "total_orders_7d": 9, "last_seen_platform": None}]})
         assert res.status_code == 200, res.text
         item = res.json()["predictions"][0]
-        assert item["features"]["total_orders_7d"] == 9 and item["features_missing"] == ["last_seen_platform"]
+        assert item["features"]["total_orders_7d"] == 9
+        assert item["features_missing"] == ["last_seen_platform"]
         mlflow_client(demo.settings)
         pyfunc = mlflow.pyfunc.load_model(f"models:/{demo.settings.mlflow.registered_model}/1")
         row = _typed(pd.DataFrame([item["features"]])[FEATURES])
@@ -253,7 +258,8 @@ def test_bad_requests_name_the_field_and_leave_the_service_healthy(demo: Serving
         res = client.post("/v1/predict", content=body, headers={"Content-Type": "application/json"})
         assert res.status_code == status, res.text
         err = res.json()["error"]
-        assert err["status"] == status and err["field"] == field, err
+        assert err["status"] == status, err
+        assert err["field"] == field, err
         assert field in err["message"] or field == "body", err
         assert client.get("/healthz").status_code == 200
         assert client.get("/readyz").status_code == 200
@@ -267,7 +273,8 @@ def test_no_production_alias_is_not_ready_with_a_message(demo: ServingDemo) -> N
         assert ready.status_code == 503
         assert any("registered model 'no_such_model' has no 'production' alias" in r for r in ready.json()["reasons"])
         res = client.post("/v1/predict", json={"user_ids": [1]})
-        assert res.status_code == 503 and "no model loaded" in res.json()["error"]["message"]
+        assert res.status_code == 503
+        assert "no model loaded" in res.json()["error"]["message"]
         assert client.get("/healthz").status_code == 200
 
 
@@ -284,18 +291,22 @@ def test_online_store_down_is_503_and_not_ready(demo: ServingDemo) -> None:
         assert any(f"127.0.0.1:{port} is unreachable" in r for r in ready.json()["reasons"]), ready.json()
         t0 = time.perf_counter()
         res = client.post("/v1/predict", json={"user_ids": [1]})
-        assert res.status_code == 503 and "unreachable" in res.json()["error"]["message"]
+        assert res.status_code == 503
+        assert "unreachable" in res.json()["error"]["message"]
         assert time.perf_counter() - t0 < 5
         assert client.get("/healthz").status_code == 200
 
 
 def test_predict_cli_errors(in_demo: ServingDemo) -> None:
     res = runner.invoke(cli_app, ["predict", "--user-id", "1", "--run-id", "not a run"])
-    assert res.exit_code == 64 and "--run-id 'not a run' is not an MLflow run id" in res.output
+    assert res.exit_code == 64
+    assert "--run-id 'not a run' is not an MLflow run id" in res.output
     res = runner.invoke(cli_app, ["predict", "--user-id", "1", "--at", "yesterday"])
-    assert res.exit_code == 64 and "--at: 'yesterday' is not a timestamp" in res.output
+    assert res.exit_code == 64
+    assert "--at: 'yesterday' is not a timestamp" in res.output
     res = runner.invoke(cli_app, ["predict", "--user-id", str(in_demo.user_id), "--at", in_demo.at.isoformat()])
-    assert res.exit_code == 0 and str(in_demo.user_id) in res.output
+    assert res.exit_code == 0
+    assert str(in_demo.user_id) in res.output
 
 
 # -- model swaps under load ------------------------------------------------------------------------------------
@@ -315,7 +326,8 @@ class _Server:
         self.thread.start()
         deadline = time.monotonic() + 60
         while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
+            assert time.monotonic() < deadline, "uvicorn did not start in time"
+            assert self.thread.is_alive(), "uvicorn did not start"
             time.sleep(0.05)
         return self
 

@@ -53,8 +53,10 @@ def test_train_cli_end_to_end_logs_one_complete_mlflow_run(workdir, monkeypatch)
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert out["model_uri"] == f"runs:/{out['run_id']}/model"
-    assert out["epochs_run"] == 3 and [h["epoch"] for h in out["history"]] == [0, 1, 2]
-    assert out["data_path"] == "resident" and out["device"] == "cpu"
+    assert out["epochs_run"] == 3
+    assert [h["epoch"] for h in out["history"]] == [0, 1, 2]
+    assert out["data_path"] == "resident"
+    assert out["device"] == "cpu"
     assert 0.5 < out["metrics"]["val_auc"] <= 1.0
     assert out["resumed"] is False
 
@@ -102,7 +104,8 @@ def test_train_cli_end_to_end_logs_one_complete_mlflow_run(workdir, monkeypatch)
     assert proc.returncode == 0, proc.stderr[-2000:]
     pred = json.loads(proc.stdout.strip().splitlines()[-1])
     assert pred["columns"] == ["p_click"]
-    assert len(pred["p"]) == 4 and all(0.0 < p < 1.0 for p in pred["p"])
+    assert len(pred["p"]) == 4
+    assert all(0.0 < p < 1.0 for p in pred["p"])
     assert pred["p"][0] != pred["p"][3]  # a known platform differs from the unknown bucket
 
 
@@ -184,7 +187,8 @@ def test_live_epochs_show_progress_and_log_the_epochs_rank0_could_not(workdir):
         ray.get(sink.put.remote({**epoch, "epoch": 0, "mlflow_logged": True}))
         ray.get(sink.put.remote({**epoch, "epoch": 1, "val_loss": 0.4, "mlflow_logged": False}))
     assert [u["completed"] for u in rec.updates] == [1, 2]
-    assert rec.updates[-1]["val_loss"] == 0.4 and rec.updates[-1]["description"] == "training"
+    assert rec.updates[-1]["val_loss"] == 0.4
+    assert rec.updates[-1]["description"] == "training"
     # epoch 0 was logged by rank 0 (not here: nothing at step 0), epoch 1 by the driver, every metric once
     assert [(m.step, m.value) for m in client.get_metric_history(run_id, "val_loss")] == [(1, 0.4)]
     assert sorted(client.get_run(run_id).data.metrics) == ["epoch_time_s", "samples_per_s", "train_loss",
@@ -203,7 +207,8 @@ def test_fit_workers_without_mlflow_for_the_gpu_benchmark(workdir):
     pre, n = _fit_preprocessor(manifest)
     rec = RecordingReporter()
     _, state = fit_workers(settings, manifest, pre, n, run_name_for(settings, manifest), None, rec)
-    assert [h["epoch"] for h in state["history"]] == [0, 1] and state["data_path"] == "streaming"
+    assert [h["epoch"] for h in state["history"]] == [0, 1]
+    assert state["data_path"] == "streaming"
     assert all(h["samples_per_s"] > 0 for h in state["history"])
     assert [u["completed"] for u in rec.updates] == [1, 2]
     assert not settings.paths.resolve("mlflow").exists()  # no tracking store was even created
@@ -247,8 +252,12 @@ def test_local_mode_trains_in_this_process_with_the_same_run_contents(workdir):
     out = train(settings, reporter=rec)
     assert ray.is_initialized() is ray_before  # local mode starts no Ray
     assert torch.get_num_threads() == threads  # cpus_per_worker threads for the fit only
-    assert out.num_workers == 0 and out.epochs_run == 3 and [h.epoch for h in out.history] == [0, 1, 2]
-    assert out.data_path == "resident" and out.device == "cpu" and out.resumed is False
+    assert out.num_workers == 0
+    assert out.epochs_run == 3
+    assert [h.epoch for h in out.history] == [0, 1, 2]
+    assert out.data_path == "resident"
+    assert out.device == "cpu"
+    assert out.resumed is False
     assert 0.5 < out.metrics["val_auc"] <= 1.0
     assert [u["completed"] for u in rec.updates if u["description"] == "training"][-1] == 3
 
@@ -267,7 +276,8 @@ def test_local_mode_trains_in_this_process_with_the_same_run_contents(workdir):
     assert state_file.is_file()
 
     again = train(settings)
-    assert again.run_id == out.run_id and again.history == out.history
+    assert again.run_id == out.run_id
+    assert again.history == out.history
     assert len(client.search_runs([out.experiment_id])) == 1
 
 
@@ -291,7 +301,8 @@ def test_local_mode_failure_then_rerun_resumes_and_a_failure_is_retried_into_one
     retry = small_settings(workdir, training={"epochs": 4, "max_failures": 1}, scaling={"num_workers": 0})
     rec = RecordingReporter()
     result = train(retry, reporter=rec)
-    assert result.resumed is True and result.run_id == runs[0].info.run_id
+    assert result.resumed is True
+    assert result.run_id == runs[0].info.run_id
     assert {u["completed"] for u in rec.updates if u["description"] == "training"} == {2, 3, 4}
     assert [h.epoch for h in result.history] == [0, 1, 2, 3]
     assert client.get_run(result.run_id).info.status == "FINISHED"

@@ -44,7 +44,8 @@ def test_default_demo_run_reaches_oracle_auc(workdir):
     rows = pd.DataFrame({"total_orders_7d": [0.0, 3.0], "avg_purchase_value_30d": [None, 42.0],
                          "last_seen_platform": ["web", "not-a-platform"], "current_page_views_10m": [None, 5.0]})
     scores = model.predict(rows)["p_click"]
-    assert len(scores) == 2 and scores.between(0, 1).all()
+    assert len(scores) == 2
+    assert scores.between(0, 1).all()
 
     # a second run on the same data: the same dataset content, a new candidate judged against production
     again = runner.invoke(app, ["run", "--start-date", DEMO_START, "--end-date", DEMO_END, "--skip-etl", "--json"])

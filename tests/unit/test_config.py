@@ -43,7 +43,8 @@ def test_repo_configs_load_and_match_the_defaults_where_they_repeat_them(setting
     assert settings.warehouse.engine == "duckdb"
     assert settings.features.online_store == "sqlite"
     assert settings.model.hidden_layers == [128, 64]
-    assert settings.config_dir is not None and settings.config_dir.name == "configs"
+    assert settings.config_dir is not None
+    assert settings.config_dir.name == "configs"
     defaults = Settings()
     assert settings.tables == defaults.tables
     assert settings.paths == defaults.paths
@@ -348,7 +349,8 @@ def test_secrets_are_masked_in_masked_dump(cfg, monkeypatch):
     monkeypatch.setenv("MODELSVC_MLFLOW__PASSWORD", SECRET)
     monkeypatch.setenv("MODELSVC_MLFLOW__TRACKING_URI", f"https://ci:{SECRET}@mlflow.internal")
     s = load_settings(cfg)
-    assert s.hive.password is not None and s.hive.password.get_secret_value() == SECRET
+    assert s.hive.password is not None
+    assert s.hive.password.get_secret_value() == SECRET
     assert SECRET in s.features.redis.connection_string()  # what Feast gets
     dump = s.masked_dump()
     assert SECRET not in repr(dump)
@@ -367,7 +369,8 @@ def test_secrets_never_appear_in_error_messages(cfg, monkeypatch):
     write(cfg / "base.yaml", "{}\n")
     monkeypatch.setenv("MODELSVC_FEATURES__REDIS", f'{{"password": "{SECRET}", "port": "x"}}')
     msg = error_of(cfg)
-    assert SECRET not in msg and "features.redis.port" in msg
+    assert SECRET not in msg
+    assert "features.redis.port" in msg
 
 
 @pytest.mark.parametrize("section", ["hive", "features.redis", "mlflow"])

@@ -33,7 +33,7 @@ def _days(imp: pd.DataFrame) -> tuple[str, str]:
 
 
 def test_build_dataset_output_and_manifest(settings, case):
-    off, rt, imp = case
+    off, _rt, imp = case
     start, end = _days(imp)
     m = build_dataset(settings, start_date=start, end_date=end)
 
@@ -57,8 +57,11 @@ def test_build_dataset_output_and_manifest(settings, case):
 
     # manifest
     on_disk = json.loads((m.data_path.parent / "manifest.json").read_text())
-    assert on_disk["fingerprint"] == m.fingerprint and len(m.fingerprint) == 64
-    assert m.name == settings.dataset.name and m.start_date == start and m.end_date == end
+    assert on_disk["fingerprint"] == m.fingerprint
+    assert len(m.fingerprint) == 64
+    assert m.name == settings.dataset.name
+    assert m.start_date == start
+    assert m.end_date == end
     assert {s: st.rows for s, st in m.splits.items()} == df["split"].value_counts().to_dict()
     assert m.label_rate == pytest.approx(df["is_clicked"].mean())
     assert m.splits["test"].label_rate == pytest.approx(df.loc[df["split"] == "test", "is_clicked"].mean())
@@ -72,7 +75,7 @@ def test_build_dataset_output_and_manifest(settings, case):
 
 
 def test_same_inputs_same_fingerprint_new_inputs_new_one(settings, case, workdir):
-    off, rt, imp = case
+    off, _rt, imp = case
     start, end = _days(imp)
     first = build_dataset(settings, start_date=start, end_date=end, name="fp")
     second = build_dataset(settings, start_date=start, end_date=end, name="fp")
@@ -92,7 +95,7 @@ def test_same_inputs_same_fingerprint_new_inputs_new_one(settings, case, workdir
 def test_explicit_split_cutoffs(workdir, case):
     from modelsvc.config import load_settings
 
-    off, rt, imp = case
+    _off, _rt, imp = case
     start, end = _days(imp)
     v, t = "2026-01-04T00:00:00Z", "2026-01-05T12:00:00Z"
     s = load_settings(workdir / "configs", dataset={"split": {"validation_start": v, "test_start": t}})

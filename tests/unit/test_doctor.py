@@ -30,7 +30,8 @@ def test_fresh_workdir_fails_on_the_missing_warehouse_with_fixes(settings, workd
     assert checks["feast.registry"].status == "warn"
     assert "modelsvc materialize" in checks["feast.registry"].fix
     assert checks["mlflow.registry"].status == "skip"
-    assert checks["ray"].status == "ok" and checks["ray"].detail.startswith("local Ray")
+    assert checks["ray"].status == "ok"
+    assert checks["ray"].detail.startswith("local Ray")
     # doctor only reads: it created nothing
     assert not (workdir / "data").exists()
     with pytest.raises(ServiceUnavailableError, match=r"^2 of 9 checks failed: warehouse.engine, "
@@ -83,7 +84,8 @@ def test_unreachable_backends_fail_fast_with_fixes(workdir):
     assert checks["ray"].detail.startswith(f"Ray cluster at 127.0.0.1:{closed} is unreachable")
     assert "unreachable" in checks["mlflow.tracking"].detail
     dumped = report.model_dump_json()
-    assert "hunter2-secret" not in dumped and "pw-secret" not in dumped
+    assert "hunter2-secret" not in dumped
+    assert "pw-secret" not in dumped
     assert "**********" in report.tracking_uri
 
 
@@ -145,7 +147,7 @@ def test_credentials_in_the_tracking_uri_are_sent_as_basic_auth_and_never_shown(
     expected = "Basic " + base64.b64encode(b"alice:p@ss w-secret").decode()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's name
+        def do_GET(self):
             if self.headers.get("Authorization") != expected:
                 self.send_response(401)
                 self.end_headers()
@@ -158,7 +160,7 @@ def test_credentials_in_the_tracking_uri_are_sent_as_basic_auth_and_never_shown(
             self.end_headers()
             self.wfile.write(body)
 
-        do_POST = do_GET  # noqa: N815 - MLflow's client searches with GET or POST
+        do_POST = do_GET
 
         def log_message(self, *args):
             pass

@@ -45,8 +45,10 @@ def test_rerun_gives_the_same_rows_and_moves_created_timestamp(settings):
     users2, rt2 = run_case(case, settings)
     with open_warehouse(settings) as wh:
         created2 = set(wh.read(settings.tables.user_features).column("created_timestamp").to_pylist())
-    assert users1 == users2 and rt1 == rt2
-    assert len(created1) == len(created2) == 1 and min(created2) > max(created1)
+    assert users1 == users2
+    assert rt1 == rt2
+    assert len(created1) == len(created2) == 1
+    assert min(created2) > max(created1)
     assert same_rows(users2, case.user_features)
 
 
@@ -55,7 +57,8 @@ def test_report_counts(settings):
     with open_warehouse(settings) as wh:
         wh.write_partitions(settings.tables.raw_events, events_table(case.events))
     report = run_etl(settings, start_date=case.start, end_date=case.end)
-    assert report.days == 2 and report.engine == "duckdb"
+    assert report.days == 2
+    assert report.engine == "duckdb"
     assert report.raw_start == date(2024, 2, 10)
     assert report.raw_events_read == len(case.events)
     assert report.rows_written == {settings.tables.user_features: 4, settings.tables.realtime_features: 4}
@@ -95,7 +98,7 @@ def test_bad_ranges_are_usage_errors(settings):
 
 def test_window_settings_are_checked(settings):
     settings.etl.orders_window_days = 40
-    with pytest.raises(ConfigError, match="etl.orders_window_days"):
+    with pytest.raises(ConfigError, match=r"etl.orders_window_days"):
         run_etl(settings, start_date="2024-03-10", end_date="2024-03-10")
     settings.etl.orders_window_days = 7
     settings.etl.realtime_window_minutes = 7
@@ -201,8 +204,10 @@ def test_feature_sql_for_hive_avoids_duckdb_functions(settings):
     text = sql.user_features + sql.realtime_features
     for duck_only in ("epoch_us", "arg_max", "to_timestamp", "TIMESTAMPTZ", "{'"):
         assert duck_only not in text
-    assert "max_by(platform" in text and "TIMESTAMP '2024-03-12 00:00:00.000000'" in text
-    assert sql.raw_start == date(2024, 2, 10) and "ds >= '2024-02-10'" in sql.user_features
+    assert "max_by(platform" in text
+    assert "TIMESTAMP '2024-03-12 00:00:00.000000'" in text
+    assert sql.raw_start == date(2024, 2, 10)
+    assert "ds >= '2024-02-10'" in sql.user_features
     with pytest.raises(UsageError, match="contiguous"):
         feature_sql("duckdb", days=[days[0], date(2024, 3, 13)], raw_table="raw_events", etl=settings.etl,
                     created=created)
@@ -298,7 +303,9 @@ def test_random_events_match_a_brute_force_reference(case: EtlCase, settings):
     """Every feature of every row against the contract computed by brute force, on random events full of edges;
     two DuckDB threads."""
     settings.warehouse.threads = 2
-    assert len(case.events) > 1000 and len(case.user_features) > 300 and len(case.realtime) > 300
+    assert len(case.events) > 1000
+    assert len(case.user_features) > 300
+    assert len(case.realtime) > 300
     check_case(case, settings)
 
 

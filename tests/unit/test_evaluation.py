@@ -21,7 +21,8 @@ def test_model_input_keeps_only_the_features_with_the_signature_types() -> None:
     out = model_input(df)
     assert list(out.columns) == ["total_orders_7d", "avg_purchase_value_30d", "last_seen_platform",
                                  "current_page_views_10m"]
-    assert out["total_orders_7d"].dtype == "float64" and out["current_page_views_10m"].dtype == "float64"
+    assert out["total_orders_7d"].dtype == "float64"
+    assert out["current_page_views_10m"].dtype == "float64"
     assert out["last_seen_platform"].tolist() == ["ios", None]
     assert df["total_orders_7d"].dtype == "int64"  # the caller's frame is untouched
 
@@ -34,6 +35,8 @@ def test_score_slices_by_key_and_reports_single_class_slices_as_none() -> None:
     y[-1] = 1.0
     m = score(y, p, slices, bins=10, model_uri="runs:/x/model")
     assert set(m.slices) == {"ios", "web", "missing"}
-    assert m.slices["missing"].rows == 1 and m.slices["missing"].auc is None
+    assert m.slices["missing"].rows == 1
+    assert m.slices["missing"].auc is None
     assert m.slices["ios"].auc == pytest.approx(roc_auc(y[:200], p[:200]))
-    assert m.auc == pytest.approx(roc_auc(y, p)) and m.calibration_error is not None
+    assert m.auc == pytest.approx(roc_auc(y, p))
+    assert m.calibration_error is not None

@@ -51,7 +51,8 @@ def test_hive_engine_uses_the_hive_plugin(workdir):
     assert "hive-pw" not in write_store_yaml(s).read_text()
     views = {o.name: o for o in load_definitions(s) if hasattr(o, "batch_source")}
     src = views["user_offline_features"].batch_source
-    assert type(src).__name__ == "HiveSource" and src.tags[FEATURE_TS_TAG] == "offline_feature_ts_us"
+    assert type(src).__name__ == "HiveSource"
+    assert src.tags[FEATURE_TS_TAG] == "offline_feature_ts_us"
     assert views["user_realtime_features"].ttl == timedelta(minutes=30)
 
 
@@ -60,7 +61,7 @@ def test_missing_repo_is_not_found(workdir):
     from modelsvc.features import materialize
 
     s = load_settings(workdir / "configs", features={"repo_path": "nowhere"})
-    with pytest.raises(NotFoundError, match="feature repo 'nowhere' has no definitions.py"):
+    with pytest.raises(NotFoundError, match=r"feature repo 'nowhere' has no definitions.py"):
         materialize(s, end="2026-01-05")
 
 
@@ -93,13 +94,15 @@ def test_materialize_is_incremental_idempotent_and_matches_offline(settings, wor
     assert views["user_offline_features"].start == (end1 - pd.Timedelta(days=7)).to_pydatetime()
     want_rt = _latest(rt, end1 - pd.Timedelta(minutes=30), end1)
     assert views["user_realtime_features"].rows == len(want_rt)
-    assert (root / "feast" / "registry.db").is_file() and (root / "feast" / "online_store.db").is_file()
+    assert (root / "feast" / "registry.db").is_file()
+    assert (root / "feast" / "online_store.db").is_file()
     assert (root / "feast" / "feature_store.yaml").is_file()
 
     # same end again: nothing to do, definitions unchanged
     again = materialize(settings, end=end1.to_pydatetime())
     assert again.applied is False
-    assert again.rows == 0 and all(v.skipped for v in again.views)
+    assert again.rows == 0
+    assert all(v.skipped for v in again.views)
 
     # new days arrive: the next run continues from end1
     write_offline(root, off)
@@ -109,7 +112,7 @@ def test_materialize_is_incremental_idempotent_and_matches_offline(settings, wor
     assert v2.start == end1.to_pydatetime()
     assert v2.rows == len(_latest(off, end1, end2))
 
-    users = sorted(off["user_id"].unique().tolist()) + [999]
+    users = [*sorted(off["user_id"].unique().tolist()), 999]
     online = get_online_features(settings, users).set_index("user_id")
     # online = the latest offline row per user up to end2 (rows older than end1 - ttl were never loaded)
     want = _latest(off, end1 - pd.Timedelta(days=7), end2)
@@ -228,7 +231,8 @@ def test_bulk_materialize_writes_what_feast_writes(workdir):
         write_realtime(root, rt)
     end1 = T0 + timedelta(days=4, hours=2)
     r1 = {name: materialize(s[name], end=end1, bulk=name == "bulk") for name in s}
-    assert [v.rows for v in r1["bulk"].views] == [v.rows for v in r1["feast"].views] and r1["bulk"].rows > 0
+    assert [v.rows for v in r1["bulk"].views] == [v.rows for v in r1["feast"].views]
+    assert r1["bulk"].rows > 0
     first = _online_rows(s["bulk"])
     assert first == _online_rows(s["feast"])
     assert sum(len(rows) for rows in first.values()) > 0
@@ -242,7 +246,7 @@ def test_bulk_materialize_writes_what_feast_writes(workdir):
     assert _online_rows(s["bulk"]) == _online_rows(s["feast"])
     assert materialize(s["bulk"], end=end2).rows == 0  # idempotent rerun
 
-    users = sorted(off["user_id"].unique().tolist()) + [999]
+    users = [*sorted(off["user_id"].unique().tolist()), 999]
     got, want = (get_online_features(s[name], users) for name in ("bulk", "feast"))
     pd.testing.assert_frame_equal(got, want)
 
@@ -270,7 +274,8 @@ def test_bulk_entity_keys_are_feasts():
     assert blobs == [Value(int32_val=-5).SerializeToString(), b"", Value(int32_val=300).SerializeToString()]
     assert texts == ["-5", None, "300"]
     blobs, texts = _encode(pa.array([0.1, None, float("nan")], pa.float32()), "Float32")
-    assert blobs[0] == Value(float_val=0.1).SerializeToString() and blobs[1:] == [b"", b""]
+    assert blobs[0] == Value(float_val=0.1).SerializeToString()
+    assert blobs[1:] == [b"", b""]
     assert texts[0] == str(Value(float_val=0.1).float_val)
     blobs, _ = _encode(pa.array([True, False, None]), "Bool")
     assert blobs == [Value(bool_val=True).SerializeToString(), Value(bool_val=False).SerializeToString(), b""]

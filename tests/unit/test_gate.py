@@ -22,18 +22,20 @@ def _failed(result) -> set[str]:
 
 def test_good_candidate_without_production_passes_on_absolute_bounds_only() -> None:
     result = check_gate(GOOD, None, GATE)
-    assert result.passed and not result.compared_to_production
+    assert result.passed
+    assert not result.compared_to_production
     assert result.note == "no production model: only the absolute bounds apply"
     assert [c.name for c in result.checks] == ["min_auc", "max_log_loss", "max_brier", "max_calibration_error"]
 
 
-@pytest.mark.parametrize("metric,bad,check", [
+@pytest.mark.parametrize(("metric", "bad", "check"), [
     ("auc", 0.59, "min_auc"), ("log_loss", 0.71, "max_log_loss"), ("brier", 0.26, "max_brier"),
     ("calibration_error", 0.051, "max_calibration_error"),
 ])
 def test_each_absolute_bound_refuses(metric: str, bad: float, check: str) -> None:
     result = check_gate({**GOOD, metric: bad}, None, GATE)
-    assert not result.passed and _failed(result) == {check}
+    assert not result.passed
+    assert _failed(result) == {check}
 
 
 def test_absolute_bounds_are_inclusive_at_the_exact_edge() -> None:
@@ -47,7 +49,8 @@ def test_nan_or_none_metric_fails(metric: str, value: float | None) -> None:
     result = check_gate({**GOOD, metric: value}, None, GATE)
     assert not result.passed
     failed = [c for c in result.failures()]
-    assert len(failed) == 1 and failed[0].detail == f"{metric} is missing or NaN"
+    assert len(failed) == 1
+    assert failed[0].detail == f"{metric} is missing or NaN"
 
 
 def test_missing_metric_key_fails() -> None:
@@ -60,7 +63,8 @@ def test_do_no_harm_edges_exactly_at_the_tolerance_pass() -> None:
     # exactly production - auc_tolerance and production + log_loss_tolerance: bounds are inclusive
     cand = {**GOOD, "auc": 0.695, "log_loss": 0.61}
     result = check_gate(cand, prod, GATE)
-    assert result.passed and result.compared_to_production
+    assert result.passed
+    assert result.compared_to_production
     assert result.note == "absolute bounds and do-no-harm against production"
 
 

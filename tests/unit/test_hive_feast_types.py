@@ -32,7 +32,11 @@ def test_server_text_becomes_lists_of_the_declared_type() -> None:
     assert got.schema.field("other").type == pa.string()  # not a list: untouched
     assert got["ints"].to_pylist() == [[1, 1], [], None]
     d = got["doubles"].to_pylist()
-    assert d[0][0] == 1.5 and math.isnan(d[0][1]) and d[0][2] is None and d[1] == [-math.inf, 1e300] and d[2] == []
+    assert d[0][0] == 1.5
+    assert math.isnan(d[0][1])
+    assert d[0][2] is None
+    assert d[1] == [-math.inf, 1e300]
+    assert d[2] == []
     assert got["flags"].to_pylist() == [[True, False], [], [None]]
     assert got["times"].to_pylist() == [
         [datetime(2024, 1, 1, 0, 0, 0, 123456, tzinfo=UTC), datetime(2024, 1, 2, tzinfo=UTC)],
@@ -49,5 +53,6 @@ def test_unreadable_array_text_names_the_column() -> None:
 def test_hive_types() -> None:
     assert hive_list_arrow_type("array<int>") == pa.list_(pa.int32())
     assert hive_list_arrow_type("ARRAY<TIMESTAMP>") == pa.list_(pa.timestamp("us", tz="UTC"))
-    assert hive_list_arrow_type("BIGINT") is None and hive_list_arrow_type("array<map<string,int>>") is None
+    assert hive_list_arrow_type("BIGINT") is None
+    assert hive_list_arrow_type("array<map<string,int>>") is None
     assert hive_to_feast_value_type("array<double>").name == "DOUBLE_LIST"

@@ -63,7 +63,8 @@ def test_upload_values_are_strings_the_server_casts_back() -> None:
     assert _json_value(None) is None
     assert _json_value(True) == "true"
     assert _json_value(12) == "12"
-    assert _json_value(0.1) == "0.1" and float(_json_value(1 / 3)) == 1 / 3  # shortest exact repr
+    assert _json_value(0.1) == "0.1"
+    assert float(_json_value(1 / 3)) == 1 / 3
     assert [_json_value(v) for v in (math.nan, math.inf, -math.inf)] == ["NaN", "Infinity", "-Infinity"]
     cet = timezone(timedelta(hours=1))
     assert _json_value(datetime(2024, 3, 1, 1, 0, 0, 5, tzinfo=cet)) == "2024-03-01 00:00:00.000005"
@@ -120,7 +121,7 @@ def test_hostile_column_names_and_days_are_refused_before_any_statement() -> Non
 def test_hostile_database_setting_is_refused() -> None:
     from modelsvc.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="hive.database"):
+    with pytest.raises(ConfigError, match=r"hive.database"):
         _settings(database="default; DROP DATABASE x")
 
 
@@ -132,7 +133,8 @@ def test_unreachable_server_is_service_unavailable_naming_host_port_never_the_pa
         wh.partitions("raw_events")
     assert err.value.exit_code == 69
     assert f"127.0.0.1:{port}" in err.value.message
-    assert "s3cr3t" not in err.value.message and "s3cr3t" not in (err.value.hint or "")
+    assert "s3cr3t" not in err.value.message
+    assert "s3cr3t" not in (err.value.hint or "")
     assert err.value.message.startswith(f"cannot reach HiveServer2 at 127.0.0.1:{port}")
 
 
@@ -140,14 +142,14 @@ def test_ldap_without_a_password_is_a_config_error() -> None:
     from modelsvc.errors import ConfigError
 
     wh = HiveWarehouse(_settings(port=free_port(), auth="LDAP"))
-    with pytest.raises(ConfigError, match="hive.auth is LDAP but hive.password is not set") as err:
+    with pytest.raises(ConfigError, match=r"hive.auth is LDAP but hive.password is not set") as err:
         wh.table_exists("raw_events")
     assert err.value.exit_code == 78
 
 
 def test_unknown_host_is_service_unavailable() -> None:
     wh = HiveWarehouse(_settings(host="no-such-host.invalid", port=10000, connect_timeout_s=2))
-    with pytest.raises(ServiceUnavailableError, match="no-such-host.invalid:10000"):
+    with pytest.raises(ServiceUnavailableError, match=r"no-such-host.invalid:10000"):
         wh.table_exists("raw_events")
 
 

@@ -37,7 +37,8 @@ def test_shapes_and_layers():
     model = small_model()
     out = model(torch.randn(32, 6), torch.randint(0, 4, (32, 1)))
     assert out.shape == (32,)
-    assert model.embeddings[0].num_embeddings == 4 and model.embeddings[0].embedding_dim == 4
+    assert model.embeddings[0].num_embeddings == 4
+    assert model.embeddings[0].embedding_dim == 4
     linears = [m for m in model.mlp if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(6 + 4, 16), (16, 8), (8, 1)]
     assert not any(isinstance(m, torch.nn.Dropout) for m in small_model(dropout=0.0).mlp)
@@ -91,9 +92,9 @@ def test_resident_batches_cover_every_row_once_in_a_seeded_order(data):
     assert len(got) == len(b) == -(-len(y) // 500)
     rows = torch.cat([n for n, _, _ in got])
     assert sorted(map(tuple, rows.tolist())) == sorted(map(tuple, torch.from_numpy(num).tolist()))
-    first = [n for n, _, _ in b.epoch(0)][0]
+    first = next(n for n, _, _ in b.epoch(0))
     torch.testing.assert_close(first, got[0][0])  # same epoch, same order
-    assert not torch.equal([n for n, _, _ in b.epoch(1)][0], got[0][0])  # reshuffled per epoch
+    assert not torch.equal(next(n for n, _, _ in b.epoch(1)), got[0][0])  # reshuffled per epoch
 
 
 def test_streaming_batches_cover_the_shard_like_resident(tmp_path, data):
@@ -134,7 +135,8 @@ def test_a_shard_read_touches_only_its_row_groups(tmp_path):
     pf = pq.ParquetFile(path)
     assert split_row_groups(pf, "train", 0, 10) == ([0], 0)
     groups, before = split_row_groups(pf, "train", 1200, 1500)
-    assert 0 < len(groups) < pf.num_row_groups and before <= 1200
+    assert 0 < len(groups) < pf.num_row_groups
+    assert before <= 1200
     assert split_row_groups(pf, "validation", 0, 1)[0] == [4]  # the first group holding a validation row
 
 

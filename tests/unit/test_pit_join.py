@@ -47,8 +47,8 @@ def test_pit_join_matches_brute_force(settings, workdir, seed):
     assert len(df) == len(imp)  # one row per impression: no fan-out, none dropped
     assert set(got.timestamp_columns) == {"offline_feature_ts_us", "realtime_feature_ts_us"}
 
-    ref = brute_force_pit(imp, off, OFFLINE + ["event_timestamp"], timedelta(days=7)).merge(
-        brute_force_pit(imp, rt, REALTIME + ["event_timestamp"], timedelta(minutes=30)),
+    ref = brute_force_pit(imp, off, [*OFFLINE, "event_timestamp"], timedelta(days=7)).merge(
+        brute_force_pit(imp, rt, [*REALTIME, "event_timestamp"], timedelta(minutes=30)),
         on="event_id", suffixes=("_off", "_rt")).set_index("event_id").sort_index()
 
     mismatches = []
@@ -131,8 +131,8 @@ def test_asof_plan_equals_feast_plan_keeps_entity_order(settings, workdir, full_
     imp = imp.reset_index(drop=True)
 
     store = feature_store(settings)
-    refs = feature_refs(store, settings) + ["user_offline_features:offline_feature_ts_us",
-                                            "user_realtime_features:realtime_feature_ts_us"]
+    refs = [*feature_refs(store, settings), "user_offline_features:offline_feature_ts_us",
+            "user_realtime_features:realtime_feature_ts_us"]
     job = store.get_historical_features(entity_df=imp, features=refs, full_feature_names=full_feature_names)
     assert isinstance(job, AsofRetrievalJob)
     got = job.to_arrow()
@@ -148,7 +148,8 @@ def test_asof_plan_equals_feast_plan_keeps_entity_order(settings, workdir, full_
     key = [(c, "ascending") for c in columns]
     assert got.sort_by(key).equals(want.sort_by(key))
     df = job.to_df()
-    assert list(df.columns) == columns and len(df) == len(imp)
+    assert list(df.columns) == columns
+    assert len(df) == len(imp)
 
 
 def test_created_timestamp_cutoff_uses_feast_plan(settings, workdir):

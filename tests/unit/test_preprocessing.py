@@ -34,9 +34,11 @@ def test_numeric_standardised_with_train_mean_imputation_and_indicator():
     assert pre.numeric["avg_purchase_value_30d"].mean == pytest.approx(20.0)
     num, _ = pre.transform(frame())
     k = len(NUMERIC_FEATURES)
-    assert num.shape == (4, 2 * k) and num.dtype == np.float32
+    assert num.shape == (4, 2 * k)
+    assert num.dtype == np.float32
     i = NUMERIC_FEATURES.index("total_orders_7d")
-    assert num[3, i] == 0.0 and num[3, k + i] == 1.0  # missing -> mean (0 after scaling), flagged
+    assert num[3, i] == 0.0
+    assert num[3, k + i] == 1.0
     assert num[0, k + i] == 0.0
     std = np.std([1, 2, 3])
     assert num[0, i] == pytest.approx((1 - 2) / std)
@@ -56,10 +58,12 @@ def test_all_null_column_gives_finite_output_and_indicator():
     num, _ = pre.transform(df)
     i, k = NUMERIC_FEATURES.index("avg_purchase_value_30d"), len(NUMERIC_FEATURES)
     assert np.isfinite(num).all()
-    assert (num[:, i] == 0).all() and (num[:, k + i] == 1).all()
+    assert (num[:, i] == 0).all()
+    assert (num[:, k + i] == 1).all()
     # a value at serving time is still standardised with the neutral stats, never NaN
     num2, _ = pre.transform(frame(avg_purchase_value_30d=[5.0, None, None, None]))
-    assert num2[0, i] == pytest.approx(5.0) and np.isfinite(num2).all()
+    assert num2[0, i] == pytest.approx(5.0)
+    assert np.isfinite(num2).all()
 
 
 def test_constant_column_does_not_divide_by_zero():
@@ -89,7 +93,8 @@ def test_json_round_trip_gives_identical_transform():
 def test_other_columns_are_ignored_and_a_missing_column_is_named():
     pre = fit(frame())
     num, cat = pre.transform(frame().assign(extra="x", is_clicked=1))
-    assert num.shape[0] == 4 and cat.shape == (4, 1)
+    assert num.shape[0] == 4
+    assert cat.shape == (4, 1)
     with pytest.raises(DataError, match="current_page_views_10m"):
         pre.transform(frame().drop(columns=["current_page_views_10m"]))
 

@@ -23,9 +23,16 @@ def test_poll_interval_is_set_for_the_fit_only(monkeypatch):
 
 def test_poll_interval_is_restored_when_the_fit_fails(monkeypatch):
     monkeypatch.delenv(POLL_INTERVAL_ENV, raising=False)
-    with pytest.raises(RuntimeError), _controller_env(load_settings(None)):
-        assert os.environ[POLL_INTERVAL_ENV] == "0.25"  # the default: Ray's own 2 s doubled short epochs
-        raise RuntimeError("worker died")
+    seen = []
+
+    def failing_fit() -> None:
+        with _controller_env(load_settings(None)):
+            seen.append(os.environ[POLL_INTERVAL_ENV])
+            raise RuntimeError("worker died")
+
+    with pytest.raises(RuntimeError):
+        failing_fit()
+    assert seen == ["0.25"]  # the default: Ray's own 2 s doubled short epochs
     assert POLL_INTERVAL_ENV not in os.environ
 
 
@@ -37,7 +44,7 @@ def test_the_users_own_ray_variable_wins(monkeypatch):
 
 
 def test_poll_interval_must_be_positive():
-    with pytest.raises(ConfigError, match="ray.poll_interval_s"):
+    with pytest.raises(ConfigError, match=r"ray.poll_interval_s"):
         load_settings(None, ray={"poll_interval_s": 0})
 
 
@@ -61,7 +68,7 @@ def test_num_workers_takes_auto_or_a_count_from_the_environment(monkeypatch):
     monkeypatch.setenv("MODELSVC_SCALING__NUM_WORKERS", "auto")
     assert load_settings(None).scaling.num_workers == "auto"
     monkeypatch.setenv("MODELSVC_SCALING__NUM_WORKERS", "-1")
-    with pytest.raises(ConfigError, match="scaling.num_workers"):
+    with pytest.raises(ConfigError, match=r"scaling.num_workers"):
         load_settings(None)
 
 

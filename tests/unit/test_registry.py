@@ -43,30 +43,39 @@ def test_promote_records_history_and_rollback_walks_it_back(settings) -> None:
 
     p1 = promote(settings, run_id=runs[0], actor="alice", reason="first model")
     assert (p1.version, p1.previous_version, p1.changed, p1.actor) == ("1", None, True, "alice")
-    assert p1.metrics == {"eval_auc": 0.71} and "python_model.pkl" in p1.files
+    assert p1.metrics == {"eval_auc": 0.71}
+    assert "python_model.pkl" in p1.files
     t1 = _tags(settings, "1")
-    assert t1["modelsvc.previous_version"] == "none" and t1["modelsvc.promoted_by"] == "alice"
-    assert t1["modelsvc.promotion_reason"] == "first model" and t1["modelsvc.eval.auc"] == "0.71"
-    assert t1["modelsvc.promotion_forced"] == "false" and t1["modelsvc.eval.verdict"] == "passed"
-    assert _alias(settings, "production") == "1" and _alias(settings, "previous-production") is None
+    assert t1["modelsvc.previous_version"] == "none"
+    assert t1["modelsvc.promoted_by"] == "alice"
+    assert t1["modelsvc.promotion_reason"] == "first model"
+    assert t1["modelsvc.eval.auc"] == "0.71"
+    assert t1["modelsvc.promotion_forced"] == "false"
+    assert t1["modelsvc.eval.verdict"] == "passed"
+    assert _alias(settings, "production") == "1"
+    assert _alias(settings, "previous-production") is None
 
     mark_evaluated(settings, runs[1], against="1")
     assert promote(settings, run_id=runs[1]).previous_version == "1"
     mark_evaluated(settings, runs[2], against="2")
     p3 = promote(settings, run_id=runs[2])
     assert (p3.version, p3.previous_version) == ("3", "2")
-    assert _alias(settings, "production") == "3" and _alias(settings, "previous-production") == "2"
+    assert _alias(settings, "production") == "3"
+    assert _alias(settings, "previous-production") == "2"
 
     r1 = rollback(settings, actor="bob", reason="ctr dropped")
     assert (r1.action, r1.version, r1.previous_version, r1.run_id) == ("rollback", "2", "3", runs[1])
-    assert _alias(settings, "production") == "2" and _alias(settings, "previous-production") == "1"
+    assert _alias(settings, "production") == "2"
+    assert _alias(settings, "previous-production") == "1"
     t2 = _tags(settings, "2")
-    assert t2["modelsvc.rolled_back_from"] == "3" and t2["modelsvc.rolled_back_by"] == "bob"
+    assert t2["modelsvc.rolled_back_from"] == "3"
+    assert t2["modelsvc.rolled_back_by"] == "bob"
     assert t2["modelsvc.rollback_reason"] == "ctr dropped"
     assert "modelsvc.rolled_back_at" in _tags(settings, "3")
 
     assert rollback(settings).version == "1"
-    assert _alias(settings, "production") == "1" and _alias(settings, "previous-production") is None
+    assert _alias(settings, "production") == "1"
+    assert _alias(settings, "previous-production") is None
     with pytest.raises(NotFoundError, match=r"^nothing to roll back to: version 1 of 'ctr_model' replaced no "):
         rollback(settings)
 
@@ -76,7 +85,9 @@ def test_promoting_the_production_run_again_is_a_no_op(settings) -> None:
     mark_evaluated(settings, run)
     first = promote(settings, run_id=run)
     again = promote(settings, run_id=run)
-    assert first.changed and not again.changed and again.version == first.version == "1"
+    assert first.changed
+    assert not again.changed
+    assert again.version == first.version == "1"
     assert len(mlflow_client(settings).search_model_versions(f"name='{NAME}'")) == 1
 
 
@@ -91,13 +102,14 @@ def test_promote_refusals(settings) -> None:
         promote(settings, run_id=run, force=True)
     with pytest.raises(UsageError, match="is not an MLflow run id"):
         promote(settings, run_id="x' or '1'='1")
-    with pytest.raises(NotFoundError, match="^MLflow run '0123abcd' not found$"):
+    with pytest.raises(NotFoundError, match=r"^MLflow run '0123abcd' not found$"):
         promote(settings, run_id="0123abcd")
     # refused runs never got a version registered
     assert mlflow_client(settings).search_model_versions(f"name='{NAME}'") == []
 
     forced = promote(settings, run_id=run, force=True, reason="hotfix", actor="carol")
-    assert forced.forced and forced.verdict == "refused"
+    assert forced.forced
+    assert forced.verdict == "refused"
     assert _tags(settings, forced.version)["modelsvc.promotion_forced"] == "true"
 
 
@@ -125,7 +137,7 @@ def test_promote_refuses_an_incomplete_model_artifact(settings) -> None:
 
 def test_rollback_without_production_is_an_error(settings) -> None:
     mlflow_client(settings)
-    with pytest.raises(NotFoundError, match="^registered model 'ctr_model' has no 'production' alias"):
+    with pytest.raises(NotFoundError, match=r"^registered model 'ctr_model' has no 'production' alias"):
         rollback(settings)
 
 

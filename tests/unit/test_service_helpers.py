@@ -13,14 +13,14 @@ from tests.fixtures._service import free_port, port_open, start, stop, unavailab
 
 def test_missing_service_skips_locally(monkeypatch):
     monkeypatch.delenv("CI", raising=False)
-    with pytest.raises(pytest.skip.Exception, match="^redis-server binary not found$"):
+    with pytest.raises(pytest.skip.Exception, match=r"^redis-server binary not found$"):
         unavailable("redis-server binary not found")
 
 
 @pytest.mark.parametrize("value", ["true", "1", "yes"])
 def test_missing_service_fails_in_ci(monkeypatch, value):
     monkeypatch.setenv("CI", value)
-    with pytest.raises(pytest.fail.Exception, match="^redis-server binary not found \\(CI is set"):
+    with pytest.raises(pytest.fail.Exception, match=r"^redis-server binary not found \(CI is set"):
         unavailable("redis-server binary not found")
 
 

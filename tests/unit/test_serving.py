@@ -65,7 +65,8 @@ def test_overrides_must_be_model_features_of_the_right_type() -> None:
 def test_frame_types_follow_the_signature() -> None:
     model = _model({"orders": "double", "platform": "string"})
     df = model.frame([{"orders": 2, "platform": None}, {"orders": None, "platform": "web"}, {}])
-    assert str(df["orders"].dtype) == "float64" and df["orders"].isna().tolist() == [False, True, True]
+    assert str(df["orders"].dtype) == "float64"
+    assert df["orders"].isna().tolist() == [False, True, True]
     assert df["platform"].tolist() == [None, "web", None]
 
 
@@ -108,14 +109,20 @@ def test_holder_swaps_only_when_the_alias_moves_and_keeps_serving_on_errors(sett
     monkeypatch.setattr(LoadedModel, "load", classmethod(load))
     swaps: list[tuple[Any, Any]] = []
     holder = ModelHolder(settings, on_swap=lambda old, new: swaps.append((old and old.version, new.version)))
-    assert holder.refresh() and holder.current is not None and holder.current.version == "1"
-    assert not holder.refresh() and loads == ["1"]  # unchanged alias: nothing loaded
+    assert holder.refresh()
+    assert holder.current is not None
+    assert holder.current.version == "1"
+    assert not holder.refresh()
+    assert loads == ["1"]
     refs["now"] = sources.ModelRef("models:/m/2", "2", "r2")
-    assert holder.refresh() and holder.current.version == "2"
+    assert holder.refresh()
+    assert holder.current.version == "2"
     refs["now"] = sources.ModelRef("models:/m/broken", "broken", "r3")
-    assert not holder.refresh() and holder.current.version == "2"
+    assert not holder.refresh()
+    assert holder.current.version == "2"
     assert holder.error == "model load failed: RuntimeError: bad weights"
     refs["now"] = None
-    assert not holder.refresh() and holder.current.version == "2"
+    assert not holder.refresh()
+    assert holder.current.version == "2"
     assert holder.error == "registered model 'm' has no 'production' alias"
     assert swaps == [(None, "1"), ("1", "2")]

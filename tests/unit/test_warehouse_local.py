@@ -30,7 +30,8 @@ def test_write_list_and_pruned_read(wh):
                                             "ds": ["2024-01-02", "2024-01-01", "2024-01-03"]}))
     assert days == [date(2024, 1, 1), date(2024, 1, 2), date(2024, 1, 3)]
     assert wh.partitions("t") == days
-    assert wh.table_exists("t") and not wh.table_exists("nope")
+    assert wh.table_exists("t")
+    assert not wh.table_exists("nope")
     got = wh.read("t", start=date(2024, 1, 2), end=date(2024, 1, 3))
     assert sorted(got.column("user_id").to_pylist()) == [1, 3]
     assert set(got.column("ds").to_pylist()) == {"2024-01-02", "2024-01-03"}
@@ -160,7 +161,8 @@ def test_many_days_are_staged_in_parallel_and_listed_empty_days_are_emptied(wh):
     got = {}
     for r in wh.read("t").to_pylist():
         got.setdefault(r["ds"], []).append(r["user_id"])
-    assert got["2024-02-01"] == [1000] and "2024-02-02" not in got  # day 2 listed without rows: emptied
+    assert got["2024-02-01"] == [1000]
+    assert "2024-02-02" not in got
     assert all(got[days[d]] == list(range(10 * d, 10 * d + 10)) for d in range(2, 20))
     assert pq.read_table(wh.partition_path("t", date(2024, 2, 2)) / "part-00000.parquet").num_rows == 0
 
@@ -290,7 +292,8 @@ def test_the_next_write_deletes_leftovers_and_keeps_replaced_partitions_for_a_wh
     killed.mkdir(parents=True)
     (wh.table_path("t") / ".tmp-ds=2024-01-05-abc").mkdir()  # the rename-based writer's leftover
     wh.write_partitions("t", _table({"user_id": [3], "v": [3.0], "ds": ["2024-01-02"]}))
-    assert not killed.parent.exists() and replaced.exists()  # staged, never swapped: deleted at once
+    assert not killed.parent.exists()
+    assert replaced.exists()
     assert sorted(p.name for p in wh.table_path("t").iterdir()) == ["ds=2024-01-01", "ds=2024-01-02"]
     past = time.time() - wh.settings.warehouse.keep_replaced_s - 1
     os.utime(replaced / "swapped", (past, past))
@@ -310,7 +313,7 @@ def test_writers_of_one_table_take_turns(wh):
         try:
             for _ in range(5):
                 wh.write_partitions("t", _table({"user_id": [uid] * 10, "v": [0.0] * 10, "ds": days}))
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=writer, args=(uid,)) for uid in (1, 2)]
@@ -320,7 +323,8 @@ def test_writers_of_one_table_take_turns(wh):
         t.join(60)
     assert errors == []
     seen = _days_as_read(wh, "t")
-    assert sorted(seen) == days and all(ids in ([1], [2]) for ids in seen.values())
+    assert sorted(seen) == days
+    assert all(ids in ([1], [2]) for ids in seen.values())
 
 
 def test_read_raw_checks_the_contract_and_gives_the_canonical_types(wh):

@@ -52,7 +52,8 @@ def _etl_process(workdir: Path, runs: int) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-c", ETL_LOOP, str(ETL_START), str(ETL_END), str(runs)],
                             cwd=workdir, env=env, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
     return proc
 
 
@@ -180,7 +181,9 @@ def test_readers_never_see_a_partition_missing_while_etl_replaces_60_days(wareho
         proc.wait()
     assert not problems, f"{len(problems)} inconsistent reads of {dict(reads)}: {problems[:5]}"
     assert proc.returncode == 0
-    assert reads["full"] >= 3 and reads["listing"] >= 100 and reads["historical"] >= 1, reads
+    assert reads["full"] >= 3, reads
+    assert reads["listing"] >= 100, reads
+    assert reads["historical"] >= 1, reads
 
 
 @pytest.mark.timeout(240)

@@ -73,7 +73,7 @@ def predict_cmd(
     if as_json:
         emit_json(result)
         return
-    columns = ["user_id", "p_click", "features missing"] + (result.predictions[0].features and ["features"] or [])
+    columns = ["user_id", "p_click", "features missing"] + ((result.predictions[0].features and ["features"]) or [])
     console.print(rows_table(
         f"Predictions of {result.model_uri} (version {result.model_version}) at {result.at:%Y-%m-%d %H:%M:%S}",
         columns,

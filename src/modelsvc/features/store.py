@@ -170,7 +170,8 @@ def load_definitions(settings: Settings) -> list[Any]:
     """The Feast objects of the repo, built for ``settings``."""
     path = repo_path(settings) / DEFINITIONS_FILE
     spec = importlib.util.spec_from_file_location("_modelsvc_feature_definitions", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)

@@ -159,8 +159,10 @@ class _MetricsMiddleware:
             self.metrics.observe_request(ENDPOINTS.get(scope["path"], "other"), status[0], time.perf_counter() - t0)
 
 
-def create_app(settings: Settings, *, run_id: str | None = None, clock: Callable[[], datetime] | None = None,
-               service: Service | None = None) -> Any:
+def create_app(  # noqa: C901 - the routes are closures over one holder and metrics; each route is short
+    settings: Settings, *, run_id: str | None = None, clock: Callable[[], datetime] | None = None,
+    service: Service | None = None,
+) -> Any:
     """The FastAPI app over the production alias (or ``run_id``'s model). ``clock`` judges feature freshness
     (default: now)."""
     from fastapi import FastAPI, Query, Request

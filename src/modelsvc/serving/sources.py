@@ -322,5 +322,17 @@ def is_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, ServiceUnavailableError)
 
 
-__all__ = ["ModelsvcError", "OnlineFeatures", "OnlineRows", "ModelRef", "model_ref", "production_ref", "run_ref",
-           "load_pyfunc", "impressions_with_features", "write_partitions", "get_online_features", "model_features"]
+__all__ = [
+    "ModelRef",
+    "ModelsvcError",
+    "OnlineFeatures",
+    "OnlineRows",
+    "get_online_features",
+    "impressions_with_features",
+    "load_pyfunc",
+    "model_features",
+    "model_ref",
+    "production_ref",
+    "run_ref",
+    "write_partitions",
+]

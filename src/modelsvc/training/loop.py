@@ -206,7 +206,7 @@ class StreamingBatches:
             event.record(stream)
         return (moved[0], moved[1], moved[2]), event
 
-    def epoch(self, epoch: int) -> Iterator[Batch]:
+    def epoch(self, epoch: int) -> Iterator[Batch]:  # noqa: C901 - producer thread + consumer, kept together
         q: queue.Queue[Any] = queue.Queue(maxsize=self.prefetch)
         stop = threading.Event()
         done = object()

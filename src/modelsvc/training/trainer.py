@@ -290,7 +290,7 @@ def _live_epochs(settings: Settings, run_id: str | None, epochs: int, reporter: 
         def drain(seen: int) -> int:
             try:
                 new = sink.since(seen) if local else ray.get(sink.since.remote(seen), timeout=10)
-            except Exception:  # noqa: BLE001 - progress is cosmetic; the checkpoint holds the truth
+            except Exception:
                 return seen
             for data in new:
                 task.update(completed=int(data["epoch"]) + 1, loss=data["train_loss"], val_loss=data["val_loss"],

@@ -393,7 +393,7 @@ class HiveOfflineStore(OfflineStore):
         """Append ``table`` (the source's columns, as Feast checks) to the feature view's source table; for a
         partitioned source, each row goes to the partition of its timestamp's UTC date."""
         source = _hive_source(feature_view.batch_source)
-        pa_schema, column_names = offline_utils.get_pyarrow_schema_from_batch_source(config, source)
+        _pa_schema, column_names = offline_utils.get_pyarrow_schema_from_batch_source(config, source)
         if column_names != table.column_names:
             raise DataError(f"feature view {feature_view.name}: the rows have the columns {table.column_names}, "
                             f"its source {source.table} has {column_names} (in this order)")
