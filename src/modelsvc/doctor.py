@@ -420,6 +420,17 @@ def _ray(settings: Settings, timeout: float) -> str:
     return _probe_cluster(address, timeout)
 
 
+def require_ray_cluster(settings: Settings) -> None:
+    """The doctor's Ray check, before joining a cluster: ``ray.init`` on an unreachable address waits without end,
+    so raise ServiceUnavailableError (69) when ``ray.address`` does not answer within ``ray.connect_timeout_s``."""
+    try:
+        _ray(settings, settings.ray.connect_timeout_s)
+    except _Outcome as out:
+        raise ServiceUnavailableError(f"{out.detail} (ray.connect_timeout_s={settings.ray.connect_timeout_s:g})",
+                                      hint=out.fix or "start the cluster (ray start --head) or fix ray.address / "
+                                                      "RAY_ADDRESS") from None
+
+
 def _probe_cluster(address: str, timeout: float) -> str:
     # a child process: ray.init can block for long on a bad address, and must not join this process to a cluster
     import json

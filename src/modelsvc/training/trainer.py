@@ -61,24 +61,23 @@ def train(settings: Settings, *, dataset: str | None = None, version: str | None
         return TrainResult.model_validate(stored["result"])
     use_gpu = prepare_ray(settings, reporter)  # before there is a run to mark FAILED
     resumed = run_id is not None
-    if run_id is None:
-        run_id = _create_run(client, settings, experiment_id, run_name, manifest)
-        run_state.write({"mlflow_run_id": run_id, "tracking_uri": mask_uri(settings.tracking_uri())})
-    else:
-        client.update_run(run_id, status="RUNNING")
-        reporter.log(f"resuming training {run_name} (MLflow run {run_id})")
+    _end_orphaned_runs(client, experiment_id, run_name, keep=run_id)  # [ops] SIGKILLed earlier attempts
+    with _ends_run_on_failure(client) as open_run:  # [ops] no path leaves the run RUNNING
+        if run_id is None:
+            run_id = _create_run(client, settings, experiment_id, run_name, manifest, open_run)
+            run_state.write({"mlflow_run_id": run_id, "tracking_uri": mask_uri(settings.tracking_uri())})
+        else:
+            open_run.append(run_id)
+            client.update_run(run_id, status="RUNNING")
+            reporter.log(f"resuming training {run_name} (MLflow run {run_id})")
 
-    try:
         result, state = fit_workers(settings, manifest, pre, train_rows, run_name, run_id, reporter,
                                     use_gpu=use_gpu)
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
-    history = [EpochMetrics(**{k: h[k] for k in EpochMetrics.model_fields}) for h in state["history"]]
-    best = min(history, key=lambda h: h.val_loss)
-    uses_gpu = result.metrics.get("device", "cpu") == "cuda" if result.metrics else False
-    _log_missing_epochs(client, run_id, state["history"])
-    _log_model_and_finish(settings, client, run_id, manifest, pre, state, history, best)
+        history = [EpochMetrics(**{k: h[k] for k in EpochMetrics.model_fields}) for h in state["history"]]
+        best = min(history, key=lambda h: h.val_loss)
+        uses_gpu = result.metrics.get("device", "cpu") == "cuda" if result.metrics else False
+        _log_missing_epochs(client, run_id, state["history"])
+        _log_model_and_finish(settings, client, run_id, manifest, pre, state, history, best)
 
     out = TrainResult(
         run_id=run_id,
@@ -208,7 +207,7 @@ def _git_commit() -> str | None:
 
 
 def _create_run(client: Any, settings: Settings, experiment_id: str, run_name: str,
-                manifest: DatasetManifest) -> str:
+                manifest: DatasetManifest, open_run: list[str] | None = None) -> str:
     from mlflow.entities import Dataset, DatasetInput, InputTag, Param
 
     tags = {
@@ -224,6 +223,8 @@ def _create_run(client: Any, settings: Settings, experiment_id: str, run_name: s
         tags["mlflow.source.git.commit"] = commit
     run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     run_id = str(run.info.run_id)
+    if open_run is not None:
+        open_run.append(run_id)
     params = {}
     for section in ("training", "model", "scaling"):
         params.update(_flatten(section, getattr(settings, section).model_dump(mode="json")))
@@ -344,6 +345,9 @@ def _ensure_ray(settings: Settings) -> None:
     address = settings.ray_address()
     quiet: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False, "configure_logging": True}
     if address:
+        from modelsvc.doctor import require_ray_cluster
+
+        require_ray_cluster(settings)  # [ops] fail within ray.connect_timeout_s (69), never wait without end
         try:
             ray.init(address=address, **quiet)
         except (ConnectionError, TimeoutError, RuntimeError) as exc:
@@ -546,3 +550,32 @@ def _live_epochs(settings: Settings, run_id: str | None, epochs: int, reporter: 
             thread.join()
             with contextlib.suppress(Exception):
                 ray.kill(sink)
+
+
+# -- [ops] no MLflow run left RUNNING --------------------------------------------------------------------------
+@contextmanager
+def _ends_run_on_failure(client: Any) -> Iterator[list[str]]:
+    """Whatever fails after the run is created (a bad ``paths.ray``, the workers, logging the model) ends it:
+    KILLED for Ctrl-C / SIGTERM, FAILED otherwise. The caller appends the run id once it exists."""
+    open_run: list[str] = []
+    try:
+        yield open_run
+    except BaseException as exc:
+        if open_run:
+            from modelsvc import interrupts
+
+            with contextlib.suppress(Exception):
+                client.set_terminated(open_run[0], "KILLED" if interrupts.is_interrupt(exc) else "FAILED")
+        raise
+
+
+def _end_orphaned_runs(client: Any, experiment_id: str, run_name: str, keep: str | None) -> None:
+    """Mark FAILED the runs of this training still RUNNING that no process continues: an attempt killed with
+    SIGKILL, or one that died before its id was recorded. (The data-root lock keeps a second modelsvc from
+    training the same run name meanwhile.)"""
+    with contextlib.suppress(Exception):
+        runs = client.search_runs([experiment_id], filter_string=f"tags.`modelsvc.ray_run_name` = '{run_name}' "
+                                  "and attributes.status = 'RUNNING'", max_results=100)
+        for run in runs:
+            if run.info.run_id != keep:
+                client.set_terminated(run.info.run_id, "FAILED")
