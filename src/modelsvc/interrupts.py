@@ -21,7 +21,8 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-_received: list[int] = []
+_received: list[int] = []  # the signal, as soon as the watcher thread or the handler sees it
+_raised: list[int] = []  # the handler raised Interrupted once
 _original_signal = signal.signal
 
 
@@ -49,10 +50,47 @@ def is_interrupt(exc: BaseException) -> bool:
     return isinstance(exc, KeyboardInterrupt) or received() is not None
 
 
+_on_signal: list[Callable[[], Any]] = []
+
+
+def on_signal(callback: Callable[[], Any]) -> None:
+    """Call ``callback`` (from a watcher thread) as soon as SIGINT / SIGTERM arrives, e.g. a DuckDB connection's
+    ``interrupt``: a Python signal handler only runs when the main thread next executes Python, which a long query
+    inside DuckDB may not let it do for a minute. Registered for the duration of the current :func:`handling`."""
+    _on_signal.append(callback)
+
+
+def _watch(fd: int) -> None:
+    try:
+        _relay(fd)
+    finally:
+        os.close(fd)
+
+
+def _relay(fd: int) -> None:
+    while True:
+        try:
+            data = os.read(fd, 64)
+        except OSError:
+            return
+        if not data:  # handling() ended
+            return
+        signums = [b for b in data if b in SIGNALS]
+        if not signums:
+            continue
+        if not _received:
+            _received.append(signums[0])
+        for callback in list(_on_signal):
+            with suppress(Exception):
+                callback()
+
+
 def _handler(signum: int, frame: Any) -> None:
-    if _received:  # a second signal while cleaning up: the user insists
+    if _raised:  # a second signal while cleaning up: the user insists
         os._exit(128 + signum)
-    _received.append(signum)
+    _raised.append(signum)
+    if not _received:
+        _received.append(signum)
     raise Interrupted(signum)
 
 
@@ -75,12 +113,21 @@ def handling() -> Iterator[None]:
     os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     previous = {s: signal.getsignal(s) for s in SIGNALS}
     _received.clear()
+    _raised.clear()
+    _on_signal.clear()
     for s in SIGNALS:
         _original_signal(s, _handler)
     signal.signal = _guarded_signal  # type: ignore[assignment]
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    threading.Thread(target=_watch, args=(read_fd,), name="modelsvc-signals", daemon=True).start()
     try:
         yield
     finally:
+        signal.set_wakeup_fd(previous_fd)
+        os.close(write_fd)  # ends the watcher
+        _on_signal.clear()
         signal.signal = _original_signal
         for s, h in previous.items():
             with suppress(TypeError, ValueError):

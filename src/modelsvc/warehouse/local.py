@@ -168,7 +168,10 @@ class LocalWarehouse(Warehouse):
         if self._con is None:
             import duckdb
 
+            from modelsvc import interrupts
+
             con = duckdb.connect()
+            interrupts.on_signal(con.interrupt)  # [ops] Ctrl-C / SIGTERM stop a long query at once
             con.execute("SET TimeZone = 'UTC'")
             con.execute("SET enable_progress_bar = false")
             if self.settings.warehouse.threads:
