@@ -436,3 +436,13 @@ def _inspect_lock(client: Any, lock: str, token: str, ttl_s: float) -> bool:
         with suppress(MlflowException):
             client.delete_registered_model(lock)
     return False
+
+
+# -- [ops] incremental runs ------------------------------------------------------------------------------------
+@map_tracking_errors
+def production_run_id(settings: Settings) -> str | None:
+    """The run id of the version the production alias points at (None without one): ``run`` skips evaluate and
+    promote of a training that is already in production."""
+    client = _client(settings)
+    current = _alias_version(client, settings.mlflow.registered_model, settings.mlflow.production_alias)
+    return str(current.run_id) if current is not None and current.run_id else None

@@ -140,11 +140,19 @@ def _no_deprecation_warnings() -> Iterator[None]:
         warnings.showwarning = shown
 
 
-def run(fn: Callable[[], T]) -> T:
-    """Call the library; turn a ModelsvcError into ``Error: …`` on stderr and its exit code."""
+def run(fn: Callable[[], T], *, lock: Any = None) -> T:
+    """Call the library; turn a ModelsvcError into ``Error: …`` on stderr and its exit code.
+
+    ``lock=settings`` for a command that writes the pipeline's tables: it holds the data root's lock
+    (:mod:`modelsvc.runlock`; a second one exits 75 at once, naming the holder)."""
     try:
         with _stdout_to_stderr(), _no_deprecation_warnings():
-            return fn()
+            if lock is None:
+                return fn()
+            from modelsvc.runlock import data_root_lock
+
+            with data_root_lock(lock, " ".join(["modelsvc", *sys.argv[1:]])):
+                return fn()
     except BaseException as exc:
         raise typer.Exit(_fail(exc)) from None
 
