@@ -326,8 +326,9 @@ class _Pipeline:
 
         from modelsvc.history import record_run
 
+        unfinished = self.report is None
         report = self.report or self._finish(None)
-        if interrupted and self.report is None:
+        if interrupted and unfinished:
             last = self.steps[-1] if self.steps else None
             report.failed_step = last.step if last else None
             report.exit_code = last.exit_code if last else 130

@@ -127,3 +127,21 @@ def test_force_names_a_step(workdir):
     assert result.exit_code == 64
     assert result.stderr.splitlines()[0] == (
         "Error: --force nope: not a step (one of: all, etl, materialize, build-dataset, train, evaluate, promote)")
+
+
+def test_an_interrupted_run_exits_130_is_in_the_history_and_releases_the_lock(settings, workdir, monkeypatch):
+    import modelsvc.etl
+    from modelsvc.runlock import holder
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    assert runner.invoke(app, ["demo-data", "--users", "20", "--days", "1"]).exit_code == 0
+    monkeypatch.setattr(modelsvc.etl, "run_etl", interrupted)
+    result = runner.invoke(app, ["run", "--start-date", "2025-01-01"])
+    assert result.exit_code == 130
+    assert result.stderr.splitlines()[-1] == "Error: interrupted" and result.stderr.count("Error:") == 1
+    [record] = json.loads(runner.invoke(app, ["runs", "--json"]).stdout)
+    assert record["status"] == "interrupted"
+    assert record["report"]["steps"][0]["step"] == "etl" and record["report"]["steps"][0]["status"] == "interrupted"
+    assert holder(settings) is None
