@@ -57,3 +57,19 @@ def test_the_next_train_of_a_run_name_ends_a_run_orphaned_by_sigkill(settings, w
     _, runs = _runs(settings)
     assert runs.pop(orphan).info.status == "FAILED"
     assert [r.info.status for r in runs.values()] == ["FINISHED"]
+
+
+@pytest.mark.timeout(400)
+def test_a_resumed_training_does_not_log_an_epoch_twice(settings, workdir):
+    """An attempt that dies after logging epoch 1 but before its checkpoint: Ray restarts the workers from the
+    epoch-0 checkpoint, and epoch 1 runs again; its metrics are logged once."""
+    from tests.datasets import write_synthetic_dataset
+
+    write_synthetic_dataset(settings, rows=300)
+    proc = _train(workdir, MODELSVC_TRAINING__EPOCHS="3", MODELSVC_TRAINING__EARLY_STOPPING_PATIENCE="10",
+                  MODELSVC_TRAINING__MAX_FAILURES="1", MODELSVCTEST_FAIL_AFTER_LOG_EPOCH="1")
+    assert proc.returncode == 0, proc.stderr
+    client, runs = _runs(settings)
+    [run_id] = runs
+    for metric in ("val_loss", "train_loss"):
+        assert sorted(m.step for m in client.get_metric_history(run_id, metric)) == [0, 1, 2]

@@ -424,6 +424,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         del vdf
 
     mlflow_client = None
+    logged_steps: set[int] = set()
     if rank == 0 and config.get("mlflow_run_id"):
         from mlflow.tracking import MlflowClient
 
@@ -434,6 +435,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if mlflow_client is not None:  # where each rank ran: proof that a cluster run really used its nodes
         try:
             mlflow_client.set_tag(config["mlflow_run_id"], WORKERS_TAG, json.dumps(workers))
+            logged_steps = _logged_steps(mlflow_client, config["mlflow_run_id"]) if start_epoch else set()
         except Exception:  # noqa: BLE001 - any tracking failure: stop logging from here, keep training
             mlflow_client = None
 
@@ -480,14 +482,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     from mlflow.entities import Metric
 
                     ts = int(time.time() * 1000)
-                    mlflow_client.log_batch(config["mlflow_run_id"], metrics=[
-                        Metric(k, float(v), ts, epoch) for k, v in metrics.items() if k != "epoch"
-                    ])
+                    if epoch not in logged_steps:  # [ops] a resumed attempt re-runs an epoch logged before
+                        mlflow_client.log_batch(config["mlflow_run_id"], metrics=[
+                            Metric(k, float(v), ts, epoch) for k, v in metrics.items() if k != "epoch"
+                        ])
                     logged = True
                 except Exception:  # noqa: BLE001 - see above: the driver logs the epoch instead
                     mlflow_client = None
             _send_progress(config.get("progress_sink"), {**metrics, "epochs": epochs, "data_path": mode,
                                                          "device": str(device), "mlflow_logged": logged})
+            # [ops] test hook: die once after logging epoch k, before its checkpoint (the resume re-runs k)
+            fail_after = config.get("fail_after_log_epoch")
+            if fail_after is not None and start_epoch < int(fail_after) == epoch:
+                raise RuntimeError(f"modelsvc test hook: injected failure after logging epoch {epoch}")
         report = {**metrics, "best_val_loss": best_val_loss, "stopped": stopped, "data_path": mode,
                   "device": device.type}
         if rank == 0:
@@ -504,3 +511,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             ray.train.report(report)
         if stopped:
             break
+
+
+def _logged_steps(client: Any, run_id: str) -> set[int]:
+    """[ops] The epochs already logged to the run: an attempt killed after logging an epoch but before its
+    checkpoint re-runs that epoch when resumed, and must not log it a second time."""
+    return {int(m.step) for m in client.get_metric_history(run_id, "val_loss")}

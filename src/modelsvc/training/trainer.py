@@ -34,6 +34,7 @@ from modelsvc.training.result import EpochMetrics, TrainResult
 RUN_STATE_FILE = "modelsvc_run.json"
 EPOCH_METRICS = ("train_loss", "val_loss", "val_auc", "samples_per_s", "epoch_time_s")  # logged per epoch (step)
 FAIL_AT_EPOCH_ENV = "MODELSVCTEST_FAIL_AT_EPOCH"  # test hook: a worker fails once at this epoch
+FAIL_AFTER_LOG_ENV = "MODELSVCTEST_FAIL_AFTER_LOG_EPOCH"  # [ops] test hook: fail once after logging this epoch
 _HASH_EXCLUDE = {"training": {"max_failures", "resident_max_bytes"}}
 
 
@@ -434,6 +435,7 @@ def fit_workers(settings: Settings, manifest: DatasetManifest, pre: Any, train_r
         "mlflow_tracking_uri": settings.tracking_uri(),
         "mlflow_run_id": run_id,
         "fail_at_epoch": int(fail_at) if fail_at else None,
+        "fail_after_log_epoch": int(os.environ[FAIL_AFTER_LOG_ENV]) if os.environ.get(FAIL_AFTER_LOG_ENV) else None,
     }
     resources = {"CPU": settings.scaling.cpus_per_worker}
     if use_gpu:
