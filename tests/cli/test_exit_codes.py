@@ -56,13 +56,13 @@ def test_an_unexpected_exception_exits_70_naming_the_log_with_the_traceback(work
     assert verbose.stderr.splitlines()[-1].startswith("Error: unexpected RuntimeError: a bug (traceback in ")
 
 
-def test_a_file_where_the_warehouse_folder_should_be_exits_73(workdir):
-    (workdir / "data").mkdir()
-    (workdir / "data" / "warehouse").write_text("not a folder")
+def test_a_file_where_a_table_folder_should_be_exits_73(workdir):
+    (workdir / "data" / "warehouse").mkdir(parents=True)
+    (workdir / "data" / "warehouse" / "raw_events").write_text("not a folder")
     result = runner.invoke(app, ["demo-data", "--users", "20", "--days", "1"])
     assert result.exit_code == 73, result.output
     lines = result.stderr.splitlines()
-    assert lines[0].startswith("Error: cannot create ") and str(workdir / "data" / "warehouse") in lines[0]
+    assert lines[0].startswith("Error: cannot create ") and str(workdir / "data" / "warehouse" / "raw_events") in lines[0]
     assert len(lines) == 2 and lines[1].startswith("Hint: ")
 
 
