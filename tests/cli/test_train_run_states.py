@@ -26,14 +26,17 @@ def _runs(settings):
 
 
 @pytest.mark.timeout(300)
-def test_a_file_where_the_ray_storage_should_be_exits_73_and_fails_the_run(settings, workdir):
+def test_a_file_where_the_training_folder_should_be_exits_73_and_fails_the_run(settings, workdir):
     """Today the run created before the training's try block stayed RUNNING forever."""
     from tests.datasets import write_synthetic_dataset
 
-    write_synthetic_dataset(settings, rows=300)
-    blocker = workdir / "not-a-folder"
+    from modelsvc.training.trainer import run_name_for
+
+    manifest, _ = write_synthetic_dataset(settings, rows=300)
+    blocker = settings.paths.resolve("ray") / run_name_for(settings, manifest)  # the training's own folder
+    blocker.parent.mkdir(parents=True)
     blocker.write_text("x")
-    proc = _train(workdir, MODELSVC_PATHS__RAY=str(blocker))
+    proc = _train(workdir)
     assert proc.returncode == 73, proc.stderr
     assert proc.stderr.splitlines()[0].startswith("Error: cannot create "), proc.stderr
     _, runs = _runs(settings)
