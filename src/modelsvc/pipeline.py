@@ -177,6 +177,9 @@ class _Pipeline:
         result = self.ctx.get("train")
         if result is None:
             return False, "a new training"
+        promoted = self.state.get("promoted", {}).get(result.run_id)
+        if promoted:  # no MLflow round trip; and a later rollback by a person is not undone by unchanged data
+            return True, f"run {result.run_id} was promoted (version {promoted}) by an earlier run"
         from modelsvc.registry import production_run_id
 
         if "production_run_id" not in self.ctx:
@@ -240,6 +243,7 @@ class _Pipeline:
 
         promotion = do_promote(self.settings, run_id=self.ctx["train"].run_id)
         self.ctx["promoted_version"] = promotion.version
+        self.state.setdefault("promoted", {})[self.ctx["train"].run_id] = promotion.version
         return {"version": promotion.version, "previous_version": promotion.previous_version,
                 "alias": promotion.alias, "changed": promotion.changed}
 
