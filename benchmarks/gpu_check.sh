@@ -41,7 +41,7 @@ tests_rc=${PIPESTATUS[0]}
 echo "== use_gpu: auto"
 timeout 120 python3 - <<'EOF' 2>&1 | tee "$OUT/auto.txt"
 from modelsvc.config import load_settings
-from modelsvc.training.trainer import prepare_ray
+from modelsvc.training.ray_runtime import prepare_ray
 
 s = load_settings("configs", paths={"root": "/tmp/modelsvc-auto"})
 print("use_gpu=auto resolves to", prepare_ray(s))

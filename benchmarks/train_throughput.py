@@ -9,7 +9,9 @@ Measured, in one process: (a) ``ray.data.from_pandas(...).iter_torch_batches(bat
 (the common template's design), (b) a plain PyTorch loop over the same rows resident on the device, (c)
 ``modelsvc.training.train`` (Ray Train V2 worker, resident shard, randperm batches) — each at every batch size,
 same model. Then Ray's fixed cost (``ray.init`` and a trivial ``TorchTrainer.fit``) and modelsvc's overhead on top
-(``train`` wall time minus its epochs minus the trivial fit). Everything runs in a temporary folder.
+(``train`` wall time minus its epochs minus the trivial fit), and the same trivial fit in Ray Train's local mode
+(``num_workers=0``: the function in this process). ``--num-workers 0`` runs (c) in local mode. Everything runs
+in a temporary folder.
 """
 
 from __future__ import annotations
@@ -131,12 +133,13 @@ def bench_modelsvc(settings, use_mlflow: bool):
     return rate, wall, sum(h["epoch_time_s"] for h in history), data_path
 
 
-def trivial_fit(storage: str, settings) -> float:
-    """One report from one worker, with the controller's poll interval modelsvc uses (``ray.poll_interval_s``)."""
+def trivial_fit(storage: str, settings, workers: int = 1) -> float:
+    """One report from one worker, with the controller's poll interval modelsvc uses (``ray.poll_interval_s``);
+    ``workers=0``: Ray Train's local mode (no worker actor, no controller)."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from modelsvc.training.trainer import _controller_env
+    from modelsvc.training.ray_runtime import controller_env as _controller_env
 
     def noop(config):
         import ray.train
@@ -145,7 +148,7 @@ def trivial_fit(storage: str, settings) -> float:
 
     t0 = time.perf_counter()
     with _controller_env(settings):
-        TorchTrainer(noop, scaling_config=ScalingConfig(num_workers=1),
+        TorchTrainer(noop, scaling_config=ScalingConfig(num_workers=workers),
                      run_config=RunConfig(name=f"trivial-{time.time_ns()}", storage_path=storage)).fit()
     return time.perf_counter() - t0
 
@@ -161,6 +164,7 @@ def main() -> None:
     ap.add_argument("--ttq-rows", type=int, default=0, help="rows for the time-to-quality run (0: skip)")
     ap.add_argument("--data-paths", default="resident",
                     help="(c) once per data path: resident, streaming, auto (comma-separated)")
+    ap.add_argument("--num-workers", default="1", help="(c) scaling.num_workers: 1 (a Ray worker), 0 (local mode)")
     ap.add_argument("--no-mlflow", action="store_true",
                     help="(c) without the MLflow run and model logging (implied when mlflow is not installed)")
     args = ap.parse_args()
@@ -181,8 +185,8 @@ def _run(args, root: Path) -> None:
     import torch
 
     from modelsvc.dataset import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+    from modelsvc.metrics import rank_auc as roc_auc
     from modelsvc.training import train
-    from modelsvc.training.loop import roc_auc
     from modelsvc.training.model import build_model
     from modelsvc.training.preprocessing import Preprocessor
     from tests.datasets import write_synthetic_dataset
@@ -204,6 +208,7 @@ def _run(args, root: Path) -> None:
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     ray_init_s = time.perf_counter() - t0
     trivial_s = min(trivial_fit(str(root / "ray"), base), trivial_fit(str(root / "ray"), base))
+    trivial_local_s = min(trivial_fit(str(root / "ray"), base, 0), trivial_fit(str(root / "ray"), base, 0))
 
     use_mlflow = not args.no_mlflow and importlib.util.find_spec("mlflow") is not None
     if device.type == "cuda":
@@ -214,7 +219,8 @@ def _run(args, root: Path) -> None:
         a = bench_ray_data(train_df, pre, model_fn, bs, device, args.max_s)
         b = bench_resident(train_df, pre, model_fn, bs, device, args.max_s)
         for data_path in args.data_paths.split(","):
-            s = _settings(root, scaling={"use_gpu": use_gpu, "cpus_per_worker": args.threads},
+            s = _settings(root, scaling={"use_gpu": use_gpu, "cpus_per_worker": args.threads,
+                                         "num_workers": int(args.num_workers)},
                           training={"batch_size": bs, "epochs": args.epochs, "early_stopping_patience": 99,
                                     "data_path": data_path})
             c, wall, epochs_s, used = bench_modelsvc(s, use_mlflow)
@@ -226,10 +232,12 @@ def _run(args, root: Path) -> None:
           f"(c) {'train() with MLflow' if use_mlflow else 'fit_workers (no MLflow)'}")
     print(f"{'batch':>6} {'(c) path':>9} {'(a) ray data/s':>15} {'(b) resident/s':>15} {'(c) modelsvc/s':>15} "
           f"{'b/a':>7} {'c/a':>7} {'c/b':>6} {'train wall s':>12} {'epochs s':>9} {'overhead s':>10}")
+    fixed_s = trivial_local_s if int(args.num_workers) == 0 else trivial_s
     for bs, used, a, b, c, wall, ep in rows:
         print(f"{bs:>6} {used:>9} {a:>15,.0f} {b:>15,.0f} {c:>15,.0f} {b / a:>7.1f} {c / a:>7.1f} {c / b:>6.2f} "
-              f"{wall:>12.1f} {ep:>9.1f} {wall - ep - trivial_s:>10.1f}")
-    print(f"ray.init: {ray_init_s:.1f}s; trivial TorchTrainer.fit: {trivial_s:.1f}s; "
+              f"{wall:>12.1f} {ep:>9.1f} {wall - ep - fixed_s:>10.1f}")
+    print(f"ray.init: {ray_init_s:.1f}s; trivial TorchTrainer.fit: {trivial_s:.1f}s (1 worker), "
+          f"{trivial_local_s:.2f}s (local mode); "
           "overhead = train wall - epoch time - trivial fit (preprocessing fit, data load, MLflow, model logging)")
 
     if args.ttq_rows:

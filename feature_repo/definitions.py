@@ -17,7 +17,7 @@ from feast.types import Float64, Int64, String
 OFFLINE_VIEW = "user_offline_features"
 REALTIME_VIEW = "user_realtime_features"
 # the timestamp of the joined feature row (epoch microseconds), returned beside the features so that
-# build-dataset can check for leakage (see modelsvc.feast_local)
+# build-dataset can check for leakage (see modelsvc.features.local)
 OFFLINE_TS = "offline_feature_ts_us"
 REALTIME_TS = "realtime_feature_ts_us"
 
@@ -26,7 +26,7 @@ def build_definitions(settings: Any) -> list[Any]:
     """Entity, the two feature views and the model's feature service for ``settings``."""
     from modelsvc.features import batch_source
 
-    user = Entity(name="user", join_keys=[settings.entity], value_type=ValueType.INT64,
+    user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64,
                   description="a user of the site")
     offline = FeatureView(
         name=OFFLINE_VIEW,

@@ -18,7 +18,8 @@ A few standard variables of the backends are honoured when the matching field is
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,7 +34,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
 
 from modelsvc.errors import ConfigError
 
@@ -44,11 +50,14 @@ IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 class Section(BaseModel):
     """Base for every nested section: unknown keys are errors, assignments are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class PathsSettings(Section):
-    """Where local state lives. Every relative path is resolved against ``root``."""
+    """Where local state lives. Every relative path is resolved against ``root``.
+
+    A relative ``root`` starts at the project folder (the folder holding the config directory), so a command
+    run from another folder finds the same state."""
 
     root: Path = Field(Path("data"), description="one folder for all local state")
     warehouse: Path = Field(Path("warehouse"), description="Parquet tables (local engine)")
@@ -58,9 +67,21 @@ class PathsSettings(Section):
     ray: Path = Field(Path("ray"), description="Ray Train storage (checkpoints)")
     reports: Path = Field(Path("reports"), description="evaluation reports and run summaries")
 
+    # the project folder (set by load_settings: the parent of the config directory); None: the working directory
+    _base: Path | None = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:  # the values only: where the settings were loaded from is no value
+        return isinstance(other, PathsSettings) and self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # as every pydantic model
+
+    def base(self) -> Path:
+        """The folder relative paths (``root``, ``features.repo_path``) start from."""
+        return self._base if self._base is not None else Path.cwd()
+
     def resolve(self, name: str) -> Path:
         """Absolute path of one of the folders above (``root`` itself included)."""
-        root = self.root if self.root.is_absolute() else Path.cwd() / self.root
+        root = self.root if self.root.is_absolute() else self.base() / self.root
         if name == "root":
             return root
         sub: Path = getattr(self, name)
@@ -91,6 +112,10 @@ class HiveSettings(Section):
     scratch_database: str | None = Field(
         None, pattern=IDENTIFIER_PATTERN, description="where temporary tables go (default: database)"
     )
+    backfill_chunk_days: int = Field(
+        31, ge=1,
+        description="ETL days computed per statement on the server (dynamic-partition INSERT OVERWRITE); 1 sends "
+                    "two per-day statements per day, each rereading the lookback (docs/hive.md)")
 
 
 class WarehouseSettings(Section):
@@ -98,6 +123,10 @@ class WarehouseSettings(Section):
 
     engine: Literal["duckdb", "hive"] = "duckdb"
     threads: int | None = Field(None, ge=1, description="local engine threads (default: all cores)")
+    keep_replaced_s: float = Field(
+        300, ge=0, allow_inf_nan=False,
+        description="local engine: seconds a replaced partition's files are kept for readers that listed them "
+                    "before the swap (deleted by a later write of the table)")
 
 
 class EtlSettings(Section):
@@ -131,7 +160,8 @@ class RedisSettings(Section):
 class FeaturesSettings(Section):
     """The Feast feature store."""
 
-    repo_path: Path = Field(Path("feature_repo"), description="the Feast repo (relative to the working dir)")
+    repo_path: Path = Field(Path("feature_repo"), description="the Feast repo (relative: to the project folder, "
+                            "which holds the config directory)")
     project: str = Field("modelsvc", pattern=IDENTIFIER_PATTERN)
     online_store: Literal["sqlite", "redis"] = "sqlite"
     feature_service: str = Field("ctr_model_v1", pattern=IDENTIFIER_PATTERN)
@@ -197,9 +227,18 @@ class RaySettings(Section):
 class ScalingSettings(Section):
     """Ray Train scaling."""
 
-    num_workers: int = Field(1, ge=1)
+    num_workers: int | Literal["auto"] = Field(
+        "auto", description="Ray Train workers; 0 runs the training function in this process (Ray Train's local "
+                            "mode, no Ray started); auto: 0 without a Ray address, else 1")
     use_gpu: Literal["auto", True, False] = "auto"
     cpus_per_worker: float = Field(1.0, gt=0)
+
+    @field_validator("num_workers")
+    @classmethod
+    def _not_negative(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 0:
+            raise ValueError("must be auto or a number >= 0")
+        return v
 
     @field_validator("use_gpu", mode="before")
     @classmethod
@@ -260,6 +299,21 @@ class EvaluationSettings(Section):
     slice_column: str = Field("last_seen_platform", pattern=IDENTIFIER_PATTERN)
 
 
+class ServingSettings(Section):
+    """The prediction service (``modelsvc serve``), one-off predictions and batch scoring."""
+
+    host: str = Field("127.0.0.1", description="address the service listens on (0.0.0.0 in a container)")
+    port: int = Field(8080, ge=1, le=65535)
+    workers: int = Field(1, ge=1, description="server processes (one per core)")
+    reload_interval_s: float = Field(30.0, gt=0, description="how often the production alias is checked; a moved "
+                                     "alias loads the new version beside the old, then swaps it in")
+    max_batch: int = Field(1000, ge=1, description="most users in one request (more: HTTP 413)")
+    online_timeout_s: float = Field(0.5, gt=0, description="Redis socket timeout of an online read: a store that "
+                                    "does not answer within it fails the request with 503")
+    predictions_table: str = Field("predictions", pattern=IDENTIFIER_PATTERN,
+                                   description="warehouse table written by `modelsvc score`")
+
+
 class Settings(BaseSettings):
     """The root of the settings tree."""
 
@@ -271,10 +325,12 @@ class Settings(BaseSettings):
         extra="forbid",
         validate_default=True,
         case_sensitive=False,
+        allow_inf_nan=False,
+        # a shared .env also holds other programs' variables (MLFLOW_TRACKING_URI, ...): only MODELSVC_ names
+        # are settings, and one that names no setting is an error
+        dotenv_filtering="match_prefix",
     )
 
-    project: str = Field("modelsvc_ctr", pattern=IDENTIFIER_PATTERN)
-    entity: str = Field("user_id", pattern=IDENTIFIER_PATTERN)
     profile: str | None = None
     paths: PathsSettings = PathsSettings()
     tables: TablesSettings = TablesSettings()
@@ -289,6 +345,7 @@ class Settings(BaseSettings):
     training: TrainingLoopSettings = TrainingLoopSettings()
     model: ModelSettings = ModelSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
+    serving: ServingSettings = ServingSettings()
 
     # filled by load_settings, not by users
     config_dir: Path | None = Field(None, exclude=True)
@@ -304,9 +361,17 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # YAML is passed in through init kwargs at the lowest priority (see load_settings), so the order is
-        # overrides > env > .env; load_settings merges YAML underneath.
-        return (init_settings, env_settings, _OwnDotEnv(settings_cls, dotenv_settings))
+        # highest priority first: overrides > environment > .env > profile YAML > YAML files (> defaults);
+        # pydantic-settings deep-merges them. Under load_settings each source records where its values came from.
+        load = _LOAD.get()
+        if load is None:  # Settings() alone: no YAML
+            return (init_settings, env_settings, dotenv_settings)
+        return (
+            _Tracked(init_settings, load, lambda path: "command line"),
+            _Tracked(env_settings, load, lambda path: f"environment {_variable(load.env_names, path)}"),
+            _Tracked(load.dotenv, load, lambda path: f"{DOTENV} {_variable(load.dotenv_names, path)}"),
+            *(_Tracked(_YamlFile(settings_cls, f), load, _constant(str(f))) for f in reversed(load.yaml_files)),
+        )
 
     # -- resolved values -------------------------------------------------------------------------------------
     def tracking_uri(self) -> str:
@@ -329,6 +394,11 @@ class Settings(BaseSettings):
         return (self.ray.address or os.environ.get("RAY_ADDRESS") or self._dotenv_fallbacks.get("RAY_ADDRESS")
                 or None)
 
+    def feature_repo_path(self) -> Path:
+        """The Feast repo folder, absolute (``features.repo_path``; a relative one starts at the project folder)."""
+        path = self.features.repo_path
+        return path if path.is_absolute() else self.paths.base() / path
+
     def ray_storage_path(self) -> str:
         return self.ray.storage_path or str(self.paths.resolve("ray"))
 
@@ -348,28 +418,6 @@ class Settings(BaseSettings):
         return data
 
 
-class _OwnDotEnv(PydanticBaseSettingsSource):
-    """The .env source, keeping only our settings: a shared .env also holds other programs' variables
-    (MLFLOW_TRACKING_URI, ...), which must not be reported as unknown keys."""
-
-    def __init__(self, settings_cls: type[BaseSettings], inner: PydanticBaseSettingsSource) -> None:
-        super().__init__(settings_cls)
-        self.inner = inner
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        prefix = ENV_PREFIX.lower()
-        data: dict[str, Any] = {}
-        for key, value in self.inner().items():
-            if key in self.settings_cls.model_fields:
-                data[key] = value
-            elif key.lower().startswith(prefix):  # a MODELSVC_ name that is no setting: report it
-                data[key[len(prefix):].lower()] = value
-        return data
-
-
 def mask_uri(uri: str) -> str:
     """Hide a password embedded in a URI (``scheme://user:secret@host``)."""
     import re
@@ -380,25 +428,6 @@ def mask_uri(uri: str) -> str:
 # -- loading ---------------------------------------------------------------------------------------------------
 
 YAML_ORDER = ("base.yaml", "model_params.yaml")
-
-
-def _deep_merge(base: dict[str, Any], over: Mapping[str, Any], origin: dict[tuple[str, ...], str], src: str,
-                prefix: tuple[str, ...] = ()) -> dict[str, Any]:
-    for key, value in over.items():
-        path = (*prefix, str(key))
-        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            _deep_merge(base[key], value, origin, src, path)
-        else:
-            base[key] = dict(value) if isinstance(value, Mapping) else value
-            _record(origin, path, value, src)
-    return base
-
-
-def _record(origin: dict[tuple[str, ...], str], path: tuple[str, ...], value: Any, src: str) -> None:
-    origin[path] = src
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            _record(origin, (*path, str(k)), v, src)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -443,93 +472,165 @@ def load_settings(config_dir: str | Path | None = "configs", *, profile: str | N
     win over everything else, e.g. ``load_settings("configs", training={"epochs": 1})``.
     Raises :class:`ConfigError` naming the source, the field and the allowed values.
     """
-    origin: dict[tuple[str, ...], str] = {}
-    merged: dict[str, Any] = {}
+    from pydantic_settings import DotEnvSettingsSource
+
+    dotenv = DotEnvSettingsSource(Settings)  # .env is read once, here
+    dotenv_vars = {k.upper(): v for k, v in dotenv.env_vars.items() if v}
     cdir: Path | None = None
+    files: list[Path] = []
     if config_dir is not None:
         cdir = Path(config_dir)
+        if cdir.exists() and not cdir.is_dir():
+            raise ConfigError(f"config directory '{cdir}' is a file, not a directory (pass --config DIR)")
         if not cdir.is_dir():
             raise ConfigError(f"config directory '{cdir}' does not exist (pass --config DIR)")
-        profile = profile or os.environ.get(ENV_PREFIX + "PROFILE") or _dotenv_standard().get(ENV_PREFIX + "PROFILE")
-        for path in config_files(cdir, profile):
-            _deep_merge(merged, _read_yaml(path), origin, str(path))
+        profile = profile or os.environ.get(ENV_PREFIX + "PROFILE") or dotenv_vars.get(ENV_PREFIX + "PROFILE")
+        files = config_files(cdir, profile)
     if profile:
-        merged["profile"] = profile
-    for k, v in overrides.items():
-        if isinstance(v, Mapping) and isinstance(merged.get(k), dict):
-            _deep_merge(merged, {k: v}, origin, "command line")
-        else:
-            merged[k] = v
-            _record(origin, (k,), v, "command line")
-
-    # Environment beats YAML: drop YAML keys that an environment variable sets, so init (YAML) does not win.
-    env_keys = _env_paths()
-    for key_path in sorted(env_keys):
-        if key_path[0] not in Settings.model_fields:  # a mistyped MODELSVC_ variable would else be ignored
-            raise ConfigError(f"environment {ENV_PREFIX}{'__'.join(key_path).upper()}: unknown key "
-                              f"'{'.'.join(key_path)}' (allowed: {', '.join(_allowed_keys(()))})")
-    for key_path in env_keys:
-        if origin.get(key_path, "") != "command line":
-            _pop_path(merged, key_path)
+        overrides = {"profile": profile, **overrides}
+    load = _Load(files, dotenv)
+    for name, path in load.env_names.items():  # a mistyped MODELSVC_ variable would else be ignored
+        if path[0] not in Settings.model_fields:
+            raise ConfigError(f"environment {name}: unknown key '{'.'.join(path)}' "
+                              f"(allowed: {', '.join(_allowed_keys(()))})")
+    token = _LOAD.set(load)
     try:
-        settings = Settings(**merged)
+        settings = Settings(_env_file=None, **overrides)  # type: ignore[call-arg]  # .env: load.dotenv, read once
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, origin, env_keys)) from None
+        raise ConfigError(_format_validation_error(exc, load.origin)) from None
+    finally:
+        _LOAD.reset(token)
     settings.config_dir = cdir
-    settings._dotenv_fallbacks = {k: v for k, v in _dotenv_standard().items() if k in STANDARD_DOTENV}
+    if cdir is not None:  # relative paths start at the project folder, wherever the command runs
+        settings.paths._base = cdir.resolve().parent
+    settings._dotenv_fallbacks = {k: v for k, v in dotenv_vars.items() if k in STANDARD_DOTENV}
+    _check_paths(settings, load.origin)
     return settings
 
 
 STANDARD_DOTENV = ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")
+DOTENV = ".env"
 
 
-def _dotenv_standard() -> dict[str, str]:
-    """MLFLOW_TRACKING_URI, RAY_ADDRESS and MODELSVC_PROFILE as written in ./.env (empty values skipped)."""
-    dotenv = Path(".env")
-    if not dotenv.is_file():
-        return {}
-    from dotenv import dotenv_values
+class _Load:
+    """What one load_settings call reads: the YAML files (lowest priority first), the .env source, the names of
+    the MODELSVC_ variables, and ``origin``: the source of each setting path, filled as the sources run."""
 
-    wanted = (*STANDARD_DOTENV, ENV_PREFIX + "PROFILE")
-    return {k.upper(): v for k, v in dotenv_values(dotenv).items() if k.upper() in wanted and v}
-
-
-def _env_paths() -> set[tuple[str, ...]]:
-    """Setting paths given by MODELSVC_… variables (and .env), lower-cased like pydantic-settings does."""
-    names: dict[str, str] = {k: v for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)}
-    dotenv = Path(".env")
-    if dotenv.is_file():
-        from dotenv import dotenv_values
-
-        for k in dotenv_values(dotenv):
-            if k.upper().startswith(ENV_PREFIX):
-                names.setdefault(k, "")
-    paths = set()
-    for name in names:
-        rest = name[len(ENV_PREFIX):].lower()
-        if rest in {"profile", "config_dir"}:
-            continue
-        paths.add(tuple(rest.split("__")))
-    return paths
+    def __init__(self, yaml_files: list[Path], dotenv: PydanticBaseSettingsSource) -> None:
+        self.yaml_files = yaml_files
+        self.dotenv = dotenv
+        self.env_names = _setting_names(os.environ)
+        self.dotenv_names = _setting_names({k.upper(): v for k, v in getattr(dotenv, "env_vars", {}).items()})
+        self.origin: dict[tuple[str, ...], str] = {}
 
 
-def _pop_path(data: dict[str, Any], path: tuple[str, ...]) -> None:
-    node: Any = data
-    for key in path[:-1]:
-        if not isinstance(node, dict) or key not in node:
-            return
-        node = node[key]
-    if isinstance(node, dict):
-        node.pop(path[-1], None)
+_LOAD: ContextVar[_Load | None] = ContextVar("modelsvc_settings_load", default=None)
 
 
-def _format_validation_error(exc: ValidationError, origin: dict[tuple[str, ...], str],
-                             env_keys: set[tuple[str, ...]]) -> str:
+def _setting_names(variables: Mapping[str, str | None]) -> dict[str, tuple[str, ...]]:
+    """MODELSVC_ variable name → the setting path it sets, lower-cased as pydantic-settings reads it."""
+    out = {}
+    for name in variables:
+        rest = name[len(ENV_PREFIX):].lower() if name.upper().startswith(ENV_PREFIX) else None
+        if rest and rest not in {"profile", "config_dir"}:
+            out[name] = tuple(rest.split("__"))
+    return out
+
+
+def _variable(names: Mapping[str, tuple[str, ...]], path: tuple[str, ...]) -> str:
+    """The variable that set ``path``: the one naming it or the section holding it (``MODELSVC_HIVE='{…}'``)."""
+    lowered = tuple(p.lower() for p in path)
+    for n in range(len(lowered), 0, -1):
+        for name, var_path in names.items():
+            if var_path == lowered[:n]:
+                return name
+    return ENV_PREFIX + "__".join(lowered).upper()
+
+
+def _constant(text: str) -> Callable[[tuple[str, ...]], str]:
+    return lambda path: text
+
+
+class _Tracked(PydanticBaseSettingsSource):
+    """A source as it is, recording the origin of every value it gives (sources run highest priority first, so
+    the first to give a path is the one that wins)."""
+
+    def __init__(self, inner: PydanticBaseSettingsSource, load: _Load,
+                 describe: Callable[[tuple[str, ...]], str]) -> None:
+        super().__init__(inner.settings_cls)
+        self.inner, self.load, self.describe = inner, load, describe
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        from pydantic_settings import SettingsError
+
+        try:
+            data = self.inner()
+        except SettingsError as exc:  # a value that does not parse (e.g. bad JSON for a section)
+            import re
+
+            field = re.search(r'field "([^"]+)"', str(exc))
+            path = (field.group(1),) if field else ()
+            cause = exc.__cause__ or exc
+            raise ConfigError(f"{self.describe(path)}: {'.'.join(path) or 'value'}: cannot be parsed "
+                              f"({str(cause).splitlines()[0] if str(cause) else type(cause).__name__})") from None
+        self._record(data, ())
+        return data
+
+    def _record(self, data: Mapping[str, Any], prefix: tuple[str, ...]) -> None:
+        for key, value in data.items():
+            path = (*prefix, str(key))
+            self.load.origin.setdefault(path, self.describe(path))
+            if isinstance(value, Mapping):
+                self._record(value, path)
+
+
+class _YamlFile(YamlConfigSettingsSource):
+    """One YAML file of the config directory, read with errors that name it; secrets are refused."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        super().__init__(settings_cls, yaml_file=path, yaml_file_encoding="utf-8")
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        data = _read_yaml(Path(file_path))
+        for secret in _secret_paths(Settings):
+            node: Any = data
+            for key in secret:
+                node = node.get(key) if isinstance(node, Mapping) else None
+            if node is not None:
+                raise ConfigError(f"{file_path}: {'.'.join(secret)}: secrets are not read from YAML; set "
+                                  f"{ENV_PREFIX}{'__'.join(secret).upper()} in the environment or .env")
+        return data
+
+
+def _secret_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            out += _secret_paths(annotation, (*prefix, name))
+        elif SecretStr in getattr(annotation, "__args__", ()) or annotation is SecretStr:
+            out.append((*prefix, name))
+    return out
+
+
+def _check_paths(settings: Settings, origin: Mapping[tuple[str, ...], str]) -> None:
+    """Every folder of ``paths`` is a folder or not there yet (created on demand), never a file."""
+    for name in PathsSettings.model_fields:
+        path = settings.paths.resolve(name)
+        if path.exists() and not path.is_dir():
+            source = _source_of(("paths", name), origin)
+            raise ConfigError(f"{source}: paths.{name}: '{path}' is a file, not a folder")
+
+
+def _format_validation_error(exc: ValidationError, origin: Mapping[tuple[str, ...], str]) -> str:
     msgs = []
     for err in exc.errors(include_url=False):
         loc = tuple(str(p) for p in err["loc"])
         field = ".".join(loc) or "(root)"
-        source = _source_of(loc, origin, env_keys)
+        source = _source_of(loc, origin)
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(loc[:-1])
             text = f"unknown key '{field}'" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
@@ -546,13 +647,12 @@ def _is_secret(loc: tuple[str, ...]) -> bool:
     return any(part in {"password", "token", "secret"} for part in loc)
 
 
-def _source_of(loc: tuple[str, ...], origin: dict[tuple[str, ...], str], env_keys: set[tuple[str, ...]]) -> str:
+def _source_of(loc: tuple[str, ...], origin: Mapping[tuple[str, ...], str]) -> str:
     lowered = tuple(p.lower() for p in loc)
-    for n in range(len(lowered), 0, -1):
-        if lowered[:n] in env_keys:
-            return f"environment {ENV_PREFIX}{'__'.join(lowered[:n]).upper()}"
-        if loc[:n] in origin:
-            return origin[loc[:n]]
+    for n in range(len(loc), 0, -1):
+        for key in (loc[:n], lowered[:n]):
+            if key in origin:
+                return origin[key]
     return "defaults"
 
 

@@ -1,16 +1,17 @@
 """The raw-event input contract (docs/data-contract.md): column types, what is accepted, what is refused.
 
-Checks look at Parquet footers only (``pyarrow.parquet.read_schema``), except for a string ``event_timestamp``
-column, whose values must parse: that one column of that one file is read and parsed. Every failure is a
-:class:`DataError` naming the file and the column.
+Checks read the Parquet footers (columns and types), then the data of every file in one DuckDB query: every
+page must decode, string timestamps must parse, ``is_clicked`` must be 0/1 and every event must lie in the UTC
+day of its partition. Every failure is a :class:`DataError` naming the file (and the column).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from modelsvc.errors import DataError
 
@@ -100,9 +101,10 @@ class FileCheck:
 
 
 def check_parquet_files(files: Iterable[Path], *, connection: object | None = None) -> list[FileCheck]:
-    """Check the footers of raw-event Parquet files; parse string timestamps.
+    """Check raw-event Parquet files: their footers (columns and types), then their data (:func:`check_data`).
 
-    ``connection`` is an optional DuckDB connection used to parse string timestamps (one is opened if needed).
+    ``connection`` is an optional DuckDB connection (session time zone UTC) used to read the data; one is opened
+    if needed.
     """
     import pyarrow.parquet as pq
 
@@ -114,33 +116,131 @@ def check_parquet_files(files: Iterable[Path], *, connection: object | None = No
         except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for a file that is not Parquet
             raise DataError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
         plan = check_schema(schema, where=str(path))
-        if meta.num_rows and any(p.kind == "parse" for p in plan):
-            _check_timestamps_parse(path, connection)
         checked.append(FileCheck(path, plan, meta.num_rows))
+    check_data(checked, connection=connection)
     return checked
 
 
-def _check_timestamps_parse(path: Path, connection: object | None) -> None:
+def _columns(plan: tuple[ColumnPlan, ...]) -> tuple[str, str, str]:
+    """(timestamp expression, unparsable condition, bad is_clicked condition) for files of ``plan``."""
+    kinds = {p.name: p.kind for p in plan}
+    parse = kinds["event_timestamp"] == "parse"
+    ts = "TRY_CAST(event_timestamp AS TIMESTAMPTZ)" if parse else "CAST(event_timestamp AS TIMESTAMPTZ)"
+    unparsable = f"event_timestamp IS NOT NULL AND {ts} IS NULL" if parse else "false"
+    clicks = "false" if kinds["is_clicked"] == "null" else \
+        "is_clicked IS NOT NULL AND CAST(is_clicked AS DOUBLE) NOT IN (0, 1)"  # NaN is neither 0 nor 1
+    return ts, unparsable, clicks
+
+
+def _count_and_example(condition: str, column: str) -> str:
+    # a constant when the check does not apply: an aggregate with FILTER (WHERE false) still evaluates per row
+    if condition == "false":
+        return "0, NULL"
+    return f"count(*) FILTER (WHERE {condition}), min({column}) FILTER (WHERE {condition})"
+
+
+def _data_sql(plan: tuple[ColumnPlan, ...], listing: str) -> str:
+    """One row per file: (filename, unparsable timestamps, an example, is_clicked outside {0, 1}, an example,
+    first and last timestamp), reading every column so that a data page that does not decode fails here, before
+    anything is written."""
+    ts, unparsable, clicks = _columns(plan)
+    kinds = {p.name: p.kind for p in plan}
+    # decode every value of the other columns (count(col) alone may read only the validity of a page)
+    decode = ", ".join(f"count(*) FILTER (WHERE {c} IS NOT NULL)" for c in RAW_COLUMNS
+                       if c not in {"event_timestamp", "is_clicked"} and kinds[c] != "null")
+    return f"""
+SELECT filename,
+       {_count_and_example(unparsable, "event_timestamp")}, {_count_and_example(clicks, "is_clicked")},
+       min({ts}), max({ts}), {decode}
+FROM read_parquet([{listing}], filename = true, hive_partitioning = false)
+GROUP BY filename"""
+
+
+def check_data(files: Iterable[FileCheck], *, connection: object | None = None) -> None:
+    """Read the data of checked files (one query per column plan, all files at once): every data page must
+    decode, a string ``event_timestamp`` must parse, ``is_clicked`` must be 0 or 1 (or null), and every event
+    must lie in the UTC day of its partition folder ``ds=YYYY-MM-DD``. A failure is a DataError naming the file.
+    """
+    groups: dict[tuple[ColumnPlan, ...], list[Path]] = {}
+    for f in files:
+        if f.rows:  # an empty file may carry placeholder types (e.g. all-null columns): nothing to read
+            groups.setdefault(f.plan, []).append(f.path)
+    if not groups:
+        return
     import duckdb
 
-    con = connection if connection is not None else duckdb.connect()
+    con: Any = connection if connection is not None else duckdb.connect()
     try:
         if connection is None:
-            con.execute("SET TimeZone = 'UTC'")  # type: ignore[attr-defined]
-            con.execute("SET enable_progress_bar = false")  # type: ignore[attr-defined]
-        row = con.execute(  # type: ignore[attr-defined]
-            "SELECT count(*), min(event_timestamp) FROM read_parquet(?) "
-            "WHERE event_timestamp IS NOT NULL AND TRY_CAST(event_timestamp AS TIMESTAMPTZ) IS NULL",
-            [str(path)],
-        ).fetchone()
+            con.execute("SET TimeZone = 'UTC'")
+            con.execute("SET enable_progress_bar = false")
+        for plan, paths in groups.items():
+            try:
+                rows = con.execute(_data_sql(plan, _listing(paths))).fetchall()
+            except duckdb.Error as exc:
+                _raise_unreadable(con, plan, paths, exc)
+            for row in sorted(rows, key=lambda r: str(r[0])):
+                _raise_for_row(con, plan, row)
     finally:
         if connection is None:
-            con.close()  # type: ignore[attr-defined]
-    if row and row[0]:
-        raise DataError(
-            f"{path}: column 'event_timestamp' has {row[0]} value(s) that do not parse as timestamps "
-            f"(e.g. {row[1]!r})"
-        )
+            con.close()
+
+
+def _listing(paths: Iterable[Path]) -> str:
+    return ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths)
+
+
+def _raise_unreadable(con: Any, plan: tuple[ColumnPlan, ...], paths: list[Path], exc: Exception) -> NoReturn:
+    import duckdb
+
+    for path in paths:  # which file: only on this failure path
+        try:
+            con.execute(_data_sql(plan, _listing([path]))).fetchall()
+        except duckdb.Error as one:
+            raise DataError(f"{path}: the data cannot be read, the file is damaged "
+                            f"({_first_line(one)})") from None
+    raise DataError(f"{len(paths)} raw file(s) from {paths[0]} on: the data cannot be read "
+                    f"({_first_line(exc)})") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _file_day(path: str) -> date | None:
+    """The day of a file's partition folder ``ds=YYYY-MM-DD`` (None for a file outside such a folder)."""
+    name = Path(path).parent.name
+    try:
+        day = date.fromisoformat(name[3:]) if name.startswith("ds=") else None
+    except ValueError:
+        return None
+    return day if day is not None and day.isoformat() == name[3:] else None
+
+
+def _raise_for_row(con: Any, plan: tuple[ColumnPlan, ...], row: tuple[Any, ...]) -> None:
+    path, unparsable, ts_example, clicks, click_example, first, last = row[:7]
+    if unparsable:
+        raise DataError(f"{path}: column 'event_timestamp' has {unparsable} value(s) that do not parse as "
+                        f"timestamps (e.g. {ts_example!r})")
+    if clicks:
+        raise DataError(f"{path}: column 'is_clicked' has {clicks} value(s) other than 0 and 1 "
+                        f"(e.g. {click_example})")
+    day = _file_day(path)
+    if day is None or first is None:
+        return
+    lo = datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc)
+    hi = lo + timedelta(days=1)
+    if lo <= first and last < hi:
+        return
+    # only on this failure path: how many, and which one first
+    ts = _columns(plan)[0]
+    outside = f"({ts} < TIMESTAMPTZ '{lo.isoformat()}' OR {ts} >= TIMESTAMPTZ '{hi.isoformat()}')"
+    n, event, when = con.execute(
+        f"SELECT count(*), arg_min(event_id, {ts}), min({ts}) FROM read_parquet([{_listing([path])}]) "
+        f"WHERE {outside}").fetchall()[0]
+    when = when.astimezone(timezone.utc).isoformat() if isinstance(when, datetime) else when
+    raise DataError(f"{path}: {n} event(s) lie outside the partition's UTC day ds={day} "
+                    f"(e.g. event {event!r} at {when}); store each event in the partition of its UTC date")
 
 
 def select_sql(plan: tuple[ColumnPlan, ...], source: str) -> str:

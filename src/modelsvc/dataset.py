@@ -99,7 +99,32 @@ def load_dataset(settings: Settings, name: str | None = None, version: str | Non
         raise NotFoundError(f"dataset '{name}' has no version '{chosen}' (latest: {versions[-1]})")
     manifest = DatasetManifest.model_validate_json((folder / MANIFEST_FILE).read_text())
     manifest.path = str(folder)
+    check_labels(manifest)
     return manifest
+
+
+def check_labels(manifest: DatasetManifest) -> None:
+    """A DataError naming the version's file and the count when its label has values other than 0 and 1 (a
+    dataset written by another tool, or by a modelsvc before the raw-event check of ``is_clicked``)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    try:
+        labels = pq.read_table(manifest.data_path, columns=[manifest.label]).column(0)
+    except FileNotFoundError:
+        raise NotFoundError(f"dataset file {manifest.data_path} is missing") from None
+    except (KeyError, ValueError, OSError) as exc:  # pyarrow: no such column, or not Parquet
+        raise DataError(f"{manifest.data_path}: cannot read the label column '{manifest.label}' "
+                        f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    # null, NaN or anything but 0/1 is refused
+    numeric = pc.cast(labels, pa.float64()) if pa.types.is_integer(labels.type) or pa.types.is_floating(
+        labels.type) or pa.types.is_boolean(labels.type) else pa.nulls(len(labels), pa.float64())
+    bad = pc.fill_null(pc.invert(pc.is_in(numeric, value_set=pa.array([0.0, 1.0]))), True)
+    n = pc.sum(bad).as_py() or 0
+    if n:
+        raise DataError(f"{manifest.data_path}: label '{manifest.label}' has {n} value(s) other than 0 and 1 "
+                        f"(e.g. {labels.filter(bad)[0].as_py()})")
 
 
 def read_dataset(manifest: DatasetManifest, *, split: str | None = None,
@@ -178,25 +203,51 @@ def read_impressions(settings: Settings, start: date, end: date) -> pd.DataFrame
     label = settings.dataset.label
     table_name = settings.tables.raw_events
     with open_warehouse(settings) as wh:
-        table = wh.read(table_name, start=start, end=end, columns=[*ENTITY_COLUMNS, "event_type", label])
+        table = wh.read_raw(start=start, end=end, columns=[*ENTITY_COLUMNS, "event_type", label, "ds"])
     if table.num_rows:
         table = table.filter(pc.equal(table.column("event_type"), IMPRESSION))
     if table.num_rows == 0:
         raise DataError(f"no impressions in table '{table_name}' between {start} and {end}")
-    where = f"impressions in '{table_name}' between {start} and {end}"
+    check_impressions(table, label=label, where=f"impressions in '{table_name}' between {start} and {end}")
+    df = table.select([*ENTITY_COLUMNS, label]).to_pandas()
+    df["event_timestamp"] = _utc(df["event_timestamp"])
+    return df
+
+
+def check_impressions(table: Any, *, label: str, where: str) -> None:
+    """The impressions a dataset is made of, whatever the engine read them: every key and the label present, the
+    label 0 or 1, each in the partition ``ds`` of its UTC day (the local engine's file check already refuses
+    both, naming the file; this also holds for Hive), and each ``event_id`` once. ``where`` describes them in
+    the DataError."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     for column in (label, "user_id", "event_timestamp", "event_id"):
         if table.column(column).null_count:
             raise DataError(f"{table.column(column).null_count} {where} have no "
                             f"{'label ' if column == label else ''}'{column}'")
+    labels = pc.cast(table.column(label), pa.float64())
+    bad = pc.invert(pc.is_in(labels, value_set=pa.array([0.0, 1.0])))
+    n = pc.sum(bad).as_py() or 0
+    if n:
+        first = table.filter(bad).slice(0, 1).to_pylist()[0]
+        raise DataError(f"{n} {where} have a label '{label}' other than 0 and 1 (e.g. {first[label]} in "
+                        f"ds={first.get('ds')})")
+    if "ds" in table.column_names:  # an impression stored outside its UTC day would join by the wrong range
+        ts = table.column("event_timestamp")
+        utc = pc.cast(ts, pa.timestamp("us", tz="UTC")) if ts.type.tz is not None else pc.cast(ts, pa.timestamp("us"))
+        off = pc.not_equal(pc.strftime(utc, format="%Y-%m-%d"), pc.cast(table.column("ds"), pa.string()))
+        n = pc.sum(off).as_py() or 0
+        if n:
+            first = table.filter(off).slice(0, 1).to_pylist()[0]
+            raise DataError(f"{n} {where} lie outside the UTC day of their partition (e.g. event "
+                            f"{first['event_id']!r} at {first['event_timestamp']} in ds={first['ds']})")
     ids = table.column("event_id")
     if pc.count_distinct(ids).as_py() != table.num_rows:
         counts = pc.value_counts(ids)
         repeated = counts.filter(pc.greater(counts.field("counts"), 1))
         raise DataError(f"{len(repeated)} event_id value(s) repeat among the {where} (event_id must be unique; "
                         f"e.g. {repeated[0]['values'].as_py()!r} {repeated[0]['counts'].as_py()} times)")
-    df = table.select([*ENTITY_COLUMNS, label]).to_pandas()
-    df["event_timestamp"] = _utc(df["event_timestamp"])
-    return df
 
 
 def _utc(col: pd.Series) -> pd.Series:
@@ -306,7 +357,7 @@ def make_manifest(settings: Settings, df: pd.DataFrame, *, name: str, version: s
     return DatasetManifest(
         name=name, version=version, path="", created_at=created_at,
         start_date=start_date.isoformat(), end_date=end_date.isoformat(),
-        entity=settings.entity, label=label, features=list(FEATURES), feature_refs=feature_refs,
+        label=label, features=list(FEATURES), feature_refs=feature_refs,
         rows=len(df), label_rate=_rate(df[label]), splits=splits,
         null_rate={f: float(df[f].isna().mean()) for f in FEATURES},
         time_range=(df["event_timestamp"].min().to_pydatetime(), df["event_timestamp"].max().to_pydatetime()),

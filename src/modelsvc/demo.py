@@ -86,24 +86,6 @@ def click_logit(total_orders_7d: np.ndarray, avg_purchase_value_30d: np.ndarray,
     return logit
 
 
-def _auc(p: np.ndarray, y: np.ndarray) -> float:
-    import numpy as np
-
-    order = np.argsort(p, kind="mergesort")
-    ranks = np.empty(len(p))
-    ranks[order] = np.arange(1, len(p) + 1)
-    # average ranks over ties
-    sp = p[order]
-    _, start, counts = np.unique(sp, return_index=True, return_counts=True)
-    avg = start + (counts + 1) / 2.0
-    ranks[order] = np.repeat(avg, counts)
-    pos = y.astype(bool)
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def _simulate(rng: np.random.Generator, users: int, days: int, start: date) -> dict[str, np.ndarray]:
     """All events as columns (timestamps in epoch µs), sorted by time; is_clicked not drawn yet."""
     import numpy as np
@@ -265,11 +247,13 @@ def generate_demo_data(settings: Settings, *, users: int = DEFAULT_USERS, days: 
                        start_date: str | date = DEFAULT_START, seed: int = DEFAULT_SEED,
                        reporter: Reporter = NULL) -> DemoDataReport:
     """Write ``days`` daily partitions of demo raw events for ``users`` users from ``start_date``, plus the
-    click oracle (``p_click`` per impression). Same arguments → identical rows."""
+    click oracle (``p_click`` per impression). Same arguments → identical rows. Both tables are replaced whole:
+    any other partition (an earlier run's days) is left empty."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from modelsvc.metrics import rank_auc
     from modelsvc.warehouse import open_warehouse
 
     if users < 1:
@@ -309,8 +293,11 @@ def generate_demo_data(settings: Settings, *, users: int = DEFAULT_USERS, days: 
             "ds": _day_strings(pc.cast(served.column("event_timestamp"), pa.int64()).to_numpy()),
         })
         with open_warehouse(settings) as wh:
-            wh.write_partitions(settings.tables.raw_events, raw)
-            wh.write_partitions(settings.tables.click_oracle, oracle)
+            # the whole generated tables are replaced: the days of an earlier run outside this range are emptied
+            # (each partition is replaced atomically, on every engine), so no event of an older generation stays
+            for table, data in ((settings.tables.raw_events, raw), (settings.tables.click_oracle, oracle)):
+                stale = [d for d in wh.partitions(table) if d not in set(all_days)]
+                wh.write_partitions(table, data, days=[*all_days, *stale])
         task.advance(1, step="written")
     n_imp = int(imp_mask.sum())
     etypes = ev["etype"]
@@ -318,7 +305,7 @@ def generate_demo_data(settings: Settings, *, users: int = DEFAULT_USERS, days: 
         users=users, days=days, start_date=start, end_date=all_days[-1], seed=seed, events=raw.num_rows,
         page_views=int((etypes == 0).sum()), orders=int((etypes == 2).sum()), impressions=n_imp,
         clicks=int(clicks.sum()), click_rate=round(float(clicks.mean()), 5) if n_imp else 0.0,
-        oracle_auc=round(_auc(p_click, clicks), 4) if n_imp else float("nan"),
+        oracle_auc=round(rank_auc(clicks, p_click), 4) if n_imp else float("nan"),
         offline_feature_coverage=round(1 - served.column("f_ts").null_count / max(n_imp, 1), 4),
         realtime_feature_coverage=round(1 - served.column("current_page_views_10m").null_count / max(n_imp, 1), 4),
         tables={settings.tables.raw_events: raw.num_rows, settings.tables.click_oracle: oracle.num_rows},

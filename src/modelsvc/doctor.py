@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel, Field
 
@@ -209,7 +209,7 @@ _ONLINE_FIX = {
 
 
 def _feast_repo(settings: Settings, timeout: float) -> str:
-    repo = settings.features.repo_path
+    repo = settings.feature_repo_path()
     if not repo.is_dir():
         raise _Outcome("fail", f"Feast repo {repo.resolve()} does not exist")
     sources = sorted(p.name for p in repo.glob("*.py"))
@@ -326,9 +326,8 @@ def _mlflow_tracking(settings: Settings, timeout: float) -> str:
         import urllib.error
         import urllib.request
 
-        base = uri.rstrip("/")
         try:
-            with urllib.request.urlopen(base + "/health", timeout=min(timeout, 10.0)) as resp:
+            with urllib.request.urlopen(_http_request(settings, uri, "/health"), timeout=min(timeout, 10.0)) as resp:
                 body = resp.read(100).decode(errors="replace").strip()
         except urllib.error.HTTPError as exc:
             raise _Outcome("fail", f"MLflow server {masked}/health answered HTTP {exc.code}") from None
@@ -337,6 +336,27 @@ def _mlflow_tracking(settings: Settings, timeout: float) -> str:
             raise _Outcome("fail", f"MLflow server {masked} is unreachable ({reason})") from None
         return f"server {masked}: /health {body or 'OK'}"
     raise _Outcome("skip", f"{masked}: no reachability probe for scheme '{parsed.scheme}'")
+
+
+def _http_request(settings: Settings, uri: str, path: str) -> Any:
+    """A request for ``path`` on the MLflow server at ``uri``. Credentials in the URI (``http://user:pw@host``,
+    which MLflow's client accepts) become a Basic authorization header, as mlflow.username/password do: left in
+    the URL, urllib would look up ``user:pw@host`` as a host name."""
+    import base64
+    import urllib.request
+
+    parsed = urlparse(uri)
+    user, password = parsed.username, parsed.password
+    if settings.mlflow.username and settings.mlflow.password is not None:
+        user, password = settings.mlflow.username, settings.mlflow.password.get_secret_value()
+    host = parsed.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parsed.port}" if parsed.port else "")
+    base = parsed._replace(netloc=netloc).geturl().rstrip("/")
+    req = urllib.request.Request(base + path)
+    if user is not None:
+        token = f"{unquote(user)}:{unquote(password or '')}"
+        req.add_header("Authorization", "Basic " + base64.b64encode(token.encode()).decode())
+    return req
 
 
 def _existing_parent(path: Path) -> Path:
@@ -370,15 +390,11 @@ def _mlflow_registry(settings: Settings, timeout: float) -> str:
 
 def _search_models_rest(settings: Settings, uri: str, timeout: float) -> list[dict[str, Any]]:
     """The registry's search endpoint over plain HTTP: one bounded request, no MLflow client retries."""
-    import base64
     import json
     import urllib.error
     import urllib.request
 
-    req = urllib.request.Request(uri.rstrip("/") + "/api/2.0/mlflow/registered-models/search?max_results=100")
-    if settings.mlflow.username and settings.mlflow.password is not None:
-        token = f"{settings.mlflow.username}:{settings.mlflow.password.get_secret_value()}"
-        req.add_header("Authorization", "Basic " + base64.b64encode(token.encode()).decode())
+    req = _http_request(settings, uri, "/api/2.0/mlflow/registered-models/search?max_results=100")
     try:
         with urllib.request.urlopen(req, timeout=min(timeout, 10.0)) as resp:
             body = json.loads(resp.read() or b"{}")

@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -25,11 +24,6 @@ from modelsvc.errors import ConfigError, DataError, RetryableError, UsageError
 from modelsvc.progress import NULL, Reporter
 from modelsvc.timeutil import date_range, day_start
 from modelsvc.warehouse.base import check_identifier
-
-if TYPE_CHECKING:
-    import pyarrow as pa
-
-    from modelsvc.warehouse.base import Warehouse
 
 CHUNK_DAYS = 31  # snapshot days computed per query: bounds memory; each chunk re-reads its own lookback
 USER_FEATURE_COLUMNS = ["user_id", "event_timestamp", "created_timestamp", "total_orders_7d",
@@ -249,36 +243,14 @@ FROM windows w JOIN days dy ON CAST(floor(w.bucket_s / 86400) AS BIGINT) = dy.da
                       user_features=user_features, realtime_features=realtime_features)
 
 
-def compute_features(warehouse: Warehouse, *, days: Sequence[date], raw_table: str, etl: EtlSettings,
-                     created: datetime) -> tuple[pa.Table, pa.Table]:
-    """Run the feature SQL on ``warehouse`` (raw table already checked); returns (user, realtime) tables."""
-    sql = feature_sql(warehouse.dialect, days=days, raw_table=raw_table, etl=etl, created=created)
-    return warehouse.query(sql.user_features), warehouse.query(sql.realtime_features)
-
-
-def write_features_on_server(wh: Any, settings: Settings, *, days: Sequence[date], created: datetime,
-                             rows: dict[str, int], task: Any) -> None:
-    """Engines that compute where the data lives (Hive): each day's partitions are filled by the server with
-    ``INSERT OVERWRITE TABLE … PARTITION (ds='…') SELECT …`` of the same feature SQL (owned with warehouse/hive.py).
-    """
-    tables = settings.tables
-    for day in days:
-        sql = feature_sql(wh.dialect, days=[day], raw_table=tables.raw_events, etl=settings.etl, created=created,
-                          ordered=False)  # the server writes the partition: a global sort would be wasted
-        wh.overwrite_partition_from_select(tables.user_features, day, sql.user_features)
-        wh.overwrite_partition_from_select(tables.realtime_features, day, sql.realtime_features)
-        task.advance(1, day=str(day))
-    for table in (tables.user_features, tables.realtime_features):
-        rows[table] += sum(wh.partition_counts(table, start=days[0], end=days[-1]).values())
-
-
 def run_etl(settings: Settings, *, start_date: str | date | None, end_date: str | date | None,
             reporter: Reporter = NULL) -> EtlReport:
     """Compute ``user_features_precomputed`` and ``user_realtime_features`` for each day of the inclusive range
     (default: yesterday UTC), replacing each day's partitions atomically.
 
     Everything is validated before anything is written: dates (UsageError), window settings (ConfigError), the
-    presence of a non-empty raw partition for every day and the contract of every raw file read (DataError).
+    presence of a non-empty raw partition for every day and the contract of every raw file read, its data
+    included: pages that decode, ``is_clicked`` 0/1, events in their partition's UTC day (DataError).
     """
     from modelsvc.warehouse import open_warehouse
 
@@ -300,22 +272,18 @@ def run_etl(settings: Settings, *, start_date: str | date | None, end_date: str 
                 raise DataError(f"table '{raw}' partition ds={day} is empty (0 raw events)")
         events = sum(counts.values())
         reporter.log(f"etl {days[0]}..{days[-1]}: {events:,} raw events in {raw} from {raw_start}")
+
+        def sql(chunk: Sequence[date], ordered: bool) -> FeatureSql:
+            return feature_sql(wh.dialect, days=chunk, raw_table=raw, etl=settings.etl, created=created,
+                               ordered=ordered)
+
         with reporter.task("etl", total=len(days)) as task:
             for i in range(0, len(days), CHUNK_DAYS):
-                chunk = days[i:i + CHUNK_DAYS]
-                if getattr(wh, "writes_on_server", False):  # Hive: rows never leave the cluster
-                    write_features_on_server(wh, settings, days=chunk, created=created, rows=rows, task=task)
-                    continue
-                users, realtime = compute_features(wh, days=chunk, raw_table=raw, etl=settings.etl,
-                                                   created=created)
                 # every day of the chunk is replaced, also one without rows (a day without page views has no
                 # realtime windows: its old partition must not survive)
-                wh.write_partitions(settings.tables.user_features, users, days=chunk)
-                wh.write_partitions(settings.tables.realtime_features, realtime, days=chunk)
-                rows[settings.tables.user_features] += users.num_rows
-                rows[settings.tables.realtime_features] += realtime.num_rows
-                task.advance(len(chunk), day=f"{chunk[0]}..{chunk[-1]}" if len(chunk) > 1 else str(chunk[0]),
-                             user_rows=users.num_rows, realtime_rows=realtime.num_rows)
+                written = wh.write_features(sql, days[i:i + CHUNK_DAYS], task=task)
+                for table, n in written.items():
+                    rows[table] += n
     seconds = time.perf_counter() - t0
     return EtlReport(start_date=days[0], end_date=days[-1], days=len(days), engine=settings.warehouse.engine,
                      raw_start=raw_start, raw_events_read=events, rows_written=rows, seconds=round(seconds, 3),

@@ -1,10 +1,11 @@
 """Evaluation of a candidate model against production, and the promotion gate.
 
 ``evaluate`` scores the candidate run's pyfunc (``runs:/<id>/model``) on the test split of a dataset and, when the
-registered model has the production alias, the production model on the same rows. It computes the metrics below
-(numpy only), applies the gate of ``settings.evaluation.gate`` and stores the report in the candidate's MLflow run:
-metrics ``eval_*``, the artifact ``evaluation/report.json`` and the tags ``modelsvc.eval.*`` (the verdict, the
-dataset fingerprint and the production version the candidate was compared with, which ``promote`` checks).
+registered model has the production alias, the production model on the same rows. It computes the metrics of
+``modelsvc.metrics``, applies the gate of ``settings.evaluation.gate`` and stores the report in the candidate's
+MLflow run (through ``modelsvc.tracking``): metrics ``eval_*``, the artifact ``evaluation/report.json`` and the
+tags ``modelsvc.eval.*`` (the verdict, the dataset fingerprint and the production version the candidate was
+compared with, which ``promote`` checks).
 
 The gate ("do no harm"): the candidate must be within the absolute bounds, and, when production exists, no worse
 than production by more than the tolerances. A missing or NaN metric fails its check. Bounds are inclusive.
@@ -12,7 +13,6 @@ than production by more than the tolerances. A missing or NaN metric fails its c
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping
@@ -22,104 +22,34 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
+from modelsvc import tracking
 from modelsvc.config import GateSettings, Settings
-from modelsvc.errors import DataError, GateRefusedError, ModelsvcError, NotFoundError, UsageError
+from modelsvc.errors import DataError, GateRefusedError, ModelsvcError, UsageError
+from modelsvc.metrics import brier_score, expected_calibration_error, log_loss, roc_auc
 from modelsvc.progress import NULL, Reporter
-from modelsvc.tracking import map_tracking_errors
+from modelsvc.tracking import (
+    METRIC_PREFIX,
+    NO_PRODUCTION,
+    REPORT_ARTIFACT,
+    TAG_DATASET,
+    TAG_DATASET_FINGERPRINT,
+    TAG_DATASET_NAME,
+    TAG_DATASET_VERSION,
+    TAG_EVALUATED_AT,
+    TAG_FINGERPRINT,
+    TAG_PRODUCTION_VERSION,
+    TAG_VERDICT,
+    map_tracking_errors,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from modelsvc.dataset import DatasetManifest
 
-# run tags written by evaluate (and read by modelsvc.registry.promote)
-TAG_VERDICT = "modelsvc.eval.verdict"
-TAG_FINGERPRINT = "modelsvc.eval.dataset_fingerprint"
-TAG_DATASET = "modelsvc.eval.dataset"
-TAG_PRODUCTION_VERSION = "modelsvc.eval.production_version"
-TAG_EVALUATED_AT = "modelsvc.eval.evaluated_at"
-NO_PRODUCTION = "none"
-REPORT_ARTIFACT = "evaluation/report.json"
-METRIC_PREFIX = "eval_"
-# tags written by train (docs/architecture.md "Models")
-TAG_DATASET_NAME = "modelsvc.dataset.name"
-TAG_DATASET_VERSION = "modelsvc.dataset.version"
-TAG_DATASET_FINGERPRINT = "modelsvc.dataset.fingerprint"
-
 MISSING_SLICE = "missing"
 # bounds are inclusive; this absorbs float noise in production +/- tolerance
 _EDGE_EPS = 1e-9
-
-
-# -- metrics (numpy) -------------------------------------------------------------------------------------------
-
-def _arrays(y_true: Any, p: Any) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(y_true, dtype=np.float64).ravel()
-    q = np.asarray(p, dtype=np.float64).ravel()
-    if y.shape != q.shape:
-        raise ValueError(f"labels ({y.size}) and predictions ({q.size}) differ in length")
-    return y, q
-
-
-def roc_auc(y_true: Any, p: Any) -> float:
-    """Area under the ROC curve from ranks (Mann-Whitney U), ties get their average rank.
-
-    NaN when either class is absent or a prediction is NaN.
-    """
-    y, q = _arrays(y_true, p)
-    if y.size == 0 or np.isnan(q).any():
-        return math.nan
-    pos = y == 1
-    n_pos = int(pos.sum())
-    n_neg = y.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return math.nan
-    order = np.argsort(q, kind="mergesort")
-    sorted_q = q[order]
-    # average rank (1-based) of each run of equal scores
-    starts = np.flatnonzero(np.r_[True, sorted_q[1:] != sorted_q[:-1]])
-    ends = np.r_[starts[1:], sorted_q.size]
-    avg_rank = (starts + ends + 1) / 2.0
-    ranks = np.empty(q.size, dtype=np.float64)
-    ranks[order] = np.repeat(avg_rank, ends - starts)
-    u = ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
-
-
-def log_loss(y_true: Any, p: Any, eps: float = 1e-15) -> float:
-    """Mean binary cross-entropy; predictions clipped to [eps, 1 - eps]. NaN for no rows or NaN input."""
-    y, q = _arrays(y_true, p)
-    if y.size == 0:
-        return math.nan
-    q = np.clip(q, eps, 1 - eps)
-    return float(-np.mean(y * np.log(q) + (1 - y) * np.log1p(-q)))
-
-
-def brier_score(y_true: Any, p: Any) -> float:
-    """Mean squared error of the probabilities."""
-    y, q = _arrays(y_true, p)
-    if y.size == 0:
-        return math.nan
-    return float(np.mean((q - y) ** 2))
-
-
-def expected_calibration_error(y_true: Any, p: Any, bins: int = 10) -> float:
-    """Row-weighted mean |mean prediction - label rate| over ``bins`` equal-width bins of [0, 1].
-
-    Binning is sklearn's ``calibration_curve(strategy="uniform")``: bin edges ``linspace(0, 1, bins + 1)``, a
-    value on an inner edge goes to the lower bin.
-    """
-    y, q = _arrays(y_true, p)
-    if y.size == 0 or np.isnan(q).any():
-        return math.nan
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    ids = np.searchsorted(edges[1:-1], q)
-    count = np.bincount(ids, minlength=bins).astype(np.float64)
-    sum_p = np.bincount(ids, weights=q, minlength=bins)
-    sum_y = np.bincount(ids, weights=y, minlength=bins)
-    used = count > 0
-    gaps = np.abs(sum_p[used] - sum_y[used]) / count[used]
-    return float(np.sum(gaps * count[used]) / y.size)
 
 
 # -- results ----------------------------------------------------------------------------------------------------
@@ -274,10 +204,9 @@ def evaluate(settings: Settings, *, run_id: str, dataset: str | None = None, rep
     Returns the report whatever the verdict; ``EvalReport.raise_if_refused`` turns a refusal into an error.
     """
     from modelsvc.dataset import FEATURES, load_dataset, read_dataset
-    from modelsvc.registry import _client, production_version
 
-    client = _client(settings)
-    run = _get_run(client, run_id)
+    client = tracking.mlflow_client(settings)
+    run = tracking.get_run(client, run_id)
     manifest = _dataset_for(settings, run, dataset, load_dataset)
     reporter.log(f"evaluating run {run_id} on dataset {manifest.name}/{manifest.version} (test split)")
 
@@ -298,15 +227,15 @@ def evaluate(settings: Settings, *, run_id: str, dataset: str | None = None, rep
     bins = settings.evaluation.calibration_bins
 
     with reporter.task("scoring", total=2) as task:
-        cand_uri = f"runs:/{run_id}/model"
-        cand_p = _predict(cand_uri, features)
+        cand_uri = tracking.run_model_uri(run_id)
+        cand_p = _predict(settings, cand_uri, features)
         candidate = score(y, cand_p, slices, bins=bins, model_uri=cand_uri)
         task.advance()
-        prod = production_version(settings, client)
+        prod = tracking.production_version(settings, client)
         production = None
         if prod is not None:
-            prod_uri = f"models:/{settings.mlflow.registered_model}/{prod.version}"
-            production = score(y, _predict(prod_uri, features), slices, bins=bins, model_uri=prod_uri)
+            prod_uri = tracking.version_model_uri(settings.mlflow.registered_model, prod.version)
+            production = score(y, _predict(settings, prod_uri, features), slices, bins=bins, model_uri=prod_uri)
         task.advance()
 
     try:
@@ -338,22 +267,6 @@ def model_input(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _get_run(client: Any, run_id: str) -> Any:
-    from mlflow.exceptions import MlflowException
-
-    if not run_id or not run_id.strip():
-        raise UsageError("--run-id is empty")
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as exc:
-        if getattr(exc, "error_code", "") in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
-            raise NotFoundError(f"MLflow run '{run_id}' not found") from None
-        raise
-    if run.info.lifecycle_stage == "deleted":
-        raise NotFoundError(f"MLflow run '{run_id}' is deleted")
-    return run
-
-
 def _dataset_for(settings: Settings, run: Any, name: str | None, load: Any) -> DatasetManifest:
     tags = run.data.tags
     if name is not None:
@@ -377,29 +290,8 @@ def _slice_keys(df: pd.DataFrame, column: str) -> np.ndarray:
     return np.where(col.isna(), MISSING_SLICE, col.astype(str)).astype(object)
 
 
-def _predict(model_uri: str, features: pd.DataFrame) -> np.ndarray:
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        model = mlflow.pyfunc.load_model(model_uri)
-    except (MlflowException, OSError) as exc:
-        raise NotFoundError(f"model {model_uri} cannot be loaded: {str(exc).splitlines()[0]}") from exc
-    try:
-        out = model.predict(features)
-    except Exception as exc:  # the model's own code: any failure names the model
-        raise ModelsvcError(f"model {model_uri} failed to predict: {type(exc).__name__}: {exc}") from exc
-    if hasattr(out, "columns"):
-        if "p_click" not in out.columns:
-            raise DataError(f"model {model_uri} returned columns {list(out.columns)}, expected 'p_click'")
-        out = out["p_click"]
-    p = np.asarray(out, dtype=np.float64).ravel()
-    if p.size != len(features):
-        raise DataError(f"model {model_uri} returned {p.size} predictions for {len(features)} rows")
-    bad = int(((p < 0) | (p > 1)).sum())
-    if bad:
-        raise DataError(f"model {model_uri} returned {bad} predictions outside [0, 1]")
-    return p
+def _predict(settings: Settings, model_uri: str, features: pd.DataFrame) -> np.ndarray:
+    return tracking.predict(tracking.load_model(settings, model_uri), model_uri, features)
 
 
 def _oracle_metrics(settings: Settings, df: pd.DataFrame, y: np.ndarray, cand_p: np.ndarray) -> OracleMetrics | None:
@@ -436,11 +328,6 @@ def _read_oracle(settings: Settings, table: str, start: Any, end: Any) -> pd.Dat
 
 def _store(settings: Settings, client: Any, report: EvalReport) -> None:
     """Metrics, tags and the JSON report into the candidate run; a copy under <reports>/evaluation/."""
-    import time
-
-    from mlflow.entities import Metric, RunTag
-
-    now = int(time.time() * 1000)
     values: dict[str, float | None] = dict(report.candidate.headline())
     if report.production is not None:
         values.update({f"production_{k}": v for k, v in report.production.headline().items()})
@@ -448,16 +335,16 @@ def _store(settings: Settings, client: Any, report: EvalReport) -> None:
         values.update({"oracle_auc": report.oracle.oracle_auc, "oracle_gap": report.oracle.gap})
     for key, sl in report.candidate.slices.items():
         values[f"auc_slice_{_metric_safe(key)}"] = sl.auc
-    metrics = [Metric(METRIC_PREFIX + k, math.nan if v is None else float(v), now, 0) for k, v in values.items()]
-    tags = [
-        RunTag(TAG_VERDICT, report.verdict),
-        RunTag(TAG_FINGERPRINT, report.dataset_fingerprint),
-        RunTag(TAG_DATASET, f"{report.dataset}/{report.dataset_version}"),
-        RunTag(TAG_PRODUCTION_VERSION, report.production_version or NO_PRODUCTION),
-        RunTag(TAG_EVALUATED_AT, report.evaluated_at.isoformat()),
-    ]
+    metrics = {METRIC_PREFIX + k: math.nan if v is None else float(v) for k, v in values.items()}
+    tags = {
+        TAG_VERDICT: report.verdict,
+        TAG_FINGERPRINT: report.dataset_fingerprint,
+        TAG_DATASET: f"{report.dataset}/{report.dataset_version}",
+        TAG_PRODUCTION_VERSION: report.production_version or NO_PRODUCTION,
+        TAG_EVALUATED_AT: report.evaluated_at.isoformat(),
+    }
     text = report.model_dump_json(indent=2)
-    client.log_batch(report.run_id, metrics=metrics, tags=tags)
+    tracking.log_values(client, report.run_id, metrics=metrics, tags=tags)
     client.log_text(report.run_id, text, REPORT_ARTIFACT)
     folder = settings.paths.resolve("reports") / "evaluation"
     folder.mkdir(parents=True, exist_ok=True)
@@ -474,17 +361,5 @@ def _metric_safe(key: str) -> str:
 
 def read_report(settings: Settings, run_id: str) -> EvalReport | None:
     """The evaluation report stored in run ``run_id`` (None when it was never evaluated)."""
-    import tempfile
-
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from modelsvc.registry import _client
-
-    _client(settings)
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=REPORT_ARTIFACT, dst_path=tmp)
-        except (MlflowException, OSError):
-            return None
-        return EvalReport.model_validate(json.loads(open(path).read()))
+    data = tracking.read_report(settings, run_id)
+    return None if data is None else EvalReport.model_validate(data)

@@ -160,10 +160,11 @@ class _Pipeline:
         manifest = self.ctx.get("dataset")
         if manifest is None:
             return False, "a new dataset version"
-        from modelsvc.training.trainer import _RunState, run_name_for
+        from modelsvc.training.run_log import RunState
+        from modelsvc.training.trainer import run_name_for
 
         name = run_name_for(self.settings, manifest)
-        stored = _RunState(self.settings.ray_storage_path(), name).read()
+        stored = RunState(self.settings.ray_storage_path(), name).read()
         if stored.get("result"):
             from modelsvc.training.result import TrainResult
 

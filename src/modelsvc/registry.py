@@ -22,24 +22,32 @@ from __future__ import annotations
 
 import getpass
 import json
-import logging
 import os
 import random
 import re
 import socket
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from modelsvc import tracking
 from modelsvc.config import Settings
 from modelsvc.errors import DataError, GateRefusedError, NotFoundError, RetryableError, UsageError
-from modelsvc.tracking import map_tracking_errors
+from modelsvc.tracking import (
+    METRIC_PREFIX,
+    NO_PRODUCTION,
+    TAG_PRODUCTION_VERSION,
+    TAG_VERDICT,
+    alias_model_uri,
+    alias_version,
+    map_tracking_errors,
+    mlflow_client,
+)
 
 TAG_PREVIOUS_VERSION = "modelsvc.previous_version"
 TAG_PROMOTED_BY = "modelsvc.promoted_by"
@@ -84,11 +92,6 @@ def previous_alias(settings: Settings) -> str:
     return f"previous-{settings.mlflow.production_alias}"
 
 
-def production_version(settings: Settings, client: Any) -> Any | None:
-    """The ModelVersion behind the production alias, or None (no registered model or no alias)."""
-    return _alias_version(client, settings.mlflow.registered_model, settings.mlflow.production_alias)
-
-
 @map_tracking_errors
 def promote(settings: Settings, *, run_id: str, force: bool = False, reason: str | None = None,
             actor: str | None = None) -> Promotion:
@@ -97,28 +100,27 @@ def promote(settings: Settings, *, run_id: str, force: bool = False, reason: str
     Refused (GateRefusedError) unless the run has a passed evaluation against the current production version, or
     ``force`` with a ``reason``. Promoting the version that is already in production is a no-op.
     """
-    from modelsvc.evaluation import METRIC_PREFIX, NO_PRODUCTION, TAG_PRODUCTION_VERSION, TAG_VERDICT, _get_run
-
     if force and not (reason and reason.strip()):
         raise UsageError("--force needs --reason TEXT (say why the gate is bypassed)")
     if not _RUN_ID.match(run_id or ""):
         raise UsageError(f"--run-id {run_id!r} is not an MLflow run id")
-    client = _client(settings)
+    client = mlflow_client(settings)
     name, alias = settings.mlflow.registered_model, settings.mlflow.production_alias
     who = actor or _default_actor()
-    run = _get_run(client, run_id)
+    run = tracking.get_run(client, run_id)
     _refuse_unless_passed(run, force)
 
     with promotion_lock(client, name):
-        run = _get_run(client, run_id)  # re-read under the lock: an evaluation may have just finished
+        run = tracking.get_run(client, run_id)  # re-read under the lock: an evaluation may have just finished
         _refuse_unless_passed(run, force)
         verdict = run.data.tags.get(TAG_VERDICT)
-        metrics = _eval_metrics(client, run_id)
-        _ensure_registered_model(client, name)
-        current = _alias_version(client, name, alias)
-        existing = _find_version(client, name, run_id)
+        metrics = tracking.run_metrics(client, run_id)
+        tracking.create_registered_model(client, name,
+                                         description="CTR model served by modelsvc (production alias)")
+        current = alias_version(client, name, alias)
+        existing = tracking.find_version(client, name, run_id)
         base: dict[str, Any] = dict(
-            action="promote", registered_model=name, alias=alias, model_uri=f"models:/{name}@{alias}", run_id=run_id,
+            action="promote", registered_model=name, alias=alias, model_uri=alias_model_uri(name, alias), run_id=run_id,
             forced=force, reason=reason, actor=who, at=datetime.now(timezone.utc), verdict=verdict, metrics=metrics)
         if current is not None and existing is not None and str(current.version) == str(existing.version):
             return Promotion(**base, version=str(existing.version), changed=False,
@@ -129,7 +131,7 @@ def promote(settings: Settings, *, run_id: str, force: bool = False, reason: str
             raise GateRefusedError(
                 f"run {run_id} was evaluated against production version {against} but production is now "
                 f"version {now}; evaluate it again: modelsvc evaluate --run-id {run_id}")
-        version = str((existing or _register(name, run_id)).version)
+        version = str((existing or tracking.register_model(name, run_id)).version)
         files = verify_model_artifact(name, version)
 
         tags = {
@@ -147,7 +149,7 @@ def promote(settings: Settings, *, run_id: str, force: bool = False, reason: str
         if current is not None:
             client.set_registered_model_alias(name, previous_alias(settings), str(current.version))
         else:
-            _delete_alias(client, name, previous_alias(settings))
+            tracking.delete_alias(client, name, previous_alias(settings))
         _verify_alias(client, name, alias, version)
     return Promotion(**base, version=version, previous_version=None if current is None else str(current.version),
                      changed=True, files=files)
@@ -156,21 +158,19 @@ def promote(settings: Settings, *, run_id: str, force: bool = False, reason: str
 @map_tracking_errors
 def rollback(settings: Settings, *, reason: str | None = None, actor: str | None = None) -> Promotion:
     """Move the production alias back to the version the current one replaced (recorded on both versions)."""
-    from modelsvc.evaluation import TAG_VERDICT
-
-    client = _client(settings)
+    client = mlflow_client(settings)
     name, alias = settings.mlflow.registered_model, settings.mlflow.production_alias
     who = actor or _default_actor()
     with promotion_lock(client, name):
-        current = _alias_version(client, name, alias)
+        current = alias_version(client, name, alias)
         if current is None:
             raise NotFoundError(f"registered model '{name}' has no '{alias}' alias: nothing to roll back")
         prev = current.tags.get(TAG_PREVIOUS_VERSION)
         if not prev or prev == NO_VERSION:
             raise NotFoundError(f"nothing to roll back to: version {current.version} of '{name}' replaced no "
                                 "earlier version")
-        target = _get_version(client, name, prev)
-        metrics = _eval_metrics(client, target.run_id)
+        target = tracking.get_version(client, name, prev)
+        metrics = tracking.run_metrics(client, target.run_id)
         files = verify_model_artifact(name, prev)
         at = datetime.now(timezone.utc)
         for key, value in {TAG_ROLLED_BACK_FROM: str(current.version), TAG_ROLLED_BACK_BY: who,
@@ -182,9 +182,9 @@ def rollback(settings: Settings, *, reason: str | None = None, actor: str | None
         if earlier and earlier != NO_VERSION:
             client.set_registered_model_alias(name, previous_alias(settings), earlier)
         else:
-            _delete_alias(client, name, previous_alias(settings))
+            tracking.delete_alias(client, name, previous_alias(settings))
         _verify_alias(client, name, alias, prev)
-    return Promotion(action="rollback", registered_model=name, alias=alias, model_uri=f"models:/{name}@{alias}",
+    return Promotion(action="rollback", registered_model=name, alias=alias, model_uri=alias_model_uri(name, alias),
                      version=prev, run_id=target.run_id, previous_version=str(current.version), changed=True,
                      reason=reason, actor=who, at=at, verdict=target.tags.get(TAG_VERDICT),
                      metrics=metrics, files=files)
@@ -192,17 +192,7 @@ def rollback(settings: Settings, *, reason: str | None = None, actor: str | None
 
 # -- helpers ---------------------------------------------------------------------------------------------------
 
-def _client(settings: Settings) -> Any:
-    from modelsvc.tracking import mlflow_client
-
-    # artifact downloads would draw progress bars on stderr
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    return mlflow_client(settings)
-
-
 def _refuse_unless_passed(run: Any, force: bool) -> None:
-    from modelsvc.evaluation import TAG_VERDICT
-
     verdict = run.data.tags.get(TAG_VERDICT)
     if verdict == "passed" or force:
         return
@@ -212,20 +202,6 @@ def _refuse_unless_passed(run: Any, force: bool) -> None:
         f"run {run_id} {state}; promote needs a passed evaluation",
         hint=f"modelsvc evaluate --run-id {run_id}, or modelsvc promote --run-id {run_id} --force --reason TEXT",
     )
-
-
-def _eval_metrics(client: Any, run_id: str | None) -> dict[str, float]:
-    from mlflow.exceptions import MlflowException
-
-    from modelsvc.evaluation import METRIC_PREFIX
-
-    if not run_id:
-        return {}
-    try:
-        run = client.get_run(run_id)
-    except MlflowException:
-        return {}
-    return {k: float(v) for k, v in run.data.metrics.items() if k.startswith(METRIC_PREFIX)}
 
 
 def _default_actor() -> str:
@@ -238,103 +214,15 @@ def _default_actor() -> str:
         return "unknown"
 
 
-def _error_code(exc: BaseException) -> str:
-    return str(getattr(exc, "error_code", ""))
-
-
-def _alias_version(client: Any, name: str, alias: str) -> Any | None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_model_version_by_alias(name, alias)
-    except MlflowException as exc:
-        if _error_code(exc) in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}:
-            return None
-        raise
-
-
-def _get_version(client: Any, name: str, version: str) -> Any:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_model_version(name, version)
-    except MlflowException as exc:
-        if _error_code(exc) in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
-            raise NotFoundError(f"version {version} of registered model '{name}' no longer exists") from None
-        raise
-
-
-def _delete_alias(client: Any, name: str, alias: str) -> None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.delete_registered_model_alias(name, alias)
-    except MlflowException as exc:
-        if _error_code(exc) not in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
-            raise
-
-
-def _ensure_registered_model(client: Any, name: str) -> None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.create_registered_model(name, description="CTR model served by modelsvc (production alias)")
-    except MlflowException as exc:
-        if _error_code(exc) != "RESOURCE_ALREADY_EXISTS":
-            raise
-
-
-def _find_version(client: Any, name: str, run_id: str) -> Any | None:
-    """The version registered from ``run_id`` (the oldest when several), or None."""
-    found = [v for v in client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
-             if v.status != "FAILED_REGISTRATION"]
-    return min(found, key=lambda v: int(v.version)) if found else None
-
-
-def _register(name: str, run_id: str) -> Any:
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM
-
-    # MLflow 3 warns that it resolves runs:/<id>/model to the logged model (models:/m-…), and prints "Registered
-    # model … already exists" / "Created version …" to stderr: expected, not news (promote reports the version)
-    fluent_log = logging.getLogger("mlflow.tracking._model_registry.fluent")
-    level, enabled = fluent_log.level, MLFLOW_LOGGING_STREAM.enabled
-    fluent_log.setLevel(logging.ERROR)
-    MLFLOW_LOGGING_STREAM.enabled = False
-    try:
-        mv = mlflow.register_model(f"runs:/{run_id}/model", name)
-    except MlflowException as exc:
-        raise NotFoundError(f"run {run_id} has no model at artifact path 'model': {str(exc).splitlines()[0]}") from None
-    finally:
-        fluent_log.setLevel(level)
-        MLFLOW_LOGGING_STREAM.enabled = enabled
-    if mv.status != "READY":
-        raise RetryableError(f"version {mv.version} of '{name}' is still {mv.status}; run promote again")
-    return mv
-
-
 def _none(v: str | None) -> str | None:
     return None if not v or v == NO_VERSION else v
 
 
 def _verify_alias(client: Any, name: str, alias: str, version: str) -> None:
-    after = _alias_version(client, name, alias)
+    after = alias_version(client, name, alias)
     if after is None or str(after.version) != version:
         now = "nothing" if after is None else f"version {after.version}"
         raise RetryableError(f"alias '{alias}' of '{name}' was moved concurrently to {now} (expected {version})")
-
-
-def _list_files(uri: str, prefix: str = "") -> dict[str, int | None]:
-    import mlflow
-
-    files: dict[str, int | None] = {}
-    for a in mlflow.artifacts.list_artifacts(artifact_uri=f"{uri}/{prefix}" if prefix else uri):
-        if a.is_dir:
-            files.update(_list_files(uri, a.path))
-        else:
-            files[a.path] = a.file_size
-    return files
 
 
 def _declared_paths(flavors: dict[str, Any]) -> list[str]:
@@ -357,22 +245,12 @@ def verify_model_artifact(name: str, version: str) -> list[str]:
 
     Returns the model's file listing; DataError naming the missing files otherwise.
     """
-    import mlflow
-    import yaml
-    from mlflow.exceptions import MlflowException
-
-    uri = f"models:/{name}/{version}"
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/MLmodel", dst_path=tmp)
-            with open(path, encoding="utf-8") as fh:
-                mlmodel = yaml.safe_load(fh) or {}
-        except (MlflowException, OSError, yaml.YAMLError) as exc:
-            raise DataError(f"model {uri} has no readable MLmodel: {str(exc).splitlines()[0]}") from None
+    uri = tracking.version_model_uri(name, version)
+    mlmodel = tracking.read_mlmodel(uri)
     flavors = mlmodel.get("flavors") or {}
     if "python_function" not in flavors:
         raise DataError(f"model {uri} has no python_function flavor (flavors: {sorted(flavors)})")
-    files = _list_files(uri)
+    files = tracking.list_artifact_files(uri)
     missing = []
     for declared in _declared_paths(flavors):
         d = declared.rstrip("/")
@@ -387,23 +265,15 @@ def verify_model_artifact(name: str, version: str) -> list[str]:
 @contextmanager
 def promotion_lock(client: Any, name: str, *, wait_s: float = LOCK_WAIT_S, ttl_s: float = LOCK_TTL_S) -> Iterator[str]:
     """Hold the registry lock of ``name`` (see the module docstring); yields this holder's token."""
-    from mlflow.exceptions import MlflowException
-
     lock = f"{name}{LOCK_SUFFIX}"
     token = uuid.uuid4().hex
     holder = {"token": token, "host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
     deadline = time.monotonic() + wait_s
     delay = 0.05
     while True:
-        try:
-            client.create_registered_model(
-                lock, tags={LOCK_TOKEN_TAG: token},
-                description="modelsvc promotion lock: " + json.dumps(holder),
-            )
+        if tracking.create_registered_model(client, lock, tags={LOCK_TOKEN_TAG: token},
+                                            description="modelsvc promotion lock: " + json.dumps(holder)):
             break
-        except MlflowException as exc:
-            if _error_code(exc) != "RESOURCE_ALREADY_EXISTS":
-                raise
         if _inspect_lock(client, lock, token, ttl_s):
             break  # our own create went through although the call failed (a retried request)
         if time.monotonic() > deadline:
@@ -414,27 +284,21 @@ def promotion_lock(client: Any, name: str, *, wait_s: float = LOCK_WAIT_S, ttl_s
     try:
         yield token
     finally:
-        try:
-            if client.get_registered_model(lock).tags.get(LOCK_TOKEN_TAG) == token:
-                client.delete_registered_model(lock)
-        except MlflowException:
-            pass
+        held = tracking.registered_model_tags(client, lock)
+        if held is not None and held[0].get(LOCK_TOKEN_TAG) == token:
+            tracking.delete_registered_model(client, lock)
 
 
 def _inspect_lock(client: Any, lock: str, token: str, ttl_s: float) -> bool:
     """True when the lock holds ``token``; deletes a lock older than ``ttl_s`` (left by a crashed process)."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        rm = client.get_registered_model(lock)
-    except MlflowException:
+    held = tracking.registered_model_tags(client, lock)
+    if held is None:
         return False
-    if rm.tags.get(LOCK_TOKEN_TAG) == token:
+    tags, created_ms = held
+    if tags.get(LOCK_TOKEN_TAG) == token:
         return True
-    age_s = time.time() - (rm.creation_timestamp or 0) / 1000.0
-    if age_s > ttl_s:
-        with suppress(MlflowException):
-            client.delete_registered_model(lock)
+    if time.time() - created_ms / 1000.0 > ttl_s:
+        tracking.delete_registered_model(client, lock)
     return False
 
 
@@ -443,6 +307,5 @@ def _inspect_lock(client: Any, lock: str, token: str, ttl_s: float) -> bool:
 def production_run_id(settings: Settings) -> str | None:
     """The run id of the version the production alias points at (None without one): ``run`` skips evaluate and
     promote of a training that is already in production."""
-    client = _client(settings)
-    current = _alias_version(client, settings.mlflow.registered_model, settings.mlflow.production_alias)
+    current = tracking.production_version(settings)
     return str(current.run_id) if current is not None and current.run_id else None

@@ -2,35 +2,50 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, time, timedelta, timezone
 
 from modelsvc.errors import UsageError
 
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# a date, optionally a time (hours and minutes, seconds, up to microseconds) and a UTC offset or Z
+_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:\d{2})?)?")
+
 
 def parse_date(value: str | date, *, option: str = "date") -> date:
-    """``YYYY-MM-DD`` → date; anything else is a UsageError naming the option."""
+    """``YYYY-MM-DD`` → date; anything else is a UsageError naming the option. Python's ``fromisoformat`` alone
+    would also take ``20250105`` and ``2025-W02-1``: other spellings of a day are refused, as are blanks."""
     if isinstance(value, datetime):
         return value.date()
     if isinstance(value, date):
         return value
     try:
-        return date.fromisoformat(value.strip())
-    except (ValueError, AttributeError):
-        raise UsageError(f"{option}: '{value}' is not a date (expected YYYY-MM-DD)") from None
+        if not isinstance(value, str) or not _DATE.fullmatch(value):
+            raise ValueError(value)
+        return date.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"{option}: {_quote(value)} is not a date (expected YYYY-MM-DD)") from None
 
 
 def parse_timestamp(value: str | datetime, *, option: str = "timestamp") -> datetime:
-    """An ISO date or timestamp → aware UTC datetime (naive input is taken as UTC)."""
+    """``YYYY-MM-DD`` or ``YYYY-MM-DDTHH:MM[:SS[.ffffff]]`` with an optional ``Z``/``±HH:MM`` → aware UTC datetime
+    (naive input is taken as UTC)."""
     if isinstance(value, datetime):
         dt = value
     else:
         try:
-            dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except (ValueError, AttributeError):
+            if not isinstance(value, str) or not _TIMESTAMP.fullmatch(value):
+                raise ValueError(value)
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
             raise UsageError(
-                f"{option}: '{value}' is not a timestamp (expected YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS)"
+                f"{option}: {_quote(value)} is not a timestamp (expected YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS)"
             ) from None
     return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+
+
+def _quote(value: object) -> str:
+    return f"'{value}'" if isinstance(value, str) and value.strip() == value else repr(value)
 
 
 def yesterday() -> date:

@@ -1,30 +1,69 @@
-"""The one place that points MLflow at the configured tracking server or local store."""
+"""MLflow, in one place: the client for the configured tracking server or local store, the names of the tags and
+metrics modelsvc writes, run and registry look-ups, model loading and prediction, and report reads.
+
+``evaluation`` and ``registry`` use MLflow through this module only (``training/`` logs from its own driver code);
+the prediction service loads the production model with :func:`production_model_uri` and :func:`load_model`.
+mlflow itself is imported lazily, inside the functions.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
 import socket
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from modelsvc.config import Settings, mask_uri
-from modelsvc.errors import ModelsvcError, PermissionDeniedError, ServiceUnavailableError
+from modelsvc.errors import (
+    DataError,
+    ModelsvcError,
+    NotFoundError,
+    PermissionDeniedError,
+    RetryableError,
+    ServiceUnavailableError,
+    UsageError,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 F = TypeVar("F", bound=Callable[..., Any])
 _REACHED: set[tuple[str, int]] = set()  # servers this process already connected to
+
+# run tags written by evaluate (and read by promote)
+TAG_VERDICT = "modelsvc.eval.verdict"
+TAG_FINGERPRINT = "modelsvc.eval.dataset_fingerprint"
+TAG_DATASET = "modelsvc.eval.dataset"
+TAG_PRODUCTION_VERSION = "modelsvc.eval.production_version"
+TAG_EVALUATED_AT = "modelsvc.eval.evaluated_at"
+NO_PRODUCTION = "none"
+REPORT_ARTIFACT = "evaluation/report.json"
+METRIC_PREFIX = "eval_"  # evaluation metrics in the candidate run
+# run tags written by train (docs/architecture.md "Models")
+TAG_DATASET_NAME = "modelsvc.dataset.name"
+TAG_DATASET_VERSION = "modelsvc.dataset.version"
+TAG_DATASET_FINGERPRINT = "modelsvc.dataset.fingerprint"
+MODEL_ARTIFACT = "model"  # artifact path of the pyfunc in a training run
+PREDICTION_COLUMN = "p_click"
+_GONE = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
 
 
 def mlflow_client(settings: Settings) -> Any:
     """Configure mlflow for ``settings`` and return an ``MlflowClient``.
 
     Local default: a SQLite store under ``<root>/mlflow`` with artifacts beside it. Credentials from settings
-    are passed through MLflow's own environment variables, never logged.
+    are passed through MLflow's own environment variables, never logged. Artifact downloads draw no progress bars
+    on stderr.
     """
     import mlflow
     from mlflow.tracking import MlflowClient
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     uri = settings.tracking_uri()
     if uri.startswith("sqlite:///"):
@@ -110,3 +149,273 @@ def tracking_error(settings: Settings, exc: BaseException) -> ModelsvcError | No
     if any(s in text for s in ("ConnectionError", "Connection refused", "Max retries", "MaxRetryError")):
         return ServiceUnavailableError(f"{where} is unreachable")
     return None
+
+
+# -- runs ------------------------------------------------------------------------------------------------------
+
+def error_code(exc: BaseException) -> str:
+    """MLflow's error code of ``exc`` (e.g. ``RESOURCE_DOES_NOT_EXIST``), '' for other errors."""
+    return str(getattr(exc, "error_code", ""))
+
+
+def get_run(client: Any, run_id: str) -> Any:
+    """The run ``run_id``: UsageError when empty, NotFoundError when it does not exist or is deleted."""
+    from mlflow.exceptions import MlflowException
+
+    if not run_id or not run_id.strip():
+        raise UsageError("--run-id is empty")
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        if error_code(exc) in _GONE:
+            raise NotFoundError(f"MLflow run '{run_id}' not found") from None
+        raise
+    if run.info.lifecycle_stage == "deleted":
+        raise NotFoundError(f"MLflow run '{run_id}' is deleted")
+    return run
+
+
+def run_metrics(client: Any, run_id: str | None, prefix: str = METRIC_PREFIX) -> dict[str, float]:
+    """The run's latest metrics whose name starts with ``prefix`` ({} for no run, or one that cannot be read)."""
+    from mlflow.exceptions import MlflowException
+
+    if not run_id:
+        return {}
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return {}
+    return {k: float(v) for k, v in run.data.metrics.items() if k.startswith(prefix)}
+
+
+def log_values(client: Any, run_id: str, *, metrics: dict[str, float] | None = None,
+               tags: dict[str, str] | None = None, step: int = 0) -> None:
+    """Metrics (at ``step``, timestamped now) and tags into run ``run_id`` in one batch."""
+    import time
+
+    from mlflow.entities import Metric, RunTag
+
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in (metrics or {}).items()],
+                     tags=[RunTag(k, v) for k, v in (tags or {}).items()])
+
+
+def read_artifact_text(settings: Settings, run_id: str, path: str) -> str | None:
+    """The text of artifact ``path`` of run ``run_id``, None when it is not there."""
+    import tempfile
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client(settings)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=tmp)
+        except (MlflowException, OSError):
+            return None
+        with open(local, encoding="utf-8") as fh:
+            return fh.read()
+
+
+def read_report(settings: Settings, run_id: str) -> dict[str, Any] | None:
+    """The evaluation report (JSON) stored in run ``run_id``, None when it was never evaluated."""
+    import json
+
+    text = read_artifact_text(settings, run_id, REPORT_ARTIFACT)
+    return None if text is None else dict(json.loads(text))
+
+
+# -- registry look-ups -----------------------------------------------------------------------------------------
+
+def run_model_uri(run_id: str) -> str:
+    """``runs:/<run_id>/model``: the pyfunc a training run logged."""
+    return f"runs:/{run_id}/{MODEL_ARTIFACT}"
+
+
+def version_model_uri(name: str, version: str | int) -> str:
+    """``models:/<name>/<version>``: one registered version, whatever its aliases."""
+    return f"models:/{name}/{version}"
+
+
+def alias_model_uri(name: str, alias: str) -> str:
+    """``models:/<name>@<alias>``: whatever version the alias points at when the model is loaded."""
+    return f"models:/{name}@{alias}"
+
+
+def production_model_uri(settings: Settings) -> str:
+    """``models:/<registered_model>@<production_alias>`` for ``settings``."""
+    return alias_model_uri(settings.mlflow.registered_model, settings.mlflow.production_alias)
+
+
+def alias_version(client: Any, name: str, alias: str) -> Any | None:
+    """The ModelVersion behind ``name@alias``, or None (no such registered model or alias)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if error_code(exc) in {*_GONE, "NOT_FOUND"}:
+            return None
+        raise
+
+
+def production_version(settings: Settings, client: Any | None = None) -> Any | None:
+    """The ModelVersion behind the production alias, or None (no registered model or no alias)."""
+    client = client if client is not None else mlflow_client(settings)
+    return alias_version(client, settings.mlflow.registered_model, settings.mlflow.production_alias)
+
+
+def get_version(client: Any, name: str, version: str) -> Any:
+    """ModelVersion ``version`` of ``name``; NotFoundError when it no longer exists."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(name, version)
+    except MlflowException as exc:
+        if error_code(exc) in _GONE:
+            raise NotFoundError(f"version {version} of registered model '{name}' no longer exists") from None
+        raise
+
+
+def find_version(client: Any, name: str, run_id: str) -> Any | None:
+    """The version registered from ``run_id`` (the oldest when several), or None."""
+    found = [v for v in client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+             if v.status != "FAILED_REGISTRATION"]
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
+def delete_alias(client: Any, name: str, alias: str) -> None:
+    """Remove ``name@alias``; an alias (or model) that does not exist is no error."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.delete_registered_model_alias(name, alias)
+    except MlflowException as exc:
+        if error_code(exc) not in _GONE:
+            raise
+
+
+def create_registered_model(client: Any, name: str, *, description: str,
+                            tags: dict[str, str] | None = None) -> bool:
+    """Create registered model ``name``: True when this call created it, False when it already existed."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name, tags=tags, description=description)
+    except MlflowException as exc:
+        if error_code(exc) != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return False
+    return True
+
+
+def registered_model_tags(client: Any, name: str) -> tuple[dict[str, str], int] | None:
+    """(tags, creation time in ms) of registered model ``name``, None when it cannot be read."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        rm = client.get_registered_model(name)
+    except MlflowException:
+        return None
+    return dict(rm.tags), int(rm.creation_timestamp or 0)
+
+
+def delete_registered_model(client: Any, name: str) -> None:
+    """Delete registered model ``name``; MLflow errors (already gone) are ignored."""
+    from mlflow.exceptions import MlflowException
+
+    with contextlib.suppress(MlflowException):
+        client.delete_registered_model(name)
+
+
+def register_model(name: str, run_id: str) -> Any:
+    """Register run ``run_id``'s model as a new version of ``name`` (quietly); RetryableError when not READY."""
+    import logging
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM
+
+    # MLflow 3 warns that it resolves runs:/<id>/model to the logged model (models:/m-…), and prints "Registered
+    # model … already exists" / "Created version …" to stderr: expected, not news (promote reports the version)
+    fluent_log = logging.getLogger("mlflow.tracking._model_registry.fluent")
+    level, enabled = fluent_log.level, MLFLOW_LOGGING_STREAM.enabled
+    fluent_log.setLevel(logging.ERROR)
+    MLFLOW_LOGGING_STREAM.enabled = False
+    try:
+        mv = mlflow.register_model(run_model_uri(run_id), name)
+    except MlflowException as exc:
+        raise NotFoundError(f"run {run_id} has no model at artifact path 'model': {str(exc).splitlines()[0]}") from None
+    finally:
+        fluent_log.setLevel(level)
+        MLFLOW_LOGGING_STREAM.enabled = enabled
+    if mv.status != "READY":
+        raise RetryableError(f"version {mv.version} of '{name}' is still {mv.status}; run promote again")
+    return mv
+
+
+def list_artifact_files(uri: str, prefix: str = "") -> dict[str, int | None]:
+    """Every file under artifact ``uri`` (recursively) with its size."""
+    import mlflow
+
+    files: dict[str, int | None] = {}
+    for a in mlflow.artifacts.list_artifacts(artifact_uri=f"{uri}/{prefix}" if prefix else uri):
+        if a.is_dir:
+            files.update(list_artifact_files(uri, a.path))
+        else:
+            files[a.path] = a.file_size
+    return files
+
+
+def read_mlmodel(uri: str) -> dict[str, Any]:
+    """The parsed ``MLmodel`` file of model ``uri``; DataError when it cannot be read."""
+    import tempfile
+
+    import mlflow
+    import yaml
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/MLmodel", dst_path=tmp)
+            with open(path, encoding="utf-8") as fh:
+                return dict(yaml.safe_load(fh) or {})
+        except (MlflowException, OSError, yaml.YAMLError) as exc:
+            raise DataError(f"model {uri} has no readable MLmodel: {str(exc).splitlines()[0]}") from None
+
+
+# -- models ----------------------------------------------------------------------------------------------------
+
+def load_model(settings: Settings, uri: str) -> Any:
+    """The pyfunc model at ``uri`` (``runs:/…``, ``models:/<name>/<version>``, ``models:/<name>@<alias>``);
+    NotFoundError naming the URI when it cannot be loaded."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client(settings)
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    except (MlflowException, OSError) as exc:
+        raise NotFoundError(f"model {uri} cannot be loaded: {str(exc).splitlines()[0]}") from exc
+
+
+def predict(model: Any, uri: str, features: pd.DataFrame) -> np.ndarray:
+    """``p_click`` of a loaded pyfunc for the rows of ``features``, as float64, checked: one value per row, all
+    in [0, 1]. Failures name the model ``uri``."""
+    import numpy as np
+
+    try:
+        out = model.predict(features)
+    except Exception as exc:  # the model's own code: any failure names the model
+        raise ModelsvcError(f"model {uri} failed to predict: {type(exc).__name__}: {exc}") from exc
+    if hasattr(out, "columns"):
+        if PREDICTION_COLUMN not in out.columns:
+            raise DataError(f"model {uri} returned columns {list(out.columns)}, expected '{PREDICTION_COLUMN}'")
+        out = out[PREDICTION_COLUMN]
+    p = np.asarray(out, dtype=np.float64).ravel()
+    if p.size != len(features):
+        raise DataError(f"model {uri} returned {p.size} predictions for {len(features)} rows")
+    bad = int(((p < 0) | (p > 1)).sum())
+    if bad:
+        raise DataError(f"model {uri} returned {bad} predictions outside [0, 1]")
+    return p

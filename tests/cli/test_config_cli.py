@@ -109,3 +109,36 @@ def test_doctor_rejects_a_zero_timeout(workdir):
     result = runner.invoke(app, ["doctor", "--timeout", "0"])
     assert result.exit_code == 64
     assert "--timeout" in result.stderr
+
+
+def test_config_dir_that_is_a_file_and_data_root_that_is_a_file(workdir, monkeypatch):
+    (workdir / "afile").write_text("x\n")
+    result = runner.invoke(app, ["etl", "--config", "afile"])
+    assert result.exit_code == 78
+    assert result.stderr == "Error: config directory 'afile' is a file, not a directory (pass --config DIR)\n"
+    monkeypatch.setenv("MODELSVC_PATHS__ROOT", "afile")
+    result = runner.invoke(app, ["etl", "--start-date", "2025-01-01"])
+    assert result.exit_code == 78
+    assert result.stderr == (f"Error: environment MODELSVC_PATHS__ROOT: paths.root: '{workdir / 'afile'}' is a "
+                             "file, not a folder\n")
+
+
+def test_non_finite_float_and_yaml_password_exit_78(workdir, monkeypatch):
+    monkeypatch.setenv("MODELSVC_TRAINING__WEIGHT_DECAY", "inf")
+    result = runner.invoke(app, ["config"])
+    assert result.exit_code == 78
+    assert result.stderr == ("Error: environment MODELSVC_TRAINING__WEIGHT_DECAY: training.weight_decay: Input "
+                             "should be a finite number (got 'inf')\n")
+    monkeypatch.delenv("MODELSVC_TRAINING__WEIGHT_DECAY")
+    (workdir / ".env").write_text("MODELSVC_HIVE__PORT=x\n")
+    result = runner.invoke(app, ["config"])
+    assert result.exit_code == 78
+    assert result.stderr == ("Error: .env MODELSVC_HIVE__PORT: hive.port: Input should be a valid integer, unable "
+                             "to parse string as an integer (got 'x')\n")
+    (workdir / ".env").unlink()
+    with (workdir / "configs" / "base.yaml").open("a") as f:
+        f.write("mlflow:\n  password: hunter2\n")
+    result = runner.invoke(app, ["config"])
+    assert result.exit_code == 78
+    assert result.stderr == ("Error: configs/base.yaml: mlflow.password: secrets are not read from YAML; set "
+                             "MODELSVC_MLFLOW__PASSWORD in the environment or .env\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -59,6 +60,13 @@ def test_etl_table_output(workdir, runner):
     (["demo-data", "--users", "0"], 64, "Error: --users must be at least 1 (got 0)"),
     (["demo-data", "--start-date", "tomorrow"], 64,
      "Error: --start-date: 'tomorrow' is not a date (expected YYYY-MM-DD)"),
+    (["etl", "--start-date", "20250105"], 64, "Error: --start-date: '20250105' is not a date (expected YYYY-MM-DD)"),
+    (["etl", "--start-date", "2025-01-01", "--end-date", "2025-W02-1"], 64,
+     "Error: --end-date: '2025-W02-1' is not a date (expected YYYY-MM-DD)"),
+    (["build-dataset", "--start-date", " 2025-01-05 ", "--end-date", "2025-01-06"], 64,
+     "Error: --start-date: ' 2025-01-05 ' is not a date (expected YYYY-MM-DD)"),
+    (["demo-data", "--start-date", "2025-01-05T00:00"], 64,
+     "Error: --start-date: '2025-01-05T00:00' is not a date (expected YYYY-MM-DD)"),
     (["etl", "--config", "nowhere"], 78, "Error: config directory 'nowhere' does not exist (pass --config DIR)"),
 ])
 def test_errors(workdir, runner, args, code, line):
@@ -86,3 +94,69 @@ def test_help_has_examples(runner):
     for cmd in ("demo-data", "etl"):
         res = _invoke(runner, cmd, "--help")
         assert res.exit_code == 0 and f"Example: modelsvc {cmd}" in res.stdout
+
+
+def _spoil_raw(workdir, day: str, change) -> str:
+    """Demo data for 2025-01-01..02, then ``change`` applied to day ``day``'s raw file; returns its path."""
+    import pyarrow.parquet as pq
+
+    runner = CliRunner()
+    assert _invoke(runner, "demo-data", "--users", "50", "--days", "2", "--seed", "1").exit_code == 0
+    path = workdir / "data" / "warehouse" / "raw_events" / f"ds={day}" / "part-00000.parquet"
+    pq.write_table(change(pq.read_table(path)), path, compression="NONE")
+    return str(path)
+
+
+def test_is_clicked_2_is_refused_by_etl_and_build_dataset(workdir, runner):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def clicks_of_2(t):
+        imp = pc.equal(t.column("event_type"), "impression")
+        return t.set_column(t.column_names.index("is_clicked"), "is_clicked",
+                            pc.if_else(imp, pa.scalar(2, pa.int32()), t.column("is_clicked")))
+
+    path = _spoil_raw(workdir, "2025-01-02", clicks_of_2)
+    import pyarrow.parquet as pq
+
+    n = pc.sum(pc.equal(pq.read_table(path).column("event_type"), "impression")).as_py()
+    for args in (["etl", "--start-date", "2025-01-02"],
+                 ["build-dataset", "--start-date", "2025-01-01", "--end-date", "2025-01-02"]):
+        res = _invoke(runner, *args)
+        assert res.exit_code == 65, res.output
+        assert res.stderr.splitlines() == [
+            f"Error: {path}: column 'is_clicked' has {n} value(s) other than 0 and 1 (e.g. 2)"]
+
+
+def test_damaged_data_pages_exit_65_with_one_line(workdir, runner):
+    from tests.raw_files import damage_data_pages
+
+    path = _spoil_raw(workdir, "2025-01-02", lambda t: t)
+    damage_data_pages(Path(path), "event_type")
+    res = _invoke(runner, "etl", "--start-date", "2025-01-01", "--end-date", "2025-01-02")
+    assert res.exit_code == 65, res.output
+    assert len(res.stderr.splitlines()) == 1
+    assert res.stderr.startswith(f"Error: {path}: the data cannot be read, the file is damaged (")
+    assert not (workdir / "data" / "warehouse" / "user_features_precomputed").exists()
+
+
+def test_event_outside_its_partition_day_exit_65(workdir, runner):
+    from datetime import timedelta
+
+    import pyarrow as pa
+
+    moved = {}
+
+    def one_day_later(t):
+        ts = t.column("event_timestamp").to_pylist()
+        moved["id"], moved["ts"] = t.column("event_id")[0].as_py(), ts[0] + timedelta(days=1)
+        ts[0] = moved["ts"]
+        return t.set_column(t.column_names.index("event_timestamp"), "event_timestamp",
+                            pa.array(ts, t.schema.field("event_timestamp").type))
+
+    path = _spoil_raw(workdir, "2025-01-01", one_day_later)
+    res = _invoke(runner, "etl", "--start-date", "2025-01-01", "--end-date", "2025-01-02")
+    assert res.exit_code == 65, res.output
+    assert res.stderr.splitlines() == [
+        f"Error: {path}: 1 event(s) lie outside the partition's UTC day ds=2025-01-01 (e.g. event "
+        f"{moved['id']!r} at {moved['ts'].isoformat()}); store each event in the partition of its UTC date"]

@@ -96,3 +96,18 @@ def test_help_has_examples():
         result = runner.invoke(app, [cmd, "--help"])
         assert result.exit_code == 0
         assert example in result.stdout
+
+
+@pytest.mark.slow
+def test_materialize_from_another_folder_uses_the_project_folder(workdir, tables, monkeypatch):
+    """Relative paths start at the project folder (the one holding --config), not the working directory:
+    nothing is written where the command happens to run."""
+    elsewhere = workdir / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = runner.invoke(app, ["materialize", "--config", str(workdir / "configs"), "--end-date", "2026-01-05",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["rows"] > 0
+    assert list(elsewhere.iterdir()) == []
+    assert (workdir / "data" / "feast" / "feature_store.yaml").is_file()

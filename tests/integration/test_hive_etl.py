@@ -72,12 +72,17 @@ def test_hive_and_duckdb_compute_identical_feature_tables(hive_server, tmp_path:
             assert g == e, table  # value by value, floats bit-identical (the SQL sums DECIMALs)
 
 
-def test_hive_etl_computes_the_case_on_the_server(hive_settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The window-edge case gives its expected rows on Hive, computed and written by INSERT OVERWRITE … SELECT
-    (rows are never read back and uploaded)."""
+@pytest.mark.parametrize("chunk_days", [1, 31])
+def test_hive_etl_computes_the_case_on_the_server(hive_settings, monkeypatch: pytest.MonkeyPatch,
+                                                  chunk_days: int) -> None:
+    """The window-edge case gives its expected rows on Hive, computed and written by the server (rows are never
+    read back and uploaded): per day, INSERT OVERWRITE … PARTITION (ds='…') SELECT …; in chunks, one CTAS stage
+    per table, then INSERT OVERWRITE … PARTITION (ds) from it."""
     import modelsvc.warehouse as registry
     from modelsvc.warehouse.hive import HiveWarehouse, connect
 
+    settings = hive_settings.model_copy(
+        update={"hive": hive_settings.hive.model_copy(update={"backfill_chunk_days": chunk_days})})
     case = CASES[0]
     sent: list[str] = []
 
@@ -87,11 +92,16 @@ def test_hive_etl_computes_the_case_on_the_server(hive_settings, monkeypatch: py
             return super().execute(sql, table=table)
 
     monkeypatch.setattr(registry, "open_warehouse", lambda settings: Recording(settings, connection_factory=connect))
-    users, realtime = run_case(case, hive_settings)
+    users, realtime = run_case(case, settings)
     assert same_rows(users, case.user_features), users
     assert same_rows(realtime, case.realtime), realtime
-    inserts = [s for s in sent if s.startswith("INSERT OVERWRITE TABLE")]
-    assert len(inserts) == 4  # two tables x two days, each a server-side SELECT over the raw table
-    assert all("PARTITION (`ds`='2024-03-1" in s and "FROM raw_events" in s for s in inserts)
+    computed = [s for s in sent if "FROM raw_events" in s]
+    if chunk_days == 1:
+        assert len(computed) == 4  # two tables x two days, each a server-side SELECT over the raw table
+        assert all(s.startswith("INSERT OVERWRITE TABLE") and "PARTITION (`ds`='2024-03-1" in s for s in computed)
+    else:
+        assert len(computed) == 2  # two tables, both days at once
+        assert all(s.startswith("CREATE TABLE") and "modelsvc_stage_" in s for s in computed)
+        assert len([s for s in sent if "PARTITION (`ds`) SELECT" in s and "modelsvc_stage_" in s]) == 2
     assert [s for s in sent if s.startswith("INSERT INTO")] == [  # only the raw upload goes row by row
         s for s in sent if s.startswith("INSERT INTO TABLE") and "modelsvc_stage_raw_events" in s]

@@ -33,8 +33,9 @@ def test_dockerfile_copies_only_existing_paths_and_keeps_its_contract():
     assert "ARG PYTHON_IMAGE=python:3.11-slim" in text
     for arg in ("ARG TORCH_SPEC=torch==2.13.0", "ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu"):
         assert arg in text
-    assert "[hive,redis]" in text
-    assert 'ENTRYPOINT ["modelsvc"]' in text
+    assert "[hive,redis,serve]" in text
+    assert 'ENTRYPOINT ["docker-entrypoint.sh"]' in text
+    assert "COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh" in text
     assert "MODELSVC_CONFIG_DIR=/app/configs" in text
     users = re.findall(r"^USER (\S+)$", text, flags=re.M)
     assert users and users[-1] not in {"root", "0"}
@@ -97,3 +98,19 @@ def test_wheel_installs_and_runs_outside_the_repo(tmp_path):
     assert data["resolved"]["root"] == str(app / "data")
     assert data["hive"]["password"] == "**********"
     assert "image-secret" not in shown.stdout
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["train", "--help"], "modelsvc train"),            # docker run IMAGE train --help
+    (["modelsvc", "train", "--help"], "modelsvc train"),  # docker run IMAGE modelsvc train --help (a CronJob's form)
+    (["--version"], "modelsvc "),                    # an option first goes to modelsvc
+    (["sh", "-c", "echo other program"], "other program"),  # any program on PATH runs as given
+])
+def test_image_entrypoint_runs_modelsvc_with_or_without_its_name(args, expected, tmp_path):
+    """The Dockerfile's entrypoint script, run as the image runs it (with the venv's bin first on PATH)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MODELSVC_", "MLFLOW_", "RAY_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    done = subprocess.run(["sh", str(REPO / "docker-entrypoint.sh"), *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert expected in done.stdout + done.stderr, done.stdout + done.stderr
+    assert done.returncode == 0, done.stderr

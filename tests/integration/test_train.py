@@ -1,6 +1,7 @@
-"""Training end to end on a real local Ray and a real local MLflow store (both under the test's tmp dir).
+"""Training end to end on a real local Ray and a real local MLflow store (both under the test's tmp dir), and in
+Ray Train's local mode (``scaling.num_workers: 0``, the training function in this process, no Ray).
 
-Ray is started once by the first training in the session (``train`` reuses an initialised Ray).
+Ray is started once by the first training with workers in the session (``train`` reuses an initialised Ray).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from tests.datasets import write_synthetic_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-FAST = {"training": {"epochs": 3, "batch_size": 256, "early_stopping_patience": 5}, "ray": {"num_cpus": 2}}
+FAST = {"training": {"epochs": 3, "batch_size": 256, "early_stopping_patience": 5}, "ray": {"num_cpus": 2},
+        "scaling": {"num_workers": 1}}  # one Ray worker; the local-mode tests below pass num_workers 0
 
 
 def small_settings(workdir, **over):
@@ -46,6 +48,7 @@ def test_train_cli_end_to_end_logs_one_complete_mlflow_run(workdir, monkeypatch)
     monkeypatch.setenv("MODELSVC_TRAINING__BATCH_SIZE", "256")
     monkeypatch.setenv("MODELSVC_TRAINING__EARLY_STOPPING_PATIENCE", "5")
     monkeypatch.setenv("MODELSVC_RAY__NUM_CPUS", "2")
+    monkeypatch.setenv("MODELSVC_SCALING__NUM_WORKERS", "1")
     result = CliRunner().invoke(app, ["train", "--dataset", "ctr_training", "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
@@ -167,7 +170,8 @@ def test_live_epochs_show_progress_and_log_the_epochs_rank0_could_not(workdir):
     import ray
 
     from modelsvc.tracking import ensure_experiment
-    from modelsvc.training.trainer import _ensure_ray, _live_epochs
+    from modelsvc.training.ray_runtime import ensure_ray as _ensure_ray
+    from modelsvc.training.trainer import _live_epochs
 
     settings = small_settings(workdir)
     _ensure_ray(settings)  # a no-op when an earlier test of the session started Ray
@@ -223,3 +227,96 @@ def test_resources_the_local_ray_lacks_are_refused_at_once(workdir, scaling, nee
     assert err.value.message.startswith(needs)
     client = _client(settings)
     assert client.search_runs([client.get_experiment_by_name(settings.mlflow.experiment).experiment_id]) == []
+
+
+# -- local mode: Ray Train's num_workers=0 -----------------------------------------------------------------------
+def test_local_mode_trains_in_this_process_with_the_same_run_contents(workdir):
+    """``num_workers: 0``: the same worker function in the driver, no Ray started; the same MLflow run contents,
+    the checkpoint persisted under the run's storage folder, a rerun returns the finished result."""
+    import ray
+    import torch
+
+    from modelsvc.training import train
+    from modelsvc.training.trainer import LOCAL_CHECKPOINT_DIR
+
+    ray_before = ray.is_initialized()
+    threads = torch.get_num_threads()
+    settings = small_settings(workdir, scaling={"num_workers": 0})
+    write_synthetic_dataset(settings, rows=3000, seed=1)
+    rec = RecordingReporter()
+    out = train(settings, reporter=rec)
+    assert ray.is_initialized() is ray_before  # local mode starts no Ray
+    assert torch.get_num_threads() == threads  # cpus_per_worker threads for the fit only
+    assert out.num_workers == 0 and out.epochs_run == 3 and [h.epoch for h in out.history] == [0, 1, 2]
+    assert out.data_path == "resident" and out.device == "cpu" and out.resumed is False
+    assert 0.5 < out.metrics["val_auc"] <= 1.0
+    assert [u["completed"] for u in rec.updates if u["description"] == "training"][-1] == 3
+
+    client = _client(settings)
+    run = client.get_run(out.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["scaling.num_workers"] == "0"
+    workers = json.loads(run.data.tags["modelsvc.train.workers"])
+    driver_node = ray.get_runtime_context().get_node_id() if ray_before else None  # an earlier test's Ray
+    assert [(w["rank"], w["node_id"], w["pid"]) for w in workers] == [(0, driver_node, os.getpid())]
+    for key in ("train_loss", "val_loss", "val_auc", "samples_per_s"):
+        assert [m.step for m in client.get_metric_history(out.run_id, key)] == [0, 1, 2]
+    assert {a.path for a in client.list_artifacts(out.run_id, "plots")} == {"plots/loss_curves.png",
+                                                                              "plots/roc_validation.png"}
+    state_file = settings.paths.resolve("ray") / out.ray_run_name / LOCAL_CHECKPOINT_DIR / "state.pt"
+    assert state_file.is_file()
+
+    again = train(settings)
+    assert again.run_id == out.run_id and again.history == out.history
+    assert len(client.search_runs([out.experiment_id])) == 1
+
+
+def test_local_mode_failure_then_rerun_resumes_and_a_failure_is_retried_into_one_run(workdir, monkeypatch):
+    """The Ray test above in local mode, where Ray neither persists checkpoints nor retries: modelsvc does both.
+    Attempt 1 fails at epoch 1 with no retries left; the rerun resumes from the epoch-0 state file, a failure at
+    epoch 2 is retried in process from the epoch-1 state, and MLflow holds ONE finished run."""
+    from modelsvc.training import train
+
+    settings = small_settings(workdir, training={"epochs": 4, "max_failures": 0}, scaling={"num_workers": 0})
+    write_synthetic_dataset(settings, rows=2000, seed=2)
+    monkeypatch.setenv("MODELSVCTEST_FAIL_AT_EPOCH", "1")
+    with pytest.raises(RetryableError, match="injected worker failure at epoch 1") as err:
+        train(settings)
+    assert err.value.exit_code == 75
+    client = _client(settings)
+    runs = client.search_runs([client.get_experiment_by_name(settings.mlflow.experiment).experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+    monkeypatch.setenv("MODELSVCTEST_FAIL_AT_EPOCH", "2")
+    retry = small_settings(workdir, training={"epochs": 4, "max_failures": 1}, scaling={"num_workers": 0})
+    rec = RecordingReporter()
+    result = train(retry, reporter=rec)
+    assert result.resumed is True and result.run_id == runs[0].info.run_id
+    assert {u["completed"] for u in rec.updates if u["description"] == "training"} == {2, 3, 4}
+    assert [h.epoch for h in result.history] == [0, 1, 2, 3]
+    assert client.get_run(result.run_id).info.status == "FINISHED"
+    for key in ("train_loss", "val_loss", "val_auc"):
+        assert sorted(m.step for m in client.get_metric_history(result.run_id, key)) == [0, 1, 2, 3]
+    assert len(client.search_runs([result.experiment_id])) == 1
+
+
+def test_local_mode_resumes_like_an_uninterrupted_run(workdir, monkeypatch):
+    """Seeds and the persisted optimizer state make a resumed local run replay the uninterrupted one: same losses
+    epoch for epoch (CPU, deterministic)."""
+    from modelsvc.training import train
+
+    whole = small_settings(workdir, training={"epochs": 3}, scaling={"num_workers": 0},
+                           paths={"root": str(workdir / "whole")})
+    write_synthetic_dataset(whole, rows=1500, seed=3)
+    expected = [h.val_loss for h in train(whole).history]
+
+    parts = small_settings(workdir, training={"epochs": 3, "max_failures": 0}, scaling={"num_workers": 0},
+                           paths={"root": str(workdir / "parts")})
+    write_synthetic_dataset(parts, rows=1500, seed=3)
+    monkeypatch.setenv("MODELSVCTEST_FAIL_AT_EPOCH", "2")
+    with pytest.raises(RetryableError):
+        train(parts)
+    monkeypatch.delenv("MODELSVCTEST_FAIL_AT_EPOCH")
+    resumed = train(parts)
+    assert resumed.resumed is True
+    assert [h.val_loss for h in resumed.history] == pytest.approx(expected, rel=1e-6)

@@ -6,7 +6,7 @@ import pytest
 
 from modelsvc.config import load_settings
 from modelsvc.dataset import NUMERIC_FEATURES
-from modelsvc.training.loop import roc_auc
+from modelsvc.metrics import roc_auc
 from tests.datasets import write_synthetic_dataset
 
 pytestmark = [pytest.mark.model, pytest.mark.slow, pytest.mark.integration]

@@ -11,8 +11,8 @@ from modelsvc.errors import ConfigError
 
 TRAINING_KEYS = ("batch_size, data_path, early_stopping_patience, epochs, lr, max_failures, resident_max_bytes, "
                  "seed, weight_decay")
-TOP_KEYS = ("dataset, entity, etl, evaluation, features, hive, mlflow, model, paths, profile, project, ray, "
-            "scaling, tables, training, warehouse")
+TOP_KEYS = ("dataset, etl, evaluation, features, hive, mlflow, model, paths, profile, ray, "
+            "scaling, serving, tables, training, warehouse")
 
 
 @pytest.fixture
@@ -274,12 +274,55 @@ def test_unknown_environment_variables_are_errors_not_ignored(cfg, monkeypatch):
     assert error_of(cfg) == f"environment MODELSVC_TRAINING_LR: unknown key 'training_lr' (allowed: {TOP_KEYS})"
 
 
-def test_unknown_dotenv_variable_is_an_error(cfg):
+def test_unknown_dotenv_variable_is_an_error_naming_the_dotenv_file(cfg):
     write(Path(".env"), "MODELSVC_HIVE__HOSTNAME=x\n")
-    assert error_of(cfg).startswith("environment MODELSVC_HIVE__HOSTNAME: unknown key 'hive.hostname' (allowed: ")
+    assert error_of(cfg).startswith(".env MODELSVC_HIVE__HOSTNAME: unknown key 'hive.hostname' (allowed: ")
     write(Path(".env"), "MODELSVC_WAREHOUSE__ENGINE=oracle\n")
-    assert error_of(cfg) == ("environment MODELSVC_WAREHOUSE__ENGINE: warehouse.engine: Input should be 'duckdb' "
+    assert error_of(cfg) == (".env MODELSVC_WAREHOUSE__ENGINE: warehouse.engine: Input should be 'duckdb' "
                              "or 'hive' (got 'oracle')")
+    write(Path(".env"), "MODELSVC_TRAINING_LR=0.1\n")
+    assert error_of(cfg) == f".env MODELSVC_TRAINING_LR: unknown key 'training_lr' (allowed: {TOP_KEYS})"
+
+
+def test_a_section_given_as_json_is_blamed_on_its_variable(cfg, monkeypatch):
+    write(cfg / "base.yaml", "hive: {port: 10001}\n")
+    monkeypatch.setenv("MODELSVC_HIVE", '{"port": "x"}')
+    assert error_of(cfg) == ("environment MODELSVC_HIVE: hive.port: Input should be a valid integer, unable to "
+                             "parse string as an integer (got 'x')")
+    monkeypatch.setenv("MODELSVC_HIVE", '{"port": ')
+    assert error_of(cfg).startswith("environment MODELSVC_HIVE: hive: cannot be parsed (")
+    monkeypatch.delenv("MODELSVC_HIVE")
+    write(Path(".env"), "MODELSVC_HIVE={\"port\": \"y\"}\n")
+    assert error_of(cfg).startswith(".env MODELSVC_HIVE: hive.port: Input should be a valid integer")
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "Infinity"])
+def test_float_settings_must_be_finite(cfg, monkeypatch, value):
+    monkeypatch.setenv("MODELSVC_TRAINING__WEIGHT_DECAY", value)
+    assert error_of(cfg) == (f"environment MODELSVC_TRAINING__WEIGHT_DECAY: training.weight_decay: Input should "
+                             f"be a finite number (got '{value}')")
+    monkeypatch.delenv("MODELSVC_TRAINING__WEIGHT_DECAY")
+    write(cfg / "base.yaml", "evaluation: {gate: {max_log_loss: .inf}}\n")
+    assert error_of(cfg) == (f"{cfg / 'base.yaml'}: evaluation.gate.max_log_loss: Input should be a finite number "
+                             "(got inf)")
+    assert error_of(cfg, ray={"poll_interval_s": float("nan")}) .startswith(
+        "command line: ray.poll_interval_s: Input should be a finite number")
+
+
+def test_config_dir_that_is_a_file(cfg):
+    write(cfg / "file.txt", "x\n")
+    assert error_of(cfg / "file.txt") == (f"config directory '{cfg / 'file.txt'}' is a file, not a directory "
+                                         "(pass --config DIR)")
+
+
+def test_a_data_root_that_is_a_file_is_a_config_error_naming_its_source(cfg, monkeypatch):
+    write(Path("not-a-folder"), "x\n")
+    monkeypatch.setenv("MODELSVC_PATHS__ROOT", "not-a-folder")
+    assert error_of(cfg) == (f"environment MODELSVC_PATHS__ROOT: paths.root: '{cfg.parent / 'not-a-folder'}' is "
+                             "a file, not a folder")
+    monkeypatch.delenv("MODELSVC_PATHS__ROOT")
+    write(cfg / "base.yaml", "paths: {root: not-a-folder}\n")
+    assert error_of(cfg).startswith(f"{cfg / 'base.yaml'}: paths.root: ")
 
 
 def test_command_line_overrides_are_validated_too(cfg):
@@ -318,13 +361,26 @@ def test_secrets_never_appear_in_error_messages(cfg, monkeypatch):
     write(cfg / "base.yaml", f"hive: {{password: {{nested: {SECRET}}}}}\n")
     msg = error_of(cfg)
     assert SECRET not in msg
-    assert msg.startswith(f"{cfg / 'base.yaml'}: hive.password: Input should be a valid string")
+    assert msg.startswith(f"{cfg / 'base.yaml'}: hive.password: ")
     write(cfg / "base.yaml", f"hive: [password, {SECRET}]\n")  # a whole section echoed would leak it
     assert SECRET not in error_of(cfg)
     write(cfg / "base.yaml", "{}\n")
     monkeypatch.setenv("MODELSVC_FEATURES__REDIS", f'{{"password": "{SECRET}", "port": "x"}}')
     msg = error_of(cfg)
     assert SECRET not in msg and "features.redis.port" in msg
+
+
+@pytest.mark.parametrize("section", ["hive", "features.redis", "mlflow"])
+def test_a_password_in_yaml_is_an_error(cfg, section):
+    """Secrets come from the environment or .env only (docs/configuration.md)."""
+    nested = f"{{password: {SECRET}}}"
+    for part in reversed(section.split(".")):
+        nested = f"{{{part}: {nested}}}"
+    write(cfg / "profiles" / "p.yaml", nested[1:-1] + "\n")
+    msg = error_of(cfg, profile="p")
+    variable = "MODELSVC_" + section.replace(".", "__").upper() + "__PASSWORD"
+    assert msg == (f"{cfg / 'profiles' / 'p.yaml'}: {section}.password: secrets are not read from YAML; set "
+                   f"{variable} in the environment or .env")
 
 
 def test_env_prefix_is_the_documented_one():

@@ -132,3 +132,45 @@ def test_existing_local_mlflow_store_is_queried(settings, workdir):
     assert checks["mlflow.tracking"].status == "ok"
     assert checks["mlflow.registry"].status == "ok"
     assert checks["mlflow.registry"].detail == "1 registered models; 'ctr_model': no 'production' alias yet"
+
+
+def test_credentials_in_the_tracking_uri_are_sent_as_basic_auth_and_never_shown(workdir):
+    """http://user:pw@host:port is what MLflow's client accepts: doctor reaches the server the same way (it
+    reported 'Name or service not known'), and the password appears nowhere in its report."""
+    import base64
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    expected = "Basic " + base64.b64encode(b"alice:p@ss w-secret").decode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            if self.headers.get("Authorization") != expected:
+                self.send_response(401)
+                self.end_headers()
+                return
+            body = b"OK" if self.path == "/health" else json.dumps({"registered_models": []}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        uri = f"http://alice:p%40ss%20w-secret@127.0.0.1:{server.server_address[1]}"
+        report = check_all(load_settings(workdir / "configs", mlflow={"tracking_uri": uri}), timeout_s=10)
+    finally:
+        server.shutdown()
+        server.server_close()
+    checks = _by_name(report)
+    assert checks["mlflow.tracking"].status == "ok", checks["mlflow.tracking"].detail
+    assert checks["mlflow.tracking"].detail == (
+        f"server http://alice:**********@127.0.0.1:{server.server_address[1]}: /health OK")
+    assert checks["mlflow.registry"].status == "ok", checks["mlflow.registry"].detail
+    assert "secret" not in report.model_dump_json()

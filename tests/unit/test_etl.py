@@ -300,3 +300,16 @@ def test_random_events_match_a_brute_force_reference(case: EtlCase, settings):
     settings.warehouse.threads = 2
     assert len(case.events) > 1000 and len(case.user_features) > 300 and len(case.realtime) > 300
     check_case(case, settings)
+
+
+def test_a_day_without_page_views_has_an_empty_realtime_partition(settings):
+    """docs/data-contract.md: the day was computed, so its realtime partition exists, with no rows."""
+    from tests.etl_cases import ev
+
+    day = "2024-03-09"
+    with open_warehouse(settings) as wh:
+        wh.write_partitions(settings.tables.raw_events, events_table([ev("b", 1, f"{day}T10:02:00", "impression")]))
+    run_etl(settings, start_date=day, end_date=day)
+    with open_warehouse(settings) as wh:
+        assert wh.partitions(settings.tables.realtime_features) == [date(2024, 3, 9)]
+        assert wh.read(settings.tables.realtime_features).num_rows == 0

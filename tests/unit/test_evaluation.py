@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from modelsvc.evaluation import model_input, roc_auc, score
+from modelsvc.evaluation import model_input, score
+from modelsvc.metrics import roc_auc
 
 
 def test_model_input_keeps_only_the_features_with_the_signature_types() -> None:

@@ -25,7 +25,7 @@ def test_store_config_local_defaults(settings, workdir):
     assert cfg["project"] == "modelsvc"
     assert cfg["registry"]["path"] == str(feast_dir / "registry.db")
     assert cfg["online_store"] == {"type": "sqlite", "path": str(feast_dir / "online_store.db")}
-    assert cfg["offline_store"] == {"type": "modelsvc.feast_local.LocalDuckDBOfflineStore"}
+    assert cfg["offline_store"] == {"type": "modelsvc.features.local.LocalDuckDBOfflineStore"}
 
 
 def test_store_config_redis_keeps_the_password_out_of_the_file(workdir):
@@ -47,7 +47,7 @@ def test_hive_engine_uses_the_hive_plugin(workdir):
     from modelsvc.features import FEATURE_TS_TAG, load_definitions, store_config, write_store_yaml
 
     s = load_settings(workdir / "configs", warehouse={"engine": "hive"}, hive={"password": "hive-pw"})
-    assert store_config(s)["offline_store"]["type"] == "modelsvc.feast_hive.HiveOfflineStore"
+    assert store_config(s)["offline_store"]["type"] == "modelsvc.features.hive.HiveOfflineStore"
     assert "hive-pw" not in write_store_yaml(s).read_text()
     views = {o.name: o for o in load_definitions(s) if hasattr(o, "batch_source")}
     src = views["user_offline_features"].batch_source
@@ -161,3 +161,116 @@ def test_unreachable_redis_is_service_unavailable(workdir):
     with pytest.raises(ServiceUnavailableError, match=f"Redis online store at 127.0.0.1:{port} is unreachable") as e:
         materialize(s, end=T0 + timedelta(days=2))
     assert "pw-never-shown" not in str(e.value)
+
+
+@pytest.mark.parametrize("type_path", ["modelsvc.feast_local.LocalDuckDBOfflineStore",
+                                       "modelsvc.features.local.LocalDuckDBOfflineStore",
+                                       "modelsvc.feast_hive.HiveOfflineStore",
+                                       "modelsvc.features.hive.HiveOfflineStore"])
+def test_old_and_new_offline_store_paths_resolve(tmp_path, type_path):
+    """feature_store.yaml files written before the features package name the old class paths: they still load."""
+    from feast.repo_config import RepoConfig
+
+    config = RepoConfig(repo_path=tmp_path, project="p", provider="local", registry=str(tmp_path / "r.db"),
+                        offline_store={"type": type_path}, entity_key_serialization_version=3)
+    store = config.offline_store
+    assert type(store).__name__ in {"LocalDuckDBOfflineStoreConfig", "HiveOfflineStoreConfig"}
+    from feast.infra.offline_stores.offline_utils import get_offline_store_from_config
+
+    assert type(get_offline_store_from_config(store)).__name__ == type_path.rsplit(".", 1)[1]
+
+
+def test_hive_store_section_round_trips_the_hive_settings(workdir):
+    """The yaml section is the HiveSettings dump; the store rebuilds the same HiveSettings (password expanded)."""
+    from modelsvc.config import load_settings
+    from modelsvc.features.hive import HiveOfflineStoreConfig, offline_store_config
+
+    s = load_settings(workdir / "configs", warehouse={"engine": "hive"},
+                      hive={"host": "h", "port": 10001, "password": "pw", "auth": "LDAP", "username": "u",
+                            "scratch_database": "tmp", "query_timeout_s": 12})
+    section = offline_store_config(s, for_file=False)
+    assert section["type"] == "modelsvc.features.hive.HiveOfflineStore"
+    assert HiveOfflineStoreConfig(**section).hive_settings() == s.hive
+    written = HiveOfflineStoreConfig(**offline_store_config(s, for_file=True))
+    assert written.hive_settings().password is None  # ${MODELSVC_HIVE__PASSWORD} unset: none
+
+
+def _online_rows(settings) -> dict[str, list[tuple]]:
+    """Every row of every table of the SQLite online store, raw (bytes and the stored timestamp text)."""
+    import sqlite3
+
+    conn = sqlite3.connect(settings.paths.resolve("feast") / "online_store.db")
+    try:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        return {t: conn.execute(f'SELECT * FROM "{t}" ORDER BY entity_key, feature_name').fetchall()
+                for t in tables}
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+def test_bulk_materialize_writes_what_feast_writes(workdir):
+    """The bulk SQLite writer and Feast's own materialization leave byte-identical online stores (first run,
+    incremental run, idempotent rerun), and get_online_features reads the same values."""
+    from modelsvc.config import load_settings
+    from modelsvc.features import get_online_features, materialize
+
+    off, rt, _ = random_case(5, users=25, days=6)
+    # edge values: negative and large ints, NaN/null floats, empty and non-ASCII strings
+    off.loc[off.index[0], "total_orders_7d"] = -3
+    off.loc[off.index[1], "total_orders_7d"] = 2**40
+    off.loc[off.index[2], "last_seen_platform"] = ""
+    off.loc[off.index[3], "last_seen_platform"] = "wéb-ü"
+    roots = {"bulk": workdir / "bulk", "feast": workdir / "feast_path"}
+    s = {name: load_settings(workdir / "configs", paths={"root": str(root)}) for name, root in roots.items()}
+    for root in roots.values():
+        write_offline(root, off[off["event_timestamp"] <= T0 + timedelta(days=4)])
+        write_realtime(root, rt)
+    end1 = T0 + timedelta(days=4, hours=2)
+    r1 = {name: materialize(s[name], end=end1, bulk=name == "bulk") for name in s}
+    assert [v.rows for v in r1["bulk"].views] == [v.rows for v in r1["feast"].views] and r1["bulk"].rows > 0
+    first = _online_rows(s["bulk"])
+    assert first == _online_rows(s["feast"])
+    assert sum(len(rows) for rows in first.values()) > 0
+
+    for root in roots.values():
+        write_offline(root, off)
+    end2 = T0 + timedelta(days=6, hours=1)
+    r2 = {name: materialize(s[name], end=end2, bulk=name == "bulk") for name in s}
+    assert [v.start for v in r2["bulk"].views] == [v.start for v in r2["feast"].views]  # the same watermark
+    assert [v.rows for v in r2["bulk"].views] == [v.rows for v in r2["feast"].views]
+    assert _online_rows(s["bulk"]) == _online_rows(s["feast"])
+    assert materialize(s["bulk"], end=end2).rows == 0  # idempotent rerun
+
+    users = sorted(off["user_id"].unique().tolist()) + [999]
+    got, want = (get_online_features(s[name], users) for name in ("bulk", "feast"))
+    pd.testing.assert_frame_equal(got, want)
+
+
+def test_bulk_entity_keys_are_feasts():
+    """The vectorized entity keys equal Feast's serialize_entity_key (version 3) for int64, int32 and strings."""
+    import pyarrow as pa
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    from modelsvc.features.online import _encode, _entity_keys
+
+    table = pa.table({"user_id": pa.array([0, -1, 2**62], pa.int64()), "shop": pa.array([7, -8, 9], pa.int32()),
+                      "country": ["de", "fr", "ü"]})
+    keys = _entity_keys(table, [("user_id", 4), ("shop", 3), ("country", 2)])
+    for i, got in enumerate(keys):
+        row = table.slice(i, 1).to_pylist()[0]
+        want = serialize_entity_key(EntityKey(
+            join_keys=["user_id", "shop", "country"],
+            entity_values=[Value(int64_val=row["user_id"]), Value(int32_val=row["shop"]),
+                           Value(string_val=row["country"])]), entity_key_serialization_version=3)
+        assert got == want
+    blobs, texts = _encode(pa.array([-5, None, 300], pa.int32()), "Int32")
+    assert blobs == [Value(int32_val=-5).SerializeToString(), b"", Value(int32_val=300).SerializeToString()]
+    assert texts == ["-5", None, "300"]
+    blobs, texts = _encode(pa.array([0.1, None, float("nan")], pa.float32()), "Float32")
+    assert blobs[0] == Value(float_val=0.1).SerializeToString() and blobs[1:] == [b"", b""]
+    assert texts[0] == str(Value(float_val=0.1).float_val)
+    blobs, _ = _encode(pa.array([True, False, None]), "Bool")
+    assert blobs == [Value(bool_val=True).SerializeToString(), Value(bool_val=False).SerializeToString(), b""]

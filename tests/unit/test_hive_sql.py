@@ -90,7 +90,7 @@ def test_hostile_table_names_are_refused_before_any_statement(name: str) -> None
         lambda: wh.read(name), lambda: wh.partitions(name), lambda: wh.table_exists(name),
         lambda: wh.write_partitions(name, data), lambda: wh.check_raw(name, start=date(2024, 1, 1),
                                                                        end=date(2024, 1, 2)),
-        lambda: wh.overwrite_partition(name, "2024-01-01", "SELECT 1"), lambda: wh.drop_table(name),
+        lambda: wh.overwrite_partition_from_select(name, date(2024, 1, 1), "SELECT 1"), lambda: wh.drop_table(name),
     ]
     for call in calls:
         with pytest.raises(UsageError, match="not a valid identifier"):
@@ -106,7 +106,7 @@ def test_hostile_column_names_and_days_are_refused_before_any_statement() -> Non
     with pytest.raises(UsageError, match="not a valid identifier"):
         wh.read("raw_events", columns=["user_id", "x) FROM y; --"])
     with pytest.raises(UsageError, match="is not a date"):
-        wh.overwrite_partition("t", "2024-01-01') SELECT 1; --", "SELECT 1")
+        wh.overwrite_partition_from_select("t", "2024-01-01') SELECT 1; --", "SELECT 1")  # type: ignore[arg-type]
     # a bad ds in the rows is bad data; '20240101' would be a second spelling of a partition whose rows no
     # partition insert would match: refused too
     for bad in ("2024-01-01'", "20240101"):
@@ -160,3 +160,20 @@ def test_etl_on_an_unreachable_hive_is_exit_69(workdir) -> None:
     with pytest.raises(ServiceUnavailableError, match=f"cannot reach HiveServer2 at 127.0.0.1:{port}") as err:
         run_etl(settings, start_date="2024-01-01", end_date="2024-01-01")
     assert err.value.exit_code == 69
+
+
+def test_hive_raw_columns_are_checked_against_the_one_contract() -> None:
+    from modelsvc.warehouse.hive import _check_raw_columns
+
+    good = [("event_id", "STRING"), ("user_id", "BIGINT"), ("event_timestamp", "TIMESTAMP"),
+            ("event_type", "VARCHAR(20)"), ("platform", "STRING"), ("purchase_value", "DECIMAL(18,2)"),
+            ("is_clicked", "BOOLEAN")]
+    _check_raw_columns("raw", good)
+    for column, typ, message in [("user_id", "ARRAY<BIGINT>", "column 'user_id' has type ARRAY<BIGINT>"),
+                                 ("event_timestamp", "STRING", "'event_timestamp' is a string"),
+                                 ("is_clicked", "DATE", r"column 'is_clicked' has type DATE \(expected integer")]:
+        bad = [(n, typ if n == column else t) for n, t in good]
+        with pytest.raises(DataError, match=message):
+            _check_raw_columns("raw", bad)
+    with pytest.raises(DataError, match="table raw: column 'platform' is missing"):
+        _check_raw_columns("raw", [c for c in good if c[0] != "platform"])

@@ -1,4 +1,5 @@
-"""The numpy metric implementations against sklearn on random data (with ties) and on hand-made cases."""
+"""modelsvc.metrics against sklearn on random data (with ties) and on hand-made cases; rank_auc (numpy, for the
+training loop) must agree with roc_auc (sklearn) everywhere."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss, roc_auc_score
 from sklearn.metrics import log_loss as sk_log_loss
 
-from modelsvc.evaluation import brier_score, expected_calibration_error, log_loss, roc_auc
+from modelsvc.metrics import brier_score, expected_calibration_error, log_loss, rank_auc
+from modelsvc.metrics import roc_auc as sk_based_roc_auc
+
+AUCS = pytest.mark.parametrize("roc_auc", [sk_based_roc_auc, rank_auc], ids=["sklearn", "rank"])
 
 
 def _data(seed: int, n: int, decimals: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -22,9 +26,10 @@ def _data(seed: int, n: int, decimals: int | None = None) -> tuple[np.ndarray, n
     return y, p
 
 
+@AUCS
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("decimals", [None, 1, 2])
-def test_auc_matches_sklearn_with_ties(seed: int, decimals: int | None) -> None:
+def test_auc_matches_sklearn_with_ties(roc_auc, seed: int, decimals: int | None) -> None:
     y, p = _data(seed, 2000, decimals)
     assert roc_auc(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
 
@@ -49,7 +54,8 @@ def test_calibration_error_matches_sklearn_calibration_curve(seed: int, bins: in
     assert expected_calibration_error(y, p, bins) == pytest.approx(expected, abs=1e-12)
 
 
-def test_hand_made_cases() -> None:
+@AUCS
+def test_hand_made_cases(roc_auc) -> None:
     assert roc_auc([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == 1.0
     assert roc_auc([0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1]) == 0.0
     assert roc_auc([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5]) == 0.5  # all tied
@@ -62,7 +68,8 @@ def test_hand_made_cases() -> None:
     assert brier_score([1, 0], [1.0, 0.5]) == pytest.approx(0.125)
 
 
-def test_undefined_cases_are_nan() -> None:
+@AUCS
+def test_undefined_cases_are_nan(roc_auc) -> None:
     assert math.isnan(roc_auc([1, 1, 1], [0.2, 0.5, 0.9]))  # one class
     assert math.isnan(roc_auc([0, 1], [0.2, float("nan")]))
     assert math.isnan(expected_calibration_error([0, 1], [0.2, float("nan")]))

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from modelsvc.dataset import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+from modelsvc.metrics import rank_auc as roc_auc
 from modelsvc.training.loop import (
     ResidentBatches,
     StreamingBatches,
     choose_data_path,
     read_split,
-    roc_auc,
     shard_bounds,
     split_row_groups,
     to_tensors,

@@ -107,7 +107,7 @@ def _feast_ibis_plan(store, views, refs, entity_df, full_feature_names):
     """Feast's own plan (get_historical_features_ibis, our reader): the semantics the ASOF plan keeps."""
     from feast.infra.offline_stores.ibis import get_historical_features_ibis
 
-    from modelsvc.feast_local import LocalDuckDBOfflineStore
+    from modelsvc.features.local import LocalDuckDBOfflineStore
 
     return get_historical_features_ibis(
         config=store.config, feature_views=views, feature_refs=refs, entity_df=entity_df, registry=store.registry,
@@ -118,8 +118,8 @@ def _feast_ibis_plan(store, views, refs, entity_df, full_feature_names):
 @pytest.mark.parametrize("full_feature_names", [False, True])
 def test_asof_plan_equals_feast_plan_keeps_entity_order(settings, workdir, full_feature_names):
     """Same schema and values as Feast's ibis plan; every entity row once, in the entity order (duplicates too)."""
-    from modelsvc.feast_local import AsofRetrievalJob
     from modelsvc.features import feature_refs, feature_store
+    from modelsvc.features.local import AsofRetrievalJob
 
     off, rt, imp = random_case(3, impressions=200)
     root = workdir / "data"
@@ -153,8 +153,8 @@ def test_asof_plan_equals_feast_plan_keeps_entity_order(settings, workdir, full_
 
 def test_created_timestamp_cutoff_uses_feast_plan(settings, workdir):
     """filter_by_created_timestamp is not in the ASOF plan: Feast's own plan answers it."""
-    from modelsvc.feast_local import AsofRetrievalJob
     from modelsvc.features import feature_refs, feature_store
+    from modelsvc.features.local import AsofRetrievalJob
 
     off, rt, imp = random_case(4, impressions=50)
     write_offline(workdir / "data", off)

@@ -119,3 +119,36 @@ def test_fit_on_the_train_split_only(settings):
     assert pre.numeric["total_orders_7d"].mean == pytest.approx(train["total_orders_7d"].astype(float).mean())
     assert "only-in-validation" not in pre.categorical["last_seen_platform"]
     assert set(pre.input_columns) == set(FEATURES)
+
+
+def test_matches_the_scikit_learn_pipeline_it_stands_for():
+    """The hand-written Preprocessor equals scikit-learn's StandardScaler -> SimpleImputer(constant 0,
+    add_indicator) for the numeric features and OrdinalEncoder (+1, unknown and missing -> 0) for the platform,
+    on data with nulls, non-numeric text and values unseen in training (docs/training.md says why it is kept)."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OrdinalEncoder, StandardScaler
+
+    from tests.datasets import synthetic_frame
+
+    train = synthetic_frame(3000, seed=4)
+    test = synthetic_frame(500, seed=5)
+    test.loc[test.index[:20], "last_seen_platform"] = "smart-fridge"  # unseen
+    test["total_orders_7d"] = test["total_orders_7d"].astype(object)
+    test.loc[test.index[20:25], "total_orders_7d"] = "n/a"  # text: missing
+    pre = fit(train)
+    num, cat = pre.transform(test)
+
+    def numeric(df):
+        return df[NUMERIC_FEATURES].apply(pd.to_numeric, errors="coerce").astype("float64")
+
+    def platform(df):
+        col = df[CATEGORICAL_FEATURES].astype(object)
+        return col.where(col.notna(), np.nan)
+
+    sk_num = make_pipeline(StandardScaler(), SimpleImputer(strategy="constant", fill_value=0.0, add_indicator=True,
+                                                           keep_empty_features=True)).fit(numeric(train))
+    sk_cat = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1,
+                            encoded_missing_value=-1).fit(platform(train))
+    np.testing.assert_allclose(num, sk_num.transform(numeric(test)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(cat, sk_cat.transform(platform(test)).astype(np.int64) + 1)

@@ -27,9 +27,9 @@ def settings(settings):
 
 
 def _alias(settings, alias: str) -> str | None:
-    from modelsvc.registry import _alias_version
+    from modelsvc.tracking import alias_version
 
-    mv = _alias_version(mlflow_client(settings), NAME, alias)
+    mv = alias_version(mlflow_client(settings), NAME, alias)
     return None if mv is None else str(mv.version)
 
 

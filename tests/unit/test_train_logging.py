@@ -5,7 +5,7 @@ from __future__ import annotations
 from mlflow.entities import Metric
 
 from modelsvc.tracking import ensure_experiment, mlflow_client
-from modelsvc.training.trainer import _log_missing_epochs
+from modelsvc.training.run_log import log_epochs as _log_missing_epochs
 
 
 def test_missing_epochs_are_logged_once(settings):

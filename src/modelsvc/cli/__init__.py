@@ -274,3 +274,4 @@ from modelsvc.cli import model as _model  # noqa: E402,F401
 from modelsvc.cli import ops as _ops  # noqa: E402,F401
 from modelsvc.cli import pipeline as _pipeline  # noqa: E402,F401
 from modelsvc.cli import registry as _registry  # noqa: E402,F401
+from modelsvc.cli import serve as _serve  # noqa: E402,F401

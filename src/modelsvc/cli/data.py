@@ -33,6 +33,8 @@ def demo_data_cmd(
 ) -> None:
     """Write realistic raw events (and the click oracle) for USERS users over DAYS days.
 
+    Replaces the whole raw-events and click-oracle tables: an earlier run's other days are emptied.
+
     Example: modelsvc demo-data --users 10000 --days 28 --start-date 2025-01-01 --seed 7
     """
     settings = settings_for(config, profile)

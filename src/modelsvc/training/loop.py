@@ -1,25 +1,20 @@
-"""The per-worker training loop and its fast data path.
+"""The training loop's fast data path, its epoch and evaluation steps, and the checkpoint state file.
 
 Each worker reads its shard of the train split (rows split by rank) once, preprocesses it into tensors and, when
 it fits the memory budget, keeps it resident on the device and draws shuffled batches by index (seeded
 ``torch.randperm`` on the device). Otherwise it streams large pinned batches with a prefetch thread. Ray Data's
 per-batch iterator is deliberately not used: for a small MLP its per-batch overhead dominates.
 
-Imported by Ray workers (and the benchmark); torch and pyarrow are module-level imports here on purpose: this
-module is only imported lazily from ``modelsvc.training.trainer``.
+Imported by the Ray Train worker (``modelsvc.training.worker``), the trainer and the benchmark, always lazily:
+torch and pyarrow are module-level imports here on purpose.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
 import queue
-import shutil
-import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,30 +26,12 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
-from modelsvc.training.model import CTRModel
+from modelsvc.metrics import rank_auc
 from modelsvc.training.preprocessing import Preprocessor
 
 STATE_FILE = "state.pt"
-WORKERS_TAG = "modelsvc.train.workers"  # run tag: JSON list of {rank, node_id, host, pid}
 EVAL_BATCH = 65536
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-# -- metrics -------------------------------------------------------------------------------------------------
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC by the rank-sum (Mann-Whitney) statistic, ties counted half; NaN when one class is absent."""
-    y = np.asarray(labels).astype(bool).ravel()
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    n_pos = int(y.sum())
-    n_neg = y.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    _, inverse, counts = np.unique(s[order], return_inverse=True, return_counts=True)
-    avg_rank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based average rank of each distinct score
-    ranks = np.empty(s.size, dtype=np.float64)
-    ranks[order] = avg_rank[inverse]
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 # -- reading ---------------------------------------------------------------------------------------------------
@@ -309,7 +286,7 @@ def predict_logits(model: nn.Module, num: torch.Tensor, cat: torch.Tensor) -> to
 def evaluate(model: nn.Module, num: torch.Tensor, cat: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     logits = predict_logits(model, num, cat)
     loss = nn.functional.binary_cross_entropy_with_logits(logits, y).item()
-    auc = roc_auc(y.cpu().numpy(), logits.float().cpu().numpy())
+    auc = rank_auc(y.cpu().numpy(), logits.float().cpu().numpy())  # not sklearn's: see modelsvc.metrics
     return {"val_loss": float(loss), "val_auc": auc}
 
 
@@ -317,203 +294,20 @@ def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 # -- checkpoint state ------------------------------------------------------------------------------------------
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap(model: nn.Module) -> nn.Module:
     inner = getattr(model, "module", model)  # DistributedDataParallel wraps the model
     return inner if isinstance(inner, nn.Module) else model
 
 
-def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in _unwrap(model).state_dict().items()}
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in unwrap(model).state_dict().items()}
 
 
 def load_state(checkpoint_dir: str | Path) -> dict[str, Any]:
     return torch.load(Path(checkpoint_dir) / STATE_FILE, map_location="cpu", weights_only=True)
-
-
-def _send_progress(sink: Any, data: dict[str, Any]) -> None:
-    """Hand rank 0's epoch to the driver's progress actor (fire and forget; a lost message only costs a tick)."""
-    if sink is None:
-        return
-    with contextlib.suppress(Exception):
-        sink.put.remote(data)
-
-
-# -- the Ray Train worker function -----------------------------------------------------------------------------
-def _gather_workers(rank: int, world: int) -> list[dict[str, Any]]:
-    """Every rank's Ray node id, host and pid, in rank order (collective: every rank calls it)."""
-    import socket
-
-    import ray
-
-    me = {"rank": rank, "node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(),
-          "pid": os.getpid()}
-    if world == 1:
-        return [me]
-    import torch.distributed as dist
-
-    out: list[Any] = [None] * world
-    dist.all_gather_object(out, me)
-    return out
-
-
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Runs on every Ray Train worker. ``config`` is built by ``modelsvc.training.trainer``."""
-    import ray.train
-    import ray.train.torch
-
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
-    seed = int(config["seed"])
-    pre = Preprocessor.from_dict(config["preprocessor"])
-    label = config["label"]
-
-    # State from the latest checkpoint: a rerun of the same training, or a restart after a worker failure.
-    state: dict[str, Any] | None = None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            state = load_state(d)
-
-    torch.manual_seed(seed)
-    net = CTRModel.from_config(config["model_config"])
-    if state is not None:
-        net.load_state_dict(state["model"])
-    model = ray.train.torch.prepare_model(net)
-    # fused Adam on a GPU: one kernel per step instead of a dozen (a small MLP's step is launch-bound there)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"],
-                                 fused=True if device.type == "cuda" else None)
-    history: list[dict[str, float]] = []
-    best_val_loss, bad_epochs, stopped = math.inf, 0, False
-    best_state = None
-    start_epoch = 0
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        history = list(state["history"])
-        best_val_loss, bad_epochs, stopped = state["best_val_loss"], state["bad_epochs"], state["stopped"]
-        best_state = state["best_state"]
-        start_epoch = int(state["epoch"]) + 1
-    epochs = int(config["epochs"])
-    if stopped or start_epoch >= epochs:
-        return  # already finished: the latest checkpoint holds the result
-
-    # The shard of this rank, read once.
-    start, stop = shard_bounds(int(config["train_rows"]), rank, world)
-    mode = choose_data_path(config["data_path_mode"], stop - start, row_bytes(pre), device,
-                            config.get("resident_max_bytes"))
-    batch_size = worker_batch_size(int(config["batch_size"]), world)
-    batches: ResidentBatches | StreamingBatches
-    if mode == "resident":
-        df = read_split(config["data_file"], "train", [*pre.input_columns, label], start, stop)
-        batches = ResidentBatches(*to_tensors(pre, df, label), batch_size=batch_size, seed=seed, rank=rank,
-                                  device=device)
-        del df
-    else:
-        batches = StreamingBatches(config["data_file"], pre, label, start=start, stop=stop,
-                                   batch_size=batch_size, seed=seed, rank=rank, device=device)
-    val: tuple[torch.Tensor, ...] | None = None
-    if rank == 0:
-        vdf = read_split(config["data_file"], "validation", [*pre.input_columns, label])
-        val = tuple(torch.from_numpy(a).to(device) for a in to_tensors(pre, vdf, label))
-        del vdf
-
-    mlflow_client = None
-    logged_steps: set[int] = set()
-    if rank == 0 and config.get("mlflow_run_id"):
-        from mlflow.tracking import MlflowClient
-
-        mlflow_client = MlflowClient(tracking_uri=config["mlflow_tracking_uri"])
-    workers = _gather_workers(rank, world)
-    # Rank 0's MLflow logging is best effort: a worker on another node may lack the server's credentials or
-    # route; the driver then logs what is missing after the fit (trainer._log_missing_epochs).
-    if mlflow_client is not None:  # where each rank ran: proof that a cluster run really used its nodes
-        try:
-            mlflow_client.set_tag(config["mlflow_run_id"], WORKERS_TAG, json.dumps(workers))
-            logged_steps = _logged_steps(mlflow_client, config["mlflow_run_id"]) if start_epoch else set()
-        except Exception:  # noqa: BLE001 - any tracking failure: stop logging from here, keep training
-            mlflow_client = None
-
-    for epoch in range(start_epoch, epochs):
-        fail_at = config.get("fail_at_epoch")
-        # test hook: fail once at epoch k; the restarted attempt resumes at k (start_epoch == k) and goes on
-        if fail_at is not None and start_epoch < int(fail_at) == epoch and rank == 0:
-            raise RuntimeError(f"modelsvc test hook: injected worker failure at epoch {epoch}")
-        torch.manual_seed(seed * 7919 + epoch * 31 + rank)  # dropout: reproducible after a resume
-        _sync(device)
-        t0 = time.perf_counter()
-        train_loss, samples = train_one_epoch(model, optimizer, batches, epoch)
-        _sync(device)
-        elapsed = time.perf_counter() - t0
-
-        stats = torch.zeros(3, dtype=torch.float64, device=device)
-        if rank == 0 and val is not None:
-            m = evaluate(_unwrap(model), *val)
-            improved = m["val_loss"] < best_val_loss - 1e-7
-            best_val_loss = m["val_loss"] if improved else best_val_loss
-            bad_epochs = 0 if improved else bad_epochs + 1
-            if improved:
-                best_state = _cpu_state(model)
-            stats[0], stats[1] = m["val_loss"], m["val_auc"]
-            stats[2] = float(bad_epochs >= int(config["patience"]))
-        if world > 1:  # rank 0 decides early stopping for everybody
-            import torch.distributed as dist
-
-            dist.broadcast(stats, src=0)
-        stopped = bool(stats[2].item())
-        metrics = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "val_loss": float(stats[0].item()),
-            "val_auc": float(stats[1].item()),
-            "samples_per_s": samples * world / max(elapsed, 1e-9),
-            "epoch_time_s": elapsed,
-        }
-        history.append(metrics)
-        if rank == 0:
-            logged = False
-            if mlflow_client is not None:
-                try:
-                    from mlflow.entities import Metric
-
-                    ts = int(time.time() * 1000)
-                    if epoch not in logged_steps:  # [ops] a resumed attempt re-runs an epoch logged before
-                        mlflow_client.log_batch(config["mlflow_run_id"], metrics=[
-                            Metric(k, float(v), ts, epoch) for k, v in metrics.items() if k != "epoch"
-                        ])
-                    logged = True
-                except Exception:  # noqa: BLE001 - see above: the driver logs the epoch instead
-                    mlflow_client = None
-            _send_progress(config.get("progress_sink"), {**metrics, "epochs": epochs, "data_path": mode,
-                                                         "device": str(device), "mlflow_logged": logged})
-            # [ops] test hook: die once after logging epoch k, before its checkpoint (the resume re-runs k)
-            fail_after = config.get("fail_after_log_epoch")
-            if fail_after is not None and start_epoch < int(fail_after) == epoch:
-                raise RuntimeError(f"modelsvc test hook: injected failure after logging epoch {epoch}")
-        report = {**metrics, "best_val_loss": best_val_loss, "stopped": stopped, "data_path": mode,
-                  "device": device.type}
-        if rank == 0:
-            tmp = tempfile.mkdtemp(prefix="modelsvc-ckpt-")
-            torch.save({
-                "model": _cpu_state(model), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                "history": history, "best_val_loss": best_val_loss, "bad_epochs": bad_epochs,
-                "stopped": stopped, "best_state": best_state if best_state is not None else _cpu_state(model),
-                "data_path": mode,
-            }, Path(tmp) / STATE_FILE)
-            ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            ray.train.report(report)
-        if stopped:
-            break
-
-
-def _logged_steps(client: Any, run_id: str) -> set[int]:
-    """[ops] The epochs already logged to the run: an attempt killed after logging an epoch but before its
-    checkpoint re-runs that epoch when resumed, and must not log it a second time."""
-    return {int(m.step) for m in client.get_metric_history(run_id, "val_loss")}

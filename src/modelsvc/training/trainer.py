@@ -10,31 +10,33 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import os
 import re
-import shutil
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-from modelsvc import __version__
 from modelsvc.config import Settings, mask_uri
 from modelsvc.dataset import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES, DatasetManifest, load_dataset
-from modelsvc.errors import ConfigError, DataError, RetryableError, ServiceUnavailableError
+from modelsvc.errors import DataError, RetryableError
 from modelsvc.progress import NULL, Reporter
 from modelsvc.tracking import map_tracking_errors
+from modelsvc.training.ray_runtime import (
+    ProgressSink,
+    cause,
+    controller_env,
+    local_mode,
+    local_use_gpu,
+    num_workers,
+    prepare_ray,
+)
 from modelsvc.training.result import EpochMetrics, TrainResult
+from modelsvc.training.run_log import RunState, create_run, existing_run, log_epochs, log_model_and_finish
 
-RUN_STATE_FILE = "modelsvc_run.json"
-EPOCH_METRICS = ("train_loss", "val_loss", "val_auc", "samples_per_s", "epoch_time_s")  # logged per epoch (step)
 FAIL_AT_EPOCH_ENV = "MODELSVCTEST_FAIL_AT_EPOCH"  # test hook: a worker fails once at this epoch
-FAIL_AFTER_LOG_ENV = "MODELSVCTEST_FAIL_AFTER_LOG_EPOCH"  # [ops] test hook: fail once after logging this epoch
+FAIL_AFTER_LOG_ENV = "MODELSVCTEST_FAIL_AFTER_LOG_EPOCH"  # [ops] test hook: fail once after handing this epoch
 _HASH_EXCLUDE = {"training": {"max_failures", "resident_max_bytes"}}
 
 
@@ -48,7 +50,7 @@ def train(settings: Settings, *, dataset: str | None = None, version: str | None
     pre, train_rows = _fit_preprocessor(manifest)
     run_name = run_name_for(settings, manifest)
     storage = settings.ray_storage_path()
-    run_state = _RunState(storage, run_name)
+    run_state = RunState(storage, run_name)
 
     # One MLflow run per training; a rerun continues it.
     from modelsvc.tracking import ensure_experiment, mlflow_client
@@ -56,16 +58,18 @@ def train(settings: Settings, *, dataset: str | None = None, version: str | None
     experiment_id = ensure_experiment(settings)
     client = mlflow_client(settings)
     stored = run_state.read()
-    run_id = _existing_run(client, stored.get("mlflow_run_id"))
+    run_id = existing_run(client, stored.get("mlflow_run_id"))
     if run_id and stored.get("result") and client.get_run(run_id).info.status == "FINISHED":
         reporter.log(f"training {run_name} already finished: MLflow run {run_id}")
         return TrainResult.model_validate(stored["result"])
-    use_gpu = prepare_ray(settings, reporter)  # before there is a run to mark FAILED
+    workers = num_workers(settings)
+    # before there is a run to mark FAILED
+    use_gpu = local_use_gpu(settings) if workers == 0 else prepare_ray(settings, reporter)
     resumed = run_id is not None
     _end_orphaned_runs(client, experiment_id, run_name, keep=run_id)  # [ops] SIGKILLed earlier attempts
     with _ends_run_on_failure(client) as open_run:  # [ops] no path leaves the run RUNNING
         if run_id is None:
-            run_id = _create_run(client, settings, experiment_id, run_name, manifest, open_run)
+            run_id = create_run(client, settings, experiment_id, run_name, manifest, open_run)
             run_state.write({"mlflow_run_id": run_id, "tracking_uri": mask_uri(settings.tracking_uri())})
         else:
             open_run.append(run_id)
@@ -77,8 +81,8 @@ def train(settings: Settings, *, dataset: str | None = None, version: str | None
         history = [EpochMetrics(**{k: h[k] for k in EpochMetrics.model_fields}) for h in state["history"]]
         best = min(history, key=lambda h: h.val_loss)
         uses_gpu = result.metrics.get("device", "cpu") == "cuda" if result.metrics else False
-        _log_missing_epochs(client, run_id, state["history"])
-        _log_model_and_finish(settings, client, run_id, manifest, pre, state, history, best)
+        log_epochs(client, run_id, state["history"])
+        log_model_and_finish(settings, client, run_id, manifest, pre, state, history, best)
 
     out = TrainResult(
         run_id=run_id,
@@ -101,7 +105,7 @@ def train(settings: Settings, *, dataset: str | None = None, version: str | None
         resumed=resumed,
         data_path=str(state.get("data_path", "resident")),
         device="cuda" if uses_gpu else "cpu",
-        num_workers=settings.scaling.num_workers,
+        num_workers=workers,
         wall_s=time.perf_counter() - t_start,
         history=history,
     )
@@ -125,31 +129,6 @@ def config_hash(settings: Settings, manifest: DatasetManifest) -> str:
 def run_name_for(settings: Settings, manifest: DatasetManifest) -> str:
     base = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{manifest.name}-{manifest.version}")
     return f"{base}-{config_hash(settings, manifest)}"
-
-
-class _RunState:
-    """A small JSON file beside the Ray run's checkpoints (local path or any pyarrow filesystem URI)."""
-
-    def __init__(self, storage: str, run_name: str) -> None:
-        import pyarrow.fs as pafs
-
-        if "://" not in storage:
-            storage = str(Path(storage).resolve())
-        self.fs, root = pafs.FileSystem.from_uri(storage)
-        self.dir = f"{root.rstrip('/')}/{run_name}"
-        self.path = f"{self.dir}/{RUN_STATE_FILE}"
-
-    def read(self) -> dict[str, Any]:
-        try:
-            with self.fs.open_input_stream(self.path) as f:
-                return dict(json.loads(f.read().decode()))
-        except (FileNotFoundError, OSError, ValueError):
-            return {}
-
-    def write(self, data: dict[str, Any]) -> None:
-        self.fs.create_dir(self.dir, recursive=True)
-        with self.fs.open_output_stream(self.path) as f:
-            f.write(json.dumps(data, indent=2).encode())
 
 
 # -- preprocessing ---------------------------------------------------------------------------------------------
@@ -179,343 +158,128 @@ def _fit_preprocessor(manifest: DatasetManifest) -> tuple[Any, int]:
     return pre, len(train_df)
 
 
-# -- MLflow ----------------------------------------------------------------------------------------------------
-def _existing_run(client: Any, run_id: str | None) -> str | None:
-    if not run_id:
-        return None
-    try:
-        run = client.get_run(run_id)
-    except Exception:  # deleted, or another tracking store: start a new run
-        return None
-    return run_id if run.info.lifecycle_stage == "active" else None
-
-
-def _flatten(prefix: str, data: Any) -> dict[str, str]:
-    if isinstance(data, dict):
-        out: dict[str, str] = {}
-        for k, v in data.items():
-            out.update(_flatten(f"{prefix}.{k}" if prefix else str(k), v))
-        return out
-    return {prefix: json.dumps(data) if isinstance(data, list) else str(data)}
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
-def _create_run(client: Any, settings: Settings, experiment_id: str, run_name: str,
-                manifest: DatasetManifest, open_run: list[str] | None = None) -> str:
-    from mlflow.entities import Dataset, DatasetInput, InputTag, Param
-
-    tags = {
-        "modelsvc.dataset.name": manifest.name,
-        "modelsvc.dataset.version": manifest.version,
-        "modelsvc.dataset.fingerprint": manifest.fingerprint,
-        "modelsvc.feature_refs": ",".join(manifest.feature_refs or manifest.features),
-        "modelsvc.version": __version__,
-        "modelsvc.ray_run_name": run_name,
-    }
-    commit = _git_commit()
-    if commit:
-        tags["mlflow.source.git.commit"] = commit
-    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
-    run_id = str(run.info.run_id)
-    if open_run is not None:
-        open_run.append(run_id)
-    params = {}
-    for section in ("training", "model", "scaling"):
-        params.update(_flatten(section, getattr(settings, section).model_dump(mode="json")))
-    params["dataset.name"], params["dataset.version"] = manifest.name, manifest.version
-    params["dataset.label"] = settings.dataset.label
-    client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
-    dataset = Dataset(name=f"{manifest.name}/{manifest.version}", digest=manifest.fingerprint[:36],
-                      source_type="local", source=json.dumps({"uri": str(manifest.data_path)}),
-                      schema=json.dumps({"features": manifest.features, "label": manifest.label}),
-                      profile=json.dumps({"rows": manifest.rows, "label_rate": manifest.label_rate}))
-    client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])])
-    return run_id
-
-
-def _log_missing_epochs(client: Any, run_id: str, history: list[dict[str, Any]]) -> None:
-    """Log the per-epoch metrics rank 0 could not (e.g. a worker without the tracking server's credentials)."""
-    from mlflow.entities import Metric
-
-    logged = {m.step for m in client.get_metric_history(run_id, "val_loss")}
-    ts = int(time.time() * 1000)
-    missing = [Metric(k, float(h[k]), ts, int(h["epoch"])) for h in history if int(h["epoch"]) not in logged
-               for k in EPOCH_METRICS if k in h]
-    for i in range(0, len(missing), 900):  # MLflow takes at most 1000 metrics per batch
-        client.log_batch(run_id, metrics=missing[i:i + 900])
-
-
-def _log_model_and_finish(settings: Settings, client: Any, run_id: str, manifest: DatasetManifest, pre: Any,
-                          state: dict[str, Any], history: list[EpochMetrics], best: EpochMetrics) -> None:
-    import mlflow
-    import torch
-
-    from modelsvc.dataset import read_dataset
-    from modelsvc.training import loop, plots
-    from modelsvc.training.model import CTRModel
-    from modelsvc.training.pyfunc import MODEL_CONFIG, PREPROCESSING, WEIGHTS, CTRPyfunc
-
-    model = CTRModel(pre.num_numeric_outputs, pre.cardinalities, embedding_dim=settings.model.embedding_dim,
-                     hidden_layers=list(settings.model.hidden_layers), dropout=settings.model.dropout)
-    model.load_state_dict(state["best_state"])
-    model.eval()
-    val = read_dataset(manifest, split="validation", columns=[*FEATURES, manifest.label])
-    num, cat, y = loop.to_tensors(pre, val, manifest.label)
-    scores = torch.sigmoid(loop.predict_logits(model, torch.from_numpy(num), torch.from_numpy(cat))).numpy()
-
-    with tempfile.TemporaryDirectory(prefix="modelsvc-model-") as tmp:
-        t = Path(tmp)
-        (t / "preprocessing.json").write_text(pre.to_json())
-        (t / "model_config.json").write_text(json.dumps(model.config, indent=2))
-        torch.save(model.state_dict(), t / "weights.pt")
-        code = _code_bundle(t / "code")
-        example = val[FEATURES].head(5).copy()
-        for col in NUMERIC_FEATURES:
-            example[col] = example[col].astype("float64")
-        signature = _signature()
-        CTRPyfunc.predict_frame(pre, model, example)  # fail here, not at serving time
-        plots.loss_curves([h.model_dump() for h in history], t / "loss_curves.png")
-        plots.roc_curve(y, scores, best.val_auc, t / "roc_validation.png")
-        with mlflow.start_run(run_id=run_id):
-            mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(Path(__file__).with_name("pyfunc_entry.py")),  # models from code: no pickle
-                artifacts={PREPROCESSING: str(t / "preprocessing.json"), MODEL_CONFIG: str(t / "model_config.json"),
-                           WEIGHTS: str(t / "weights.pt")},
-                code_paths=[str(code)],
-                signature=signature,
-                input_example=example,
-                pip_requirements=_requirements(),
-            )
-            mlflow.log_artifact(str(t / "loss_curves.png"), "plots")
-            mlflow.log_artifact(str(t / "roc_validation.png"), "plots")
-            mlflow.log_artifact(str(t / "preprocessing.json"))
-            mlflow.log_metrics({"best_epoch": best.epoch, "best_val_loss": best.val_loss,
-                                "best_val_auc": best.val_auc})
-            mlflow.set_tags({"modelsvc.data_path": str(state.get("data_path", "")),
-                             "modelsvc.stopped_early": str(bool(state["stopped"])).lower()})
-
-
-def _signature() -> Any:
-    """Every feature column required (a request without one gets MLflow's schema error), values nullable (a
-    required column still takes nulls); numeric features as double, the platform as string."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-
-    inputs: list[Any] = [ColSpec("double", c) for c in NUMERIC_FEATURES]
-    inputs += [ColSpec("string", c) for c in CATEGORICAL_FEATURES]
-    return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("double", "p_click")]))
-
-
-def _code_bundle(dest: Path) -> Path:
-    """The few modules the pyfunc needs (no pydantic, ray or mlflow imports at load)."""
-    import modelsvc
-
-    src = Path(modelsvc.__file__).parent
-    pkg = dest / "modelsvc"
-    (pkg / "training").mkdir(parents=True)
-    for rel in ("__init__.py", "errors.py", "training/__init__.py", "training/result.py",
-                "training/preprocessing.py", "training/model.py", "training/pyfunc.py"):
-        shutil.copyfile(src / rel, pkg / rel)
-    return pkg
-
-
-def _requirements() -> list[str]:
-    import mlflow
-    import numpy
-    import pandas
-    import torch
-
-    return [f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}",
-            f"numpy=={numpy.__version__}", f"pandas=={pandas.__version__}", "pydantic>=2"]
-
-
-# -- Ray -------------------------------------------------------------------------------------------------------
-def _ensure_ray(settings: Settings) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = settings.ray_address()
-    quiet: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False, "configure_logging": True}
-    if address:
-        from modelsvc.doctor import require_ray_cluster
-
-        require_ray_cluster(settings)  # [ops] fail within ray.connect_timeout_s (69), never wait without end
-        try:
-            ray.init(address=address, **quiet)
-        except (ConnectionError, TimeoutError, RuntimeError) as exc:
-            raise ServiceUnavailableError(f"Ray cluster at {address} is unreachable ({exc})") from None
-    else:
-        # Ray's notice that it turned token auth on for the local Ray is good news, not a warning for our users;
-        # its warning that auth is *off* still shows
-        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
-            lambda record: "Token authentication is enabled" not in record.getMessage())
-        ray.init(num_cpus=settings.ray.num_cpus or os.cpu_count(), include_dashboard=False, **quiet)
-
-
-def _use_gpu(settings: Settings) -> bool:
-    import ray
-
-    if settings.scaling.use_gpu == "auto":
-        return float(ray.cluster_resources().get("GPU", 0)) > 0
-    return bool(settings.scaling.use_gpu)
-
-
-def prepare_ray(settings: Settings, reporter: Reporter = NULL) -> bool:
-    """Start or join Ray, decide ``use_gpu`` and check the workers' resources (see :func:`_check_resources`);
-    returns ``use_gpu``."""
-    _ensure_ray(settings)
-    use_gpu = _use_gpu(settings)
-    _check_resources(settings, use_gpu, reporter)
-    return use_gpu
-
-
-def _check_resources(settings: Settings, use_gpu: bool, reporter: Reporter) -> None:
-    """Ray Train waits, silently and without end, for resources a fixed cluster never gets: refuse at once on the
-    local Ray modelsvc started; on a cluster (which may autoscale) say what the training waits for."""
-    import ray
-
-    scaling = settings.scaling
-    need = {"CPU": scaling.num_workers * scaling.cpus_per_worker}
-    if use_gpu:
-        need["GPU"] = float(scaling.num_workers)
-    have = ray.cluster_resources()
-    short = [f"{n:g} {k} (Ray has {float(have.get(k, 0)):g})" for k, n in need.items() if float(have.get(k, 0)) < n]
-    if not short:
-        return
-    what = f"training needs {' and '.join(short)} for scaling.num_workers={scaling.num_workers}"
-    if settings.ray_address() is None:
-        raise ConfigError(f"{what}: lower scaling.num_workers / scaling.cpus_per_worker"
-                          f"{', set scaling.use_gpu to auto or false' if 'GPU' in what else ''}"
-                          " or raise ray.num_cpus")
-    reporter.log(f"{what}: waiting for the cluster to provide them")
+# -- Ray Train -------------------------------------------------------------------------------------------------
+LOCAL_CHECKPOINT_DIR = "local_checkpoint"  # local mode: <storage>/<run name>/local_checkpoint/state.pt
 
 
 def fit_workers(settings: Settings, manifest: DatasetManifest, pre: Any, train_rows: int, run_name: str,
                 run_id: str | None, reporter: Reporter = NULL, *,
                 use_gpu: bool | None = None) -> tuple[Any, dict[str, Any]]:
-    """The Ray Train part of ``train``: run the workers, return (Ray result, latest checkpoint state).
+    """The Ray Train part of ``train``: run the workers (or, with ``scaling.num_workers`` resolving to 0, the
+    training function in this process), return (Ray result, latest checkpoint state).
 
     With ``run_id=None`` nothing is logged to MLflow (the GPU benchmark runs it where MLflow is not installed).
-    ``use_gpu`` from :func:`prepare_ray` when the caller already ran it; otherwise it runs here.
+    ``use_gpu`` from :func:`prepare_ray` (or ``local_use_gpu``) when the caller already ran it; otherwise here.
     """
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from modelsvc.training.loop import load_state
+    from modelsvc.training.worker import WorkerConfig, read_state_file
 
-    from modelsvc.training.loop import load_state, train_loop_per_worker
-    from modelsvc.training.model import build_model
-
+    workers = num_workers(settings)
+    local = workers == 0
     if use_gpu is None:
-        use_gpu = prepare_ray(settings, reporter)
-    model_config = build_model(settings.model, pre.num_numeric_outputs, pre.cardinalities).config
+        use_gpu = local_use_gpu(settings) if local else prepare_ray(settings, reporter)
     fail_at = os.environ.get(FAIL_AT_EPOCH_ENV)
     t = settings.training
-    config = {
-        "data_file": str(manifest.data_path),
-        "label": manifest.label,
-        "preprocessor": pre.to_dict(),
-        "model_config": model_config,
-        "train_rows": train_rows,
-        "lr": t.lr,
-        "weight_decay": t.weight_decay,
-        "batch_size": t.batch_size,
-        "epochs": t.epochs,
-        "seed": t.seed,
-        "patience": t.early_stopping_patience,
-        "data_path_mode": t.data_path,
-        "resident_max_bytes": t.resident_max_bytes,
-        "mlflow_tracking_uri": settings.tracking_uri(),
-        "mlflow_run_id": run_id,
-        "fail_at_epoch": int(fail_at) if fail_at else None,
-        "fail_after_log_epoch": int(os.environ[FAIL_AFTER_LOG_ENV]) if os.environ.get(FAIL_AFTER_LOG_ENV) else None,
-    }
-    resources = {"CPU": settings.scaling.cpus_per_worker}
-    if use_gpu:
-        resources["GPU"] = 1
+    config = WorkerConfig(
+        data_file=str(manifest.data_path), label=manifest.label, preprocessor=pre.to_dict(), model=settings.model,
+        train_rows=train_rows, lr=t.lr, weight_decay=t.weight_decay, batch_size=t.batch_size, epochs=t.epochs,
+        seed=t.seed, patience=t.early_stopping_patience, data_path_mode=t.data_path,
+        resident_max_bytes=t.resident_max_bytes, use_gpu=use_gpu if local else None,
+        checkpoint_uri=_local_checkpoint_uri(settings, run_name) if local else None,
+        fail_at_epoch=int(fail_at) if fail_at else None,
+        fail_after_log_epoch=int(os.environ[FAIL_AFTER_LOG_ENV]) if os.environ.get(FAIL_AFTER_LOG_ENV) else None)
     try:
-        with _live_epochs(settings, run_id, t.epochs, reporter) as sink:
-            trainer = TorchTrainer(
-                train_loop_per_worker,
-                train_loop_config={**config, "progress_sink": sink},
-                scaling_config=ScalingConfig(num_workers=settings.scaling.num_workers, use_gpu=use_gpu,
-                                             resources_per_worker=resources),
-                run_config=RunConfig(
-                    name=run_name,
-                    storage_path=settings.ray_storage_path(),
-                    failure_config=FailureConfig(max_failures=t.max_failures),
-                    checkpoint_config=CheckpointConfig(num_to_keep=2),
-                ),
-            )
-            with _controller_env(settings):
-                result = trainer.fit()
+        with _live_epochs(settings, run_id, t.epochs, reporter, local=local) as sink:
+            config = config.model_copy(update={"progress_sink": sink})
+            if local:
+                with local_mode(settings):
+                    result = _fit_local(config, run_name, t.max_failures, reporter)
+            else:
+                result = _fit_ray(settings, config, run_name, workers, use_gpu)
     except Exception as exc:
         raise RetryableError(
-            f"training run '{run_name}' failed: {_cause(exc)}",
+            f"training run '{run_name}' failed: {cause(exc)}",
             hint="run the same command again to resume from the last checkpoint",
         ) from exc
-    if result.checkpoint is None:
+    state = read_state_file(config.checkpoint_uri) if config.checkpoint_uri else None
+    if state is None and result.checkpoint is not None and not local:
+        with result.checkpoint.as_directory() as d:
+            state = load_state(d)
+    if state is None:
         raise RetryableError(f"training run '{run_name}' finished without a checkpoint")
-    with result.checkpoint.as_directory() as d:
-        state = load_state(d)
     return result, state
 
 
-POLL_INTERVAL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"  # Ray Train V2 propagates it to its controller actor
+def _local_checkpoint_uri(settings: Settings, run_name: str) -> str:
+    return f"{settings.ray_storage_path().rstrip('/')}/{run_name}/{LOCAL_CHECKPOINT_DIR}"
+
+
+def _trainer(config: Any, run_name: str, scaling: Any, run_config: Any = None) -> Any:
+    from ray.train import RunConfig
+    from ray.train.torch import TorchTrainer
+
+    from modelsvc.training.worker import train_loop_per_worker
+
+    return TorchTrainer(
+        train_loop_per_worker,
+        # a dict, as Ray Train passes it; the worker validates it back into a WorkerConfig
+        train_loop_config=dict(config),
+        scaling_config=scaling,
+        run_config=run_config or RunConfig(name=run_name),
+    )
+
+
+def _fit_ray(settings: Settings, config: Any, run_name: str, workers: int, use_gpu: bool) -> Any:
+    """Workers as Ray actors: Ray Train persists checkpoints under the storage path, resumes and retries."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+
+    resources = {"CPU": settings.scaling.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = 1
+    trainer = _trainer(
+        config, run_name,
+        ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
+        RunConfig(
+            name=run_name,
+            storage_path=settings.ray_storage_path(),
+            failure_config=FailureConfig(max_failures=settings.training.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    with controller_env(settings):
+        return trainer.fit()
+
+
+def _fit_local(config: Any, run_name: str, max_failures: int, reporter: Reporter) -> Any:
+    """Ray Train's local mode: the training function in this process, no Ray started. Its local mode neither
+    persists checkpoints nor retries (see ``ray_runtime``): the worker persists its state file
+    (``config.checkpoint_uri``) and this retries up to ``max_failures`` times, each attempt resuming from it."""
+    from ray.train import ScalingConfig
+
+    attempt = 0
+    while True:
+        try:
+            return _trainer(config, run_name, ScalingConfig(num_workers=0)).fit()
+        except Exception as exc:
+            if attempt >= max_failures:
+                raise
+            attempt += 1
+            reporter.log(f"training failed ({cause(exc)}); resuming from the last checkpoint "
+                         f"(retry {attempt} of {max_failures})")
 
 
 @contextmanager
-def _controller_env(settings: Settings) -> Iterator[None]:
-    """The controller's poll interval (``ray.poll_interval_s``) for the duration of one ``fit``; Ray's default of
-    2 s made a 1 s epoch take 2 s, because each checkpoint report waits for the next poll."""
-    if POLL_INTERVAL_ENV in os.environ:  # the user's own Ray setting wins
-        yield
-        return
-    os.environ[POLL_INTERVAL_ENV] = str(settings.ray.poll_interval_s)
-    try:
-        yield
-    finally:
-        os.environ.pop(POLL_INTERVAL_ENV, None)
+def _live_epochs(settings: Settings, run_id: str | None, epochs: int, reporter: Reporter, *,
+                 local: bool = False) -> Iterator[Any]:
+    """While ``fit`` blocks: show rank 0's epochs through the reporter and log them to MLflow from the driver
+    (workers import no MLflow, and credentials stay here). An epoch marked ``mlflow_logged`` is not logged again.
+    ``local``: the sink is a plain object in this process (local mode, no Ray), else a Ray actor."""
+    if local:
+        sink: Any = ProgressSink()
+    else:
+        import ray
 
-
-def _cause(exc: BaseException) -> str:
-    """The most specific one-line reason found in a (possibly nested, multi-line) Ray error."""
-    text = str(exc)
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    for ln in reversed(lines):
-        if re.match(r"^[A-Za-z_.]*(Error|Exception)\b:", ln):
-            return ln[:300]
-    return (lines[0] if lines else type(exc).__name__)[:300]
-
-
-class _ProgressSink:
-    """A Ray actor owned by the driver: rank 0 puts each epoch's metrics, the driver polls them (works the same on
-    a local Ray and on a cluster, and survives worker restarts)."""
-
-    def __init__(self) -> None:
-        self._epochs: list[dict[str, Any]] = []
-
-    def put(self, data: dict[str, Any]) -> None:
-        self._epochs.append(data)
-
-    def since(self, n: int) -> list[dict[str, Any]]:
-        return self._epochs[n:]
-
-
-@contextmanager
-def _live_epochs(settings: Settings, run_id: str | None, epochs: int, reporter: Reporter) -> Iterator[Any]:
-    """While ``fit`` blocks: show rank 0's epochs through the reporter, and log to MLflow the epochs rank 0 could
-    not (a worker on another node may lack the tracking server's credentials or route)."""
-    import ray
-
-    sink: Any = ray.remote(num_cpus=0)(_ProgressSink).remote()
+        sink = ray.remote(num_cpus=0)(ProgressSink).remote()
     client = None
     if run_id is not None:
         from modelsvc.tracking import mlflow_client
@@ -526,7 +290,7 @@ def _live_epochs(settings: Settings, run_id: str | None, epochs: int, reporter: 
 
         def drain(seen: int) -> int:
             try:
-                new = ray.get(sink.since.remote(seen), timeout=10)
+                new = sink.since(seen) if local else ray.get(sink.since.remote(seen), timeout=10)
             except Exception:  # noqa: BLE001 - progress is cosmetic; the checkpoint holds the truth
                 return seen
             for data in new:
@@ -534,7 +298,7 @@ def _live_epochs(settings: Settings, run_id: str | None, epochs: int, reporter: 
                             val_auc=data["val_auc"], samples_per_s=round(data["samples_per_s"]))
                 if client is not None and run_id is not None and not data.get("mlflow_logged"):
                     with contextlib.suppress(Exception):  # the driver's final check fills any gap
-                        _log_missing_epochs(client, run_id, [data])
+                        log_epochs(client, run_id, [data])
             return seen + len(new)
 
         def poll() -> None:
@@ -550,8 +314,9 @@ def _live_epochs(settings: Settings, run_id: str | None, epochs: int, reporter: 
         finally:
             stop.set()
             thread.join()
-            with contextlib.suppress(Exception):
-                ray.kill(sink)
+            if not local:
+                with contextlib.suppress(Exception):
+                    ray.kill(sink)
 
 
 # -- [ops] no MLflow run left RUNNING --------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from typing import TYPE_CHECKING
 
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from modelsvc.config import Settings
+    from modelsvc.etl import FeatureSql
+    from modelsvc.progress import Task
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
@@ -92,9 +94,33 @@ class Warehouse(ABC):
         """Rows of the partitions in [start, end] (inclusive, pruned), with ``ds`` as a column."""
 
     @abstractmethod
+    def read_raw(self, *, start: date | None = None, end: date | None = None,
+                 columns: Sequence[str] | None = None) -> pa.Table:
+        """Like :meth:`read` for the raw-event table (``settings.tables.raw_events``), after the raw-event
+        contract check (docs/data-contract.md): columns in their canonical types, a DataError otherwise."""
+
+    @abstractmethod
     def write_partitions(self, table: str, data: pa.Table, *, days: Sequence[date] = ()) -> list[date]:
         """Replace, atomically and per partition, every ``ds`` present in ``data`` and every day in ``days`` (a listed
         day without rows ends up with no rows: stale data never survives a rewrite); returns the days replaced."""
+
+    def write_features(self, sql: Callable[[Sequence[date], bool], FeatureSql], days: Sequence[date], *,
+                       task: Task | None = None) -> dict[str, int]:
+        """Compute the feature tables for ``days`` and replace their partitions of every one of ``days`` (a day
+        without rows ends up empty); returns the rows written per table. ``sql(days, ordered)`` gives the
+        feature SELECTs (:func:`modelsvc.etl.feature_sql` bound to the run); ``task`` is advanced by days.
+
+        Default: the rows come to the client (one query per table for all ``days``) and are written with
+        :meth:`write_partitions`. Engines computing where the data lives override it."""
+        tables = self.settings.tables
+        statements = sql(days, True)  # ordered by day: the local writer slices each day's rows without copying
+        users, realtime = self.query(statements.user_features), self.query(statements.realtime_features)
+        self.write_partitions(tables.user_features, users, days=days)
+        self.write_partitions(tables.realtime_features, realtime, days=days)
+        if task is not None:
+            task.advance(len(days), day=f"{days[0]}..{days[-1]}" if len(days) > 1 else str(days[0]),
+                         user_rows=users.num_rows, realtime_rows=realtime.num_rows)
+        return {tables.user_features: users.num_rows, tables.realtime_features: realtime.num_rows}
 
     def query(self, sql: str) -> pa.Table:
         """Run one SELECT (e.g. the shared feature SQL of ``modelsvc.etl``) and return its rows."""

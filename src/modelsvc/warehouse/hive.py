@@ -1,7 +1,8 @@
 """The Hive engine: tables on a HiveServer2 endpoint (Hive, or Spark's Thrift server), reached through pyhive.
 
-The computation happens in the cluster: feature tables are filled with ``INSERT OVERWRITE TABLE … PARTITION
-(ds='…') SELECT …`` executed by the server; the client only sends SQL and reads results.
+The computation happens in the cluster: feature tables are filled by the server, a chunk of days per statement
+(a staged ``CREATE TABLE … AS SELECT`` then a dynamic-partition ``INSERT OVERWRITE TABLE … PARTITION (ds)``), or
+one ``INSERT OVERWRITE TABLE … PARTITION (ds='…') SELECT …`` per day; the client only sends SQL and reads results.
 
 Safety: every table name is checked with :func:`check_identifier` and every day with strict date parsing before
 a statement is built, so a hostile name is refused before anything is sent. Values are rendered as typed
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from modelsvc.config import HiveSettings, Settings
+    from modelsvc.etl import FeatureSql
+    from modelsvc.progress import Task
 
 PARTITION_COLUMN = "ds"
 # One upload statement carries at most this many characters of SQL (HiveServer2 and Spark parse the
@@ -231,25 +234,29 @@ def day_literal(day: str | date) -> str:
     return "'" + parse_date(day, option="ds").isoformat() + "'"
 
 
-# raw-event columns (docs/data-contract.md) → Hive types accepted for them
-_RAW_TYPES: dict[str, tuple[str, ...]] = {
-    "event_id": ("STRING", "VARCHAR", "CHAR"),
-    "user_id": ("BIGINT", "INT", "SMALLINT", "TINYINT"),
-    "event_timestamp": ("TIMESTAMP",),
-    "event_type": ("STRING", "VARCHAR", "CHAR"),
-    "platform": ("STRING", "VARCHAR", "CHAR"),
-    "purchase_value": ("DOUBLE", "FLOAT", "DECIMAL", "BIGINT", "INT"),
-    "is_clicked": ("INT", "BIGINT", "SMALLINT", "TINYINT", "BOOLEAN", "DOUBLE", "FLOAT"),
-}
-
-
 def _check_raw_columns(table: str, columns: Sequence[tuple[str, str]]) -> None:
-    types = {name.lower(): typ.split("(")[0].split("<")[0].strip().upper() for name, typ in columns}
-    for name, accepted in _RAW_TYPES.items():
-        if name not in types:
-            raise DataError(f"table {table} has no column '{name}' (raw-event contract: docs/data-contract.md)")
-        if types[name] not in accepted:
-            raise DataError(f"table {table} column '{name}' is {types[name]}, expected {' or '.join(accepted)}")
+    """The raw-event contract (modelsvc.contract) on a Hive table's (name, type) columns. Timestamps must be
+    TIMESTAMP here: the server does not parse strings the way the local engine does."""
+    import pyarrow as pa
+
+    from modelsvc.contract import check_schema
+
+    fields, spelled = [], {}
+    for name, typ in columns:
+        base = typ.split("(")[0].split("<")[0].strip().upper()
+        # a type the contract has no Arrow twin for (ARRAY, MAP, BINARY…) is read as binary: refused
+        arrow = arrow_type(f"{base}_TYPE") if f"{base}_TYPE" in _HIVE_TO_ARROW_NAMES else pa.binary()
+        fields.append(pa.field(name.lower(), arrow))
+        spelled[f"column '{name.lower()}' has type {arrow}"] = f"column '{name.lower()}' has type {typ.upper()}"
+    try:
+        plans = check_schema(pa.schema(fields), where=f"table {table}")
+    except DataError as exc:  # name the Hive type, not its Arrow twin
+        message = exc.message
+        for arrow_spelling, hive_spelling in spelled.items():
+            message = message.replace(arrow_spelling, hive_spelling)
+        raise DataError(message) from None
+    if any(p.name == "event_timestamp" and p.kind == "parse" for p in plans):
+        raise DataError(f"table {table}: column 'event_timestamp' is a string (expected TIMESTAMP on Hive)")
 
 
 # -- the warehouse ---------------------------------------------------------------------------------------------
@@ -263,7 +270,6 @@ class HiveWarehouse(Warehouse):
 
     engine = "hive"
     dialect = "hive"  # modelsvc.etl.DIALECTS
-    writes_on_server = True  # run_etl: INSERT OVERWRITE … SELECT on the server, not rows through the client
 
     def __init__(self, settings: Settings | None, *, hive: HiveSettings | None = None,
                  connection_factory: Callable[[HiveSettings], Any] | None = None) -> None:
@@ -279,6 +285,7 @@ class HiveWarehouse(Warehouse):
         self._factory = connection_factory or connect
         self._conn: Any = None
         self._known_columns: dict[str, list[tuple[str, str]]] = {}  # tables created or described by this instance
+        self._dynamic: bool | None = None  # dynamic-partition inserts: allowed in this session? (None: not set up)
 
     # -- plumbing --------------------------------------------------------------------------------------------
     @property
@@ -292,6 +299,8 @@ class HiveWarehouse(Warehouse):
             with suppress(Exception):
                 self._conn.close()
             self._conn = None
+        if self._dynamic:
+            self._dynamic = None  # session settings go with the connection: set again on the next one
 
     def __enter__(self) -> HiveWarehouse:
         return self
@@ -431,15 +440,6 @@ class HiveWarehouse(Warehouse):
         if not scratch:
             self._known_columns.pop(table, None)
 
-    def overwrite_partition(self, table: str, day: str | date, select_sql: str) -> None:
-        """Replace partition ``day`` of ``table`` with the rows of ``select_sql`` (run by the server).
-
-        ``select_sql`` must yield the table's data columns in table order (without ``ds``).
-        """
-        qualified = self.qualified(table)
-        self.execute(f"INSERT OVERWRITE TABLE {qualified} PARTITION (`{PARTITION_COLUMN}`={day_literal(day)}) "
-                     f"{select_sql}", table=table)
-
     def insert_rows(self, table: str, data: pa.Table, *, scratch: bool = False) -> int:
         """Append ``data`` to an existing table; returns the statements sent.
 
@@ -518,7 +518,46 @@ class HiveWarehouse(Warehouse):
                 self.drop_table(stage, scratch=True)
         return sorted([*days, *empty_days])
 
+    def read_raw(self, *, start: date | None = None, end: date | None = None,
+                 columns: Sequence[str] | None = None) -> pa.Table:
+        table = self.settings.tables.raw_events
+        if self.table_exists(table):  # a missing table: read's NotFoundError
+            _check_raw_columns(table, self.columns(table))
+        return self.read(table, start=start, end=end, columns=columns)
+
     # -- the ETL on the server -----------------------------------------------------------------------------------
+    def write_features(self, sql: Callable[[Sequence[date], bool], FeatureSql], days: Sequence[date], *,
+                       task: Task | None = None) -> dict[str, int]:
+        """Rows never leave the cluster: the server computes the feature SQL, unsorted (a global sort would be
+        wasted), and writes the partitions itself.
+
+        ``hive.backfill_chunk_days`` days (default 31) are computed by one SELECT per table, so the lookback is read
+        once per chunk instead of once per day: see :meth:`overwrite_partitions_from_select`. A one-day chunk, or
+        ``backfill_chunk_days: 1``, sends one ``INSERT OVERWRITE TABLE … PARTITION (ds='…') SELECT …`` per table
+        and day (:meth:`overwrite_partition_from_select`)."""
+        tables = (self.settings.tables.user_features, self.settings.tables.realtime_features)
+        step = self.hive.backfill_chunk_days
+        rows = dict.fromkeys(tables, 0)
+        single: list[date] = []  # days written one by one: counted at the end, one query per table
+        for i in range(0, len(days), step):
+            chunk = list(days[i:i + step])
+            statements = sql(chunk, False)
+            selects = (statements.user_features, statements.realtime_features)
+            for table, select in zip(tables, selects, strict=True):
+                if len(chunk) == 1:
+                    self.overwrite_partition_from_select(table, chunk[0], select)
+                else:
+                    rows[table] += sum(self.overwrite_partitions_from_select(table, chunk, select).values())
+            if len(chunk) == 1:
+                single.append(chunk[0])
+            if task is not None:
+                task.advance(len(chunk), day=f"{chunk[0]}..{chunk[-1]}" if len(chunk) > 1 else str(chunk[0]))
+        if single:  # all the days (contiguous), or the last one
+            for table in tables:
+                rows[table] += sum(n for day, n in self.partition_counts(table, start=single[0],
+                                                                         end=single[-1]).items() if day in single)
+        return rows
+
     def check_raw(self, table: str, *, start: date, end: date) -> dict[date, int]:
         """Check the raw-event table's columns against the contract and count its rows per partition in
         [start, end] (one aggregate query, run by the server). Missing table → NotFoundError."""
@@ -538,6 +577,75 @@ class HiveWarehouse(Warehouse):
         created (typed from the query's result columns) when missing."""
         qualified = self.qualified(table)
         literal = day_literal(day)
+        self._ensure_from_select(table, select_sql)
+        cols = ", ".join(f"q.`{name}`" for name, _ in self.columns(table))
+        self.execute(f"INSERT OVERWRITE TABLE {qualified} PARTITION (`{PARTITION_COLUMN}`={literal}) "
+                     f"SELECT {cols} FROM ({select_sql}) q WHERE q.`{PARTITION_COLUMN}` = {literal}", table=table)
+
+    def overwrite_partitions_from_select(self, table: str, days: Sequence[date], select_sql: str) -> dict[date, int]:
+        """Replace partitions ``days`` of ``table`` (each whole; a day without rows ends up empty, as with
+        :meth:`overwrite_partition_from_select`) with the rows of ``select_sql``, computed once by the server for
+        all of them; returns the rows written per day.
+
+        1. ``CREATE TABLE stage STORED AS PARQUET AS SELECT …`` in the scratch database: the one expensive statement
+           (the feature SQL, reading the lookback once for every day);
+        2. the rows per day of the stage (a small aggregate): which days have rows;
+        3. ``INSERT OVERWRITE TABLE t PARTITION (ds) SELECT … FROM stage``, a dynamic-partition insert, replaces
+           every day with rows (``hive.exec.dynamic.partition.mode=nonstrict`` and Spark's
+           ``spark.sql.sources.partitionOverwriteMode=dynamic`` are set for the session first);
+        4. a dynamic overwrite leaves alone the partitions that receive no rows, so the days without rows are
+           emptied by one multi-insert with static partitions (``FROM stage q INSERT OVERWRITE … PARTITION
+           (ds='d') SELECT … WHERE q.ds='d' …``), which gives them the same empty partition a per-day statement
+           does. A server that refuses dynamic partitions (its error names them) gets every day this way, and
+           the session does not try again.
+        The stage is dropped at the end, also on failure."""
+        qualified = self.qualified(table)
+        days = sorted({parse_date(d, option="ds") for d in days})  # every day checked before any statement
+        literals = {d: day_literal(d) for d in days}
+        if not days:
+            return {}
+        self._ensure_from_select(table, select_sql)
+        cols = [name for name, _ in self.columns(table)]
+        data_cols = ", ".join(f"q.`{c}`" for c in cols)
+        all_cols = f"{data_cols}, q.`{PARTITION_COLUMN}`"
+        stage = self.qualified(f"modelsvc_stage_{table[:60]}_{uuid.uuid4().hex[:12]}", scratch=True)
+        try:
+            self.execute(f"CREATE TABLE {stage} STORED AS PARQUET AS SELECT {all_cols} FROM ({select_sql}) q "
+                         f"WHERE q.`{PARTITION_COLUMN}` >= {literals[days[0]]} "
+                         f"AND q.`{PARTITION_COLUMN}` <= {literals[days[-1]]}", table=table)
+            counts = {date.fromisoformat(str(ds)): int(n) for ds, n in self.scalar_rows(
+                f"SELECT `{PARTITION_COLUMN}`, COUNT(*) FROM {stage} GROUP BY `{PARTITION_COLUMN}`")}
+            static = [d for d in days if d not in counts]
+            if counts and self._dynamic_partitions():
+                try:
+                    self.execute(f"INSERT OVERWRITE TABLE {qualified} PARTITION (`{PARTITION_COLUMN}`) "
+                                 f"SELECT {all_cols} FROM {stage} q", table=table)
+                except HiveQueryError as exc:
+                    if not _DYNAMIC_REFUSED.search(exc.message):
+                        raise
+                    self._dynamic = False
+                    static = days
+            if static:
+                inserts = [f"INSERT OVERWRITE TABLE {qualified} PARTITION (`{PARTITION_COLUMN}`={literals[d]}) "
+                           f"SELECT {data_cols} WHERE q.`{PARTITION_COLUMN}` = {literals[d]}" for d in static]
+                self.execute(f"FROM {stage} q " + " ".join(inserts), table=table)
+        finally:
+            with suppress(ModelsvcError):
+                self.execute(f"DROP TABLE IF EXISTS {stage}")
+        return {d: counts.get(d, 0) for d in days}
+
+    def _dynamic_partitions(self) -> bool:
+        """Set this session up for dynamic-partition overwrites (once per connection); False once the server
+        refused one. A setting the server does not know or refuses is skipped: the insert itself decides."""
+        if self._dynamic is None:
+            for key, value in DYNAMIC_PARTITION_SETTINGS:
+                with suppress(HiveQueryError):
+                    self.execute(f"SET {key}={value}")
+            self._dynamic = True
+        return self._dynamic
+
+    def _ensure_from_select(self, table: str, select_sql: str) -> None:
+        """Create ``table`` typed from ``select_sql``'s result columns (``ds`` the partition key) when missing."""
         if table not in self._known_columns and not self.table_exists(table):
             with self._cursor(f"SELECT * FROM ({select_sql}) q LIMIT 0") as cur:
                 desc = cur.description or []
@@ -547,9 +655,6 @@ class HiveWarehouse(Warehouse):
             if PARTITION_COLUMN not in schema.names:
                 raise DataError(f"the SELECT for table {table} has no '{PARTITION_COLUMN}' column")
             self.ensure_table(table, schema)
-        cols = ", ".join(f"q.`{name}`" for name, _ in self.columns(table))
-        self.execute(f"INSERT OVERWRITE TABLE {qualified} PARTITION (`{PARTITION_COLUMN}`={literal}) "
-                     f"SELECT {cols} FROM ({select_sql}) q WHERE q.`{PARTITION_COLUMN}` = {literal}", table=table)
 
     def partition_counts(self, table: str, *, start: date, end: date) -> dict[date, int]:
         """Rows per partition of ``table`` in [start, end] (one aggregate query)."""
@@ -559,6 +664,14 @@ class HiveWarehouse(Warehouse):
             table=table)
         return {date.fromisoformat(str(ds)): int(n) for ds, n in rows}
 
+
+# session settings for dynamic-partition overwrites: Hive's (also read by Spark for Hive tables), and Spark's for
+# data-source tables (in its default "static" mode an INSERT OVERWRITE … PARTITION (ds) would empty every partition)
+DYNAMIC_PARTITION_SETTINGS = (("hive.exec.dynamic.partition", "true"),
+                              ("hive.exec.dynamic.partition.mode", "nonstrict"),
+                              ("spark.sql.sources.partitionOverwriteMode", "dynamic"))
+# what Hive and Spark say when dynamic partitions are off or in strict mode
+_DYNAMIC_REFUSED = re.compile(r"dynamic partition|DYNAMIC_PARTITION", re.IGNORECASE)
 
 _QUALIFIED_COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.([A-Za-z_][A-Za-z0-9_]*)$")
 

@@ -1,25 +1,48 @@
 """The embedded engine: Parquet folders ``<paths.warehouse>/<table>/ds=YYYY-MM-DD/*`` queried with DuckDB.
 
-Writes replace each partition atomically: the new partition is written to a hidden temporary folder beside the
-old one, then swapped in by renames (old → ``.old-…``, new → ``ds=…``), then the old one is deleted. Readers never
-see a half partition; a run interrupted while writing leaves the previous partition in place, and a run
-interrupted between the two renames is repaired by the next call on that table (the ``.old-…`` folder is
-renamed back). One writer per table at a time.
+Partitions are plain folders (every reader of the documented layout works: DuckDB or Polars globs, ``**``
+included, pyarrow datasets, Spark). A write replaces each partition atomically, so that at every instant every
+reader sees the complete old or the complete new partition, never neither, and no reader ever writes:
+
+1. every new partition is written whole under the warehouse's hidden staging folder
+   ``<paths.warehouse>/.staging/<table>/<run>/ds=…`` (outside the table: no glob of the table sees it);
+2. each one is then swapped with the live ``ds=…`` folder by one atomic exchange of the two names (Linux
+   ``renameat2(RENAME_EXCHANGE)``, macOS ``renamex_np(RENAME_SWAP)``); a new day is one ``rename``;
+3. the replaced folder, now in the staging folder, is kept ``warehouse.keep_replaced_s`` seconds for readers
+   that listed it just before the swap, and deleted by a later write of the table, with the leftovers of
+   killed runs (staged folders never swapped in are deleted at once).
+
+A run killed at any point leaves every partition complete (old or new): nothing to repair. On a file system
+without an atomic exchange (some network file systems) the swap falls back to two renames; a crash between
+them leaves the day missing until the next write of the table puts it back (the only non-atomic moment, and
+only there). Writers of one table take turns (an advisory lock).
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import shutil
+import sys
+import threading
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import date
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelsvc.errors import DataError, NotFoundError
 from modelsvc.warehouse.base import Warehouse, check_identifier, partition_day, split_by_day, take_day
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock, one writer per table is then up to the user
+    fcntl = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -27,9 +50,64 @@ if TYPE_CHECKING:
     from modelsvc.config import Settings
 
 PART_PREFIX = "ds="
-TMP_PREFIX = ".tmp-"
-OLD_PREFIX = ".old-"
+PARTITION_FILES = f"{PART_PREFIX}*/*.parquet"  # the documented layout, relative to a table folder
 DATA_FILE = "part-00000.parquet"
+STAGING = ".staging"  # <warehouse>/.staging/<table>/<run>/: partitions being written, and replaced ones
+LOCK = ".lock"  # in <warehouse>/.staging/<table>/: held by the table's writer
+SWAPPED = "swapped"  # in a run folder: the days whose swap was started (their folder there may be a replaced one)
+# folders of the rename-based writer used before: <table>/.tmp-ds=… (staged), <table>/.old-ds=… (replaced)
+LEGACY_TMP, LEGACY_OLD = ".tmp-", ".old-"
+
+
+def partition_glob(table_folder: str | Path) -> str:
+    """The glob of every data file of a local table folder: ``<table_folder>/ds=*/*.parquet``."""
+    return f"{str(table_folder).rstrip('/')}/{PARTITION_FILES}"
+
+
+def connect_duckdb(threads: int | None = None) -> Any:
+    """A DuckDB connection set up as every modelsvc query expects: UTC session, no progress bar, ``threads``."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    return con
+
+
+@cache
+def _exchange_call() -> Callable[[bytes, bytes], int] | None:
+    """The C call exchanging two paths atomically, or None where the platform has none."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    if sys.platform.startswith("linux") and hasattr(libc, "renameat2"):
+        renameat2 = libc.renameat2
+        renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        at_fdcwd, rename_exchange = -100, 2
+        return lambda a, b: int(renameat2(at_fdcwd, a, at_fdcwd, b, rename_exchange))
+    if sys.platform == "darwin" and hasattr(libc, "renamex_np"):
+        renamex_np = libc.renamex_np
+        renamex_np.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_uint]
+        rename_swap = 2
+        return lambda a, b: int(renamex_np(a, b, rename_swap))
+    return None
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap the names ``a`` and ``b`` (both exist) in one atomic step; False where the platform or the file
+    system cannot (nothing was changed then)."""
+    call = _exchange_call()
+    if call is None:
+        return False
+    if call(os.fsencode(a), os.fsencode(b)) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
 
 
 def _is_data_file(p: Path) -> bool:
@@ -67,18 +145,9 @@ class LocalWarehouse(Warehouse):
             return []
         return sorted(p for p in folder.iterdir() if _is_data_file(p))
 
-    def _recover(self, table: str) -> None:
-        """Put back a partition whose swap was interrupted between its two renames."""
-        base = self.table_path(table)
-        if not base.is_dir():
-            return
-        for old in base.glob(f"{OLD_PREFIX}{PART_PREFIX}*"):
-            name = old.name[len(OLD_PREFIX):].rsplit("-", 1)[0]
-            target = base / name
-            if target.exists():
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(old, target)
+    def staging_path(self, table: str) -> Path:
+        """Where writes of ``table`` stage new partitions and keep replaced ones (outside the table folder)."""
+        return self.root / STAGING / check_identifier(table)
 
     # -- Warehouse interface -------------------------------------------------------------------------------------
     def table_exists(self, table: str) -> bool:
@@ -88,25 +157,35 @@ class LocalWarehouse(Warehouse):
         base = self.table_path(table)
         if not base.is_dir():
             return []
-        self._recover(table)
         days = []
         for p in base.iterdir():
             if p.is_dir() and p.name.startswith(PART_PREFIX):
                 try:
-                    days.append(date.fromisoformat(p.name[len(PART_PREFIX):]))
+                    day = date.fromisoformat(p.name[len(PART_PREFIX):])
                 except ValueError:
                     continue  # not ours: ignore folders that are not ds=YYYY-MM-DD
+                if day.isoformat() == p.name[len(PART_PREFIX):]:  # not ds=20250105, a second spelling of a day
+                    days.append(day)
         return sorted(days)
 
     def read(self, table: str, *, start: date | None = None, end: date | None = None,
              columns: Sequence[str] | None = None) -> pa.Table:
+        days = self._days(table, start, end)
+        return self._select(table, days, self._relation(table, days), columns)
+
+    def read_raw(self, *, start: date | None = None, end: date | None = None,
+                 columns: Sequence[str] | None = None) -> pa.Table:
+        table = self.settings.tables.raw_events
+        days = self._days(table, start, end)
+        return self._select(table, days, self.raw_relation(table, days), columns)
+
+    def _days(self, table: str, start: date | None, end: date | None) -> list[date]:
+        return [d for d in self.partitions(table) if (start is None or d >= start) and (end is None or d <= end)]
+
+    def _select(self, table: str, days: Sequence[date], relation: str | None,
+                columns: Sequence[str] | None) -> pa.Table:
         import pyarrow as pa
 
-        days = [d for d in self.partitions(table) if (start is None or d >= start) and (end is None or d <= end)]
-        if table == self.settings.tables.raw_events:
-            relation = self.raw_relation(table, days)
-        else:
-            relation = self._relation(table, days)
         cols = ", ".join(check_identifier(c, what="column") for c in columns) if columns else "*"
         if relation is None:
             if not days and not self.table_path(table).is_dir():
@@ -117,8 +196,6 @@ class LocalWarehouse(Warehouse):
 
     def write_partitions(self, table: str, data: pa.Table, *, days: Sequence[date] = ()) -> list[date]:
         """Stage every partition (in parallel: Parquet encoding releases the GIL), then swap them in one by one."""
-        import pyarrow.parquet as pq
-
         if "ds" not in data.column_names:
             raise DataError(f"cannot write table '{table}': the data has no 'ds' column")
         if data.column("ds").null_count:
@@ -126,57 +203,123 @@ class LocalWarehouse(Warehouse):
         located = split_by_day(data.column("ds"))  # a date32 ds becomes 'YYYY-MM-DD'
         by_day = {partition_day(value, where=f"cannot write table '{table}'"): rows for value, rows in located.items()}
         days = sorted(set(by_day) | set(days))
+        with self._writing(table):
+            self._write(table, data.drop_columns(["ds"]), by_day, days)
+        self._views.discard(table)
+        return days
+
+    @contextmanager
+    def _writing(self, table: str) -> Iterator[None]:
+        """One writer per table at a time: a second one waits (an advisory lock, released by the kernel when
+        its holder dies, so the holder may delete any run folder it finds)."""
+        self.staging_path(table).mkdir(parents=True, exist_ok=True)
+        with open(self.staging_path(table) / LOCK, "a+b") as lock:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _write(self, table: str, body: pa.Table, by_day: dict[date, Any], days: list[date]) -> None:
+        import pyarrow.parquet as pq
+
         base = self.table_path(table)
         base.mkdir(parents=True, exist_ok=True)
-        self._recover(table)
-        body = data.drop_columns(["ds"])
-        token = uuid.uuid4().hex[:8]
-        staged = [(base / f"{TMP_PREFIX}{PART_PREFIX}{day.isoformat()}-{token}", self.partition_path(table, day))
-                  for day in days]
+        self.clean_staging(table)
+        # a run folder sorts by its start time (the name says when it was written, for whoever looks)
+        run = self.staging_path(table) / f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"
+        run.mkdir(parents=True)
 
-        def stage(day: date, tmp: Path) -> None:
-            part = take_day(body, by_day[day]) if day in by_day else body.slice(0, 0)  # empty: an empty partition
-            tmp.mkdir()
-            pq.write_table(part, tmp / DATA_FILE, row_group_size=1_000_000)
+        failed = threading.Event()  # after a failure the files not started are not written (a busy main thread
+        # could otherwise cancel them only after the workers wrote them all)
+
+        def stage(day: date) -> None:
+            if failed.is_set():
+                return
+            try:
+                part = take_day(body, by_day[day]) if day in by_day else body.slice(0, 0)  # empty: empty partition
+                folder = run / f"{PART_PREFIX}{day.isoformat()}"
+                folder.mkdir()
+                pq.write_table(part, folder / DATA_FILE, row_group_size=1_000_000)
+            except BaseException:
+                failed.set()
+                raise
 
         workers = max(1, min(len(days), self.settings.warehouse.threads or os.cpu_count() or 1))
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelsvc-write")
         try:  # nothing is swapped until every partition is written
-            for future in [pool.submit(stage, day, tmp) for day, (tmp, _) in zip(days, staged, strict=True)]:
+            for future in [pool.submit(stage, day) for day in days]:
                 future.result()
         except BaseException:  # a failed write or Ctrl-C: the files not started are never written
+            failed.set()
             pool.shutdown(wait=True, cancel_futures=True)
-            for tmp, _ in staged:
-                shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(run, ignore_errors=True)
             raise
         pool.shutdown()
-        for tmp, final in staged:
-            self._swap(tmp, final, token)
-        self._views.discard(table)
-        return days
+        replaced = False
+        with open(run / SWAPPED, "a", encoding="utf-8") as journal:
+            for day in days:
+                # recorded before the swap: a later run keeps this day's folder here for readers, as a replaced one
+                journal.write(f"{day.isoformat()}\n")
+                journal.flush()
+                replaced |= self._swap(run, base, f"{PART_PREFIX}{day.isoformat()}")
+        os.utime(run / SWAPPED)  # the replaced folders are kept keep_replaced_s from now
+        if not replaced or not self.settings.warehouse.keep_replaced_s:
+            shutil.rmtree(run, ignore_errors=True)
 
     @staticmethod
-    def _swap(tmp: Path, final: Path, token: str) -> None:
-        old = final.parent / f"{OLD_PREFIX}{final.name}-{token}"
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
+    def _swap(run: Path, base: Path, name: str) -> bool:
+        """Swap the staged ``run/name`` in as ``base/name``; the replaced folder ends up as ``run/name``. Returns
+        whether a partition was replaced."""
+        staged, live = run / name, base / name
+        if not live.exists():
+            os.rename(staged, live)  # a new day: one rename
+            return False
+        if not exchange(staged, live):  # no atomic exchange here: two renames, the day missing in between
+            os.rename(live, run / f"{LEGACY_OLD}{name}")
+            os.rename(staged, live)
+        return True
+
+    def clean_staging(self, table: str) -> None:
+        """Delete what earlier writes of ``table`` left: staged folders never swapped in (at once), replaced
+        folders (``warehouse.keep_replaced_s`` after their run), and the rename-based writer's leftovers. A day
+        left missing by a crash of the two-rename fallback is put back first. Called by every write."""
+        base = self.table_path(table)
+        for legacy in base.glob(f"{LEGACY_OLD}{PART_PREFIX}*") if base.is_dir() else ():
+            live = base / legacy.name[len(LEGACY_OLD):].rsplit("-", 1)[0]  # .old-ds=YYYY-MM-DD-<token>
+            if live.exists():
+                shutil.rmtree(legacy, ignore_errors=True)
+            else:
+                os.rename(legacy, live)
+        for legacy in base.glob(f"{LEGACY_TMP}{PART_PREFIX}*") if base.is_dir() else ():
+            shutil.rmtree(legacy, ignore_errors=True)
+        staging = self.staging_path(table)
+        if not staging.is_dir():
+            return
+        now = time.time()
+        for run in staging.iterdir():
+            if run.name.startswith("."):
+                continue  # the lock
+            journal = run / SWAPPED
+            swapped = set(journal.read_text(encoding="utf-8").split()) if journal.is_file() else set()
+            for day in swapped:  # the fallback killed between its two renames: put the whole new folder in
+                live, replaced = base / f"{PART_PREFIX}{day}", run / f"{LEGACY_OLD}{PART_PREFIX}{day}"
+                if replaced.is_dir() and not live.exists():
+                    staged = run / f"{PART_PREFIX}{day}"
+                    os.rename(staged if staged.is_dir() else replaced, live)
+            if not swapped or now - journal.stat().st_mtime >= self.settings.warehouse.keep_replaced_s:
+                shutil.rmtree(run, ignore_errors=True)
+                continue
+            for entry in run.iterdir():  # staged but never swapped in: no reader has seen it
+                name = entry.name.removeprefix(LEGACY_OLD)
+                if entry.is_dir() and name.removeprefix(PART_PREFIX) not in swapped:
+                    shutil.rmtree(entry, ignore_errors=True)
 
     # -- SQL -----------------------------------------------------------------------------------------------------
     def connection(self) -> Any:
         if self._con is None:
-            import duckdb
-
             from modelsvc import interrupts
 
-            con = duckdb.connect()
-            interrupts.on_signal(con.interrupt)  # [ops] Ctrl-C / SIGTERM stop a long query at once
-            con.execute("SET TimeZone = 'UTC'")
-            con.execute("SET enable_progress_bar = false")
-            if self.settings.warehouse.threads:
-                con.execute(f"SET threads = {int(self.settings.warehouse.threads)}")
-            self._con = con
+            self._con = connect_duckdb(self.settings.warehouse.threads)
+            interrupts.on_signal(self._con.interrupt)  # [ops] Ctrl-C / SIGTERM stop a long query at once
         return self._con
 
     def _relation(self, table: str, days: Sequence[date]) -> str | None:
@@ -195,14 +338,15 @@ class LocalWarehouse(Warehouse):
     def _raw_relation(self, table: str, days: Sequence[date]) -> tuple[str | None, dict[date, int]]:
         from modelsvc.contract import check_parquet_files, select_sql
 
-        counts: dict[date, int] = {}
+        files = {day: self.files(table, day) for day in days}
+        # every file of every day at once: the data check reads them all in one query
+        checked = {c.path: c for c in check_parquet_files([f for fs in files.values() for f in fs],
+                                                          connection=self.connection())}
+        counts = {day: sum(checked[f].rows for f in fs) for day, fs in files.items()}
         groups: dict[tuple, list[Path]] = {}
-        for day in days:
-            checked = check_parquet_files(self.files(table, day), connection=self.connection())
-            counts[day] = sum(c.rows for c in checked)
-            for c in checked:
-                if c.rows:  # an empty file may carry placeholder types (e.g. all-null columns): skip it
-                    groups.setdefault(c.plan, []).append(c.path)
+        for c in checked.values():
+            if c.rows:  # an empty file may carry placeholder types (e.g. all-null columns): skip it
+                groups.setdefault(c.plan, []).append(c.path)
         parts = []
         for plan, group in groups.items():
             listing = ", ".join(_sql_str(str(f)) for f in group)
@@ -230,7 +374,7 @@ class LocalWarehouse(Warehouse):
         if self.root.is_dir():
             for folder in self.root.iterdir():
                 name = folder.name
-                if name in self._views or not folder.is_dir() or name not in sql:
+                if name in self._views or name.startswith(".") or not folder.is_dir() or name not in sql:
                     continue
                 relation = self._relation(name, self.partitions(name))
                 if relation is not None:

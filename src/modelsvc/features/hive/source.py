@@ -7,36 +7,22 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from feast.data_source import DataSource
+from feast.feature_logging import LoggingDestination
 from feast.protos.feast.core.DataSource_pb2 import DataSource as DataSourceProto
+from feast.protos.feast.core.FeatureService_pb2 import LoggingConfig as LoggingConfigProto
+from feast.protos.feast.core.SavedDataset_pb2 import SavedDatasetStorage as SavedDatasetStorageProto
 from feast.repo_config import RepoConfig
+from feast.saved_dataset import SavedDatasetStorage
 from feast.value_type import ValueType
 
+from modelsvc.features.hive.config import warehouse_for
+from modelsvc.features.hive.types import hive_to_feast_value_type
+from modelsvc.features.names import FEATURE_TS_TAG, HIVE_SOURCE
 from modelsvc.warehouse.base import check_identifier
-
-CLASS_PATH = "modelsvc.feast_hive.HiveSource"
-# a data-source tag (modelsvc.features.FEATURE_TS_TAG): the store adds a BIGINT column of this name holding the
-# source's timestamp field in epoch microseconds
-FEATURE_TS_TAG = "modelsvc.feature_ts_column"
-
-_HIVE_TO_FEAST = {
-    "TINYINT": ValueType.INT32, "SMALLINT": ValueType.INT32, "INT": ValueType.INT32, "INTEGER": ValueType.INT32,
-    "BIGINT": ValueType.INT64, "FLOAT": ValueType.FLOAT, "DOUBLE": ValueType.DOUBLE, "DECIMAL": ValueType.DOUBLE,
-    "BOOLEAN": ValueType.BOOL, "STRING": ValueType.STRING, "VARCHAR": ValueType.STRING, "CHAR": ValueType.STRING,
-    "BINARY": ValueType.BYTES, "TIMESTAMP": ValueType.UNIX_TIMESTAMP, "DATE": ValueType.UNIX_TIMESTAMP,
-}
-
-
-def hive_to_feast_value_type(hive_type: str) -> ValueType:
-    """A Hive column type (``BIGINT``, ``decimal(10,2)``, ``array<string>`` …) → Feast ValueType."""
-    base = hive_type.strip().upper().split("(")[0].split("<")[0]
-    if base == "ARRAY":
-        inner = hive_to_feast_value_type(hive_type.strip()[6:-1])
-        return ValueType[f"{inner.name}_LIST"] if f"{inner.name}_LIST" in ValueType.__members__ else ValueType.UNKNOWN
-    return _HIVE_TO_FEAST.get(base, ValueType.UNKNOWN)
 
 
 class HiveSource(DataSource):
-    """A table on HiveServer2, read by :class:`~modelsvc.feast_hive.HiveOfflineStore`.
+    """A table on HiveServer2, read by :class:`~modelsvc.features.hive.HiveOfflineStore`.
 
     ``table`` (and ``database``, default: the store's ``database``) name it; ``timestamp_field`` and
     ``created_timestamp_column`` follow Feast. ``date_partition_column`` (default ``ds``, a ``YYYY-MM-DD``
@@ -97,7 +83,7 @@ class HiveSource(DataSource):
         proto = DataSourceProto(
             name=self.name,
             type=DataSourceProto.CUSTOM_SOURCE,
-            data_source_class_type=CLASS_PATH,
+            data_source_class_type=HIVE_SOURCE,
             field_mapping=self.field_mapping,
             custom_options=DataSourceProto.CustomSourceOptions(configuration=json.dumps(options).encode()),
             description=self.description,
@@ -129,13 +115,78 @@ class HiveSource(DataSource):
         return hive_to_feast_value_type
 
     def get_table_column_names_and_types(self, config: RepoConfig) -> Iterable[tuple[str, str]]:
-        """(name, Hive type) of the table's columns (``DESCRIBE``), plus the tagged feature-timestamp column."""
-        from modelsvc.feast_hive.store import warehouse_for
-
+        """(name, Hive type) of the table's data columns (``DESCRIBE``; not the partition column), plus the tagged
+        feature-timestamp column."""
         store: Any = config.offline_store
         with warehouse_for(store, database=self.database) as wh:
             cols = wh.columns(self.table)
-        out = [*cols, (self.date_partition_column, "STRING")] if self.date_partition_column else list(cols)
+        # not the partition column: a FeatureView without a schema must not take it for a feature
+        out = [c for c in cols if c[0] != self.date_partition_column]
         if self.feature_ts_column:
             out.append((self.feature_ts_column, "BIGINT"))
         return out
+
+
+def _table_options(table: str, database: str | None) -> DataSourceProto.CustomSourceOptions:
+    return DataSourceProto.CustomSourceOptions(
+        configuration=json.dumps({"table": table, "database": database}).encode())
+
+
+def _qualified(table: str, database: str | None, default_database: str) -> str:
+    return f"`{database or check_identifier(default_database, what='database name')}`.`{table}`"
+
+
+class SavedDatasetHiveStorage(SavedDatasetStorage):
+    """Where ``store.create_saved_dataset(…, storage=SavedDatasetHiveStorage(table=…))`` writes on HiveServer2: an
+    unpartitioned Parquet table (``database`` default: the store's), created from the retrieval job's query."""
+
+    _proto_attr_name = "custom_storage"
+
+    def __init__(self, table: str, database: str | None = None) -> None:
+        self.table = check_identifier(table)
+        self.database = check_identifier(database, what="database name") if database else None
+
+    def qualified(self, default_database: str) -> str:
+        return _qualified(self.table, self.database, default_database)
+
+    @staticmethod
+    def from_proto(storage_proto: SavedDatasetStorageProto) -> SavedDatasetHiveStorage:
+        options = json.loads(storage_proto.custom_storage.configuration or b"{}")
+        return SavedDatasetHiveStorage(table=options["table"], database=options.get("database"))
+
+    def to_proto(self) -> SavedDatasetStorageProto:
+        return self._custom_storage_proto(_table_options(self.table, self.database))
+
+    def to_data_source(self) -> DataSource:
+        return HiveSource(table=self.table, database=self.database, timestamp_field="event_timestamp",
+                          date_partition_column=None)
+
+
+class HiveLoggingDestination(LoggingDestination):
+    """Feature logs of a feature service (``LoggingConfig(destination=HiveLoggingDestination(table=…))``): appended
+    to an unpartitioned Parquet table on HiveServer2, created with the logging schema on first write."""
+
+    _proto_kind = "hive_destination"
+
+    def __init__(self, *, table: str, database: str | None = None) -> None:
+        self.table = check_identifier(table)
+        self.database = check_identifier(database, what="database name") if database else None
+
+    def qualified(self, default_database: str) -> str:
+        return _qualified(self.table, self.database, default_database)
+
+    @classmethod
+    def from_proto(cls, config_proto: LoggingConfigProto) -> HiveLoggingDestination:
+        config = dict(config_proto.custom_destination.config)
+        return cls(table=config["table"], database=config.get("database") or None)
+
+    def to_proto(self) -> LoggingConfigProto:
+        config = {"table": self.table, **({"database": self.database} if self.database else {})}
+        return LoggingConfigProto(custom_destination=LoggingConfigProto.CustomDestination(
+            kind=self._proto_kind, config=config))
+
+    def to_data_source(self) -> DataSource:
+        from feast.feature_logging import LOG_TIMESTAMP_FIELD
+
+        return HiveSource(table=self.table, database=self.database, timestamp_field=LOG_TIMESTAMP_FIELD,
+                          date_partition_column=None)

@@ -1,9 +1,9 @@
-"""Feast: the feature repo, its store configuration, materialization and historical retrieval.
+"""The Feast store: the feature repo, its store configuration, materialization and historical retrieval.
 
 The Feast configuration is derived from the settings (``repo_config``): registry and SQLite online store under
 ``<root>/feast/``, Redis when ``features.online_store`` is ``redis``, and the offline store of the warehouse
-engine (local: Feast's DuckDB store over the Parquet tables, see ``modelsvc.feast_local``; hive: the
-``modelsvc.feast_hive`` plugin). The definitions are those of ``<features.repo_path>/definitions.py``, built
+engine (local: Feast's DuckDB store over the Parquet tables, see ``modelsvc.features.local``; hive: the
+``modelsvc.features.hive`` plugin). The definitions are those of ``<features.repo_path>/definitions.py``, built
 with the same settings, so ``feast apply`` in the repo and ``modelsvc materialize`` register the same objects.
 A copy of the configuration is written to ``<root>/feast/feature_store.yaml`` for use with the ``feast`` CLI
 (``feast -c feature_repo -f data/feast/feature_store.yaml …``).
@@ -27,17 +27,15 @@ from pydantic import BaseModel, Field
 
 from modelsvc.config import Settings
 from modelsvc.errors import ConfigError, DataError, NotFoundError, ServiceUnavailableError
+from modelsvc.features.names import FEATURE_TS_TAG, LOCAL_OFFLINE_STORE
 from modelsvc.progress import NULL, Reporter
 from modelsvc.timeutil import parse_timestamp
 
 if TYPE_CHECKING:
     import pandas as pd
 
-# a data-source tag: the offline store adds a column of this name holding the source's timestamp field
-FEATURE_TS_TAG = "modelsvc.feature_ts_column"
 TIMESTAMP_FIELD = "event_timestamp"
 CREATED_TIMESTAMP_FIELD = "created_timestamp"
-LOCAL_OFFLINE_STORE = "modelsvc.feast_local.LocalDuckDBOfflineStore"
 DEFINITIONS_FILE = "definitions.py"
 
 
@@ -68,9 +66,8 @@ class MaterializeReport(BaseModel):
 # -- configuration ---------------------------------------------------------------------------------------------
 
 def repo_path(settings: Settings) -> Path:
-    """The Feast repo folder (``features.repo_path``, relative to the working directory)."""
-    path = settings.features.repo_path
-    path = path if path.is_absolute() else Path.cwd() / path
+    """The Feast repo folder (``features.repo_path``, relative to the project folder)."""
+    path = settings.feature_repo_path()
     if not (path / DEFINITIONS_FILE).is_file():
         raise NotFoundError(f"feature repo '{settings.features.repo_path}' has no {DEFINITIONS_FILE} "
                             "(set features.repo_path to the feature_repo folder)")
@@ -92,7 +89,7 @@ def settings_for_repo(repo_dir: Path) -> Settings:
 
 def _offline_store_config(settings: Settings, *, for_file: bool = False) -> dict[str, Any]:
     if settings.warehouse.engine == "hive":
-        from modelsvc.feast_hive import offline_store_config
+        from modelsvc.features.hive import offline_store_config
 
         return dict(offline_store_config(settings, for_file=for_file))
     return {"type": LOCAL_OFFLINE_STORE}
@@ -151,7 +148,7 @@ def batch_source(settings: Settings, table: str, *, feature_ts_column: str) -> A
     """The Feast data source of a feature table for the configured engine (called by the repo definitions)."""
     tags = {FEATURE_TS_TAG: feature_ts_column}
     if settings.warehouse.engine == "hive":
-        from modelsvc.feast_hive import hive_source
+        from modelsvc.features.hive import hive_source
 
         return hive_source(settings, table, timestamp_field=TIMESTAMP_FIELD,
                            created_timestamp_column=CREATED_TIMESTAMP_FIELD, tags=tags)
@@ -327,13 +324,21 @@ def _check_tables(settings: Settings, views: Sequence[Any]) -> None:
 # -- materialize -----------------------------------------------------------------------------------------------
 
 def materialize(settings: Settings, *, end: str | datetime | date | None = None,
-                reporter: Reporter = NULL) -> MaterializeReport:
+                reporter: Reporter = NULL, bulk: bool = True) -> MaterializeReport:
     """Load the latest feature values up to ``end`` (default: now) into the online store, incrementally.
 
     Each view continues from the end of its previous materialization (Feast ``materialize_incremental``); the
     first run starts at ``end - ttl``, so the online store holds exactly the values still valid at ``end``.
-    Running it again with the same ``end`` writes nothing."""
+    Running it again with the same ``end`` writes nothing.
+
+    With ``bulk`` (the default), a view the online store can take in bulk
+    (:func:`modelsvc.features.online.bulk_supported`: SQLite or Redis, plain types) is written by
+    :mod:`modelsvc.features.online`: the same rows and bytes as Feast's materialization, several times faster;
+    ``bulk=False`` runs Feast's own."""
     from feast.utils import make_tzaware
+
+    from modelsvc.features.online import bulk_supported
+    from modelsvc.features.online import write as write_online
 
     t0 = time.perf_counter()
     end_ts = _end_timestamp(end)
@@ -354,12 +359,18 @@ def materialize(settings: Settings, *, end: str | datetime | date | None = None,
                                                    skipped=True))
                 task.advance(1, view=view.name, rows=0)
                 continue
-            rows = _count_latest(store, view, start, end_ts)
-            with _quiet(), _online_store(settings):
-                if previous is None:
-                    store.materialize(start_date=start, end_date=end_ts, feature_views=[view.name])
-                else:
-                    store.materialize_incremental(end_date=end_ts, feature_views=[view.name])
+            if bulk and bulk_supported(store, view):
+                # the rows Feast would write, in its layout, in bulk; then Feast's watermark
+                with _online_store(settings):
+                    rows = write_online(store, view, _pull_latest(store, view, start, end_ts).to_arrow())
+                store.registry.apply_materialization(view, store.project, start, end_ts)
+            else:
+                rows = _count_latest(store, view, start, end_ts)
+                with _quiet(), _online_store(settings):
+                    if previous is None:
+                        store.materialize(start_date=start, end_date=end_ts, feature_views=[view.name])
+                    else:
+                        store.materialize_incremental(end_date=end_ts, feature_views=[view.name])
             results.append(ViewMaterialization(view=view.name, table=view.batch_source.name, start=start,
                                                end=end_ts, rows=rows, seconds=time.perf_counter() - t1))
             task.advance(1, view=view.name, rows=rows)
@@ -380,13 +391,18 @@ def _end_timestamp(end: str | datetime | date | None) -> datetime:
 def _count_latest(store: Any, view: Any, start: datetime, end: datetime) -> int:
     """Entity rows that materializing [start, end] writes: one per entity with a row in the interval (the same
     offline query Feast runs, without the feature columns)."""
+    return int(_pull_latest(store, view, start, end, features=False).to_arrow().num_rows)
+
+
+def _pull_latest(store: Any, view: Any, start: datetime, end: datetime, *, features: bool = True) -> Any:
+    """The offline store's latest row per entity in [start, end]: what materializing the interval writes."""
     source = view.batch_source
-    job = store._get_provider().offline_store.pull_latest_from_table_or_query(
+    return store._get_provider().offline_store.pull_latest_from_table_or_query(
         config=store.config, data_source=source, join_key_columns=[c.name for c in view.entity_columns],
-        feature_name_columns=[], timestamp_field=source.timestamp_field,
-        created_timestamp_column=source.created_timestamp_column, start_date=start, end_date=end,
+        feature_name_columns=[f.name for f in view.features] if features else [],
+        timestamp_field=source.timestamp_field, created_timestamp_column=source.created_timestamp_column,
+        start_date=start, end_date=end,
     )
-    return int(job.to_arrow().num_rows)
 
 
 # -- retrieval -------------------------------------------------------------------------------------------------
@@ -396,7 +412,7 @@ def get_online_features(settings: Settings, user_ids: Sequence[int]) -> pd.DataF
     check_online_store(settings)
     store = feature_store(settings, apply=False)
     service = _service(store, settings)
-    rows = [{settings.entity: int(u)} for u in user_ids]
+    rows = [{"user_id": int(u)} for u in user_ids]
     with _quiet(), _online_store(settings):
         return store.get_online_features(features=service, entity_rows=rows).to_df()
 

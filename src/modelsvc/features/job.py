@@ -1,4 +1,4 @@
-"""What modelsvc's two Feast offline stores' retrieval jobs share (``feast_local``, ``feast_hive``)."""
+"""What modelsvc's two Feast offline stores' retrieval jobs share (``features.local``, ``features.hive``)."""
 
 from __future__ import annotations
 

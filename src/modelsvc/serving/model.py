@@ -1,0 +1,174 @@
+"""The served model: a loaded pyfunc with its version, and the holder that follows the production alias.
+
+The holder checks the alias every ``serving.reload_interval_s`` on a background thread. When the alias moved
+(``promote``, ``rollback``), the new version is loaded and warmed beside the one serving, then swapped in with one
+reference assignment: a request takes ``holder.current`` once and finishes on that model, so no request fails or
+waits for a load. A failed load keeps the old version serving and is reported by ``/readyz`` and the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from modelsvc.config import Settings
+from modelsvc.errors import ModelsvcError
+from modelsvc.serving import sources
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+log = logging.getLogger("modelsvc.serving")
+
+_NUMERIC = {"double", "float", "long", "integer"}
+
+
+@dataclass
+class LoadedModel:
+    """A pyfunc ready to score raw feature rows (the logged model does its own preprocessing)."""
+
+    ref: sources.ModelRef
+    pyfunc: Any
+    features: list[str]  # the model's input columns, in signature order
+    types: dict[str, str]  # column -> MLflow type name ("double", "string", ...)
+    loaded_at: float
+    _direct: Callable[[pd.DataFrame], Any] | None = None
+
+    def __post_init__(self) -> None:
+        # A Python-function model is called through its own predict, without MLflow's per-call schema
+        # enforcement (about 0.5 ms a request): ``frame`` already builds the columns and types of the signature.
+        try:
+            python_model = self.pyfunc.unwrap_python_model()
+        except Exception:  # another flavor: MLflow's predict
+            return
+        context = getattr(getattr(self.pyfunc, "_model_impl", None), "context", None)
+        self._direct = lambda df: python_model.predict(context, df)
+
+    @property
+    def version(self) -> str:
+        return self.ref.version
+
+    @classmethod
+    def load(cls, settings: Settings, ref: sources.ModelRef, *, quiet: bool = False) -> LoadedModel:
+        pyfunc = sources.load_pyfunc(settings, ref, quiet=quiet)
+        schema = pyfunc.metadata.get_input_schema()
+        if schema is not None and schema.has_input_names():
+            types = {c.name: _type_name(c.type) for c in schema.inputs}
+        else:  # no signature: the features of the model's feature service, as training wrote them
+            types = {f: "double" for f in sources.model_features()}
+            types["last_seen_platform"] = "string"
+        model = cls(ref, pyfunc, list(types), types, time.time())
+        model.predict(model.frame([{}]))  # warm up: the first call pays for lazy imports and allocations
+        return model
+
+    def frame(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
+        """Rows of raw feature values (None: missing) as the DataFrame the model's signature asks for."""
+        import numpy as np
+        import pandas as pd
+
+        data: dict[str, Any] = {}
+        for col in self.features:
+            values = [r.get(col) for r in rows]
+            if self.types[col] in _NUMERIC:
+                data[col] = np.array([np.nan if v is None else v for v in values], dtype="float64")
+            else:
+                column = np.empty(len(values), dtype=object)  # not np.array(values): it would split sequences
+                column[:] = values
+                data[col] = column
+        return pd.DataFrame(data, copy=False)
+
+    def frame_from(self, df: pd.DataFrame) -> pd.DataFrame:
+        """The model's columns of a feature table (nullable types, NA) as the DataFrame of :meth:`frame`."""
+        import numpy as np
+        import pandas as pd
+
+        data: dict[str, Any] = {}
+        for col in self.features:
+            values = df[col] if col in df.columns else pd.Series([None] * len(df), dtype="object", index=df.index)
+            if self.types[col] in _NUMERIC:
+                data[col] = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+            else:
+                data[col] = values.astype("object").where(values.notna(), None).to_numpy()
+        return pd.DataFrame(data)
+
+    def predict(self, df: pd.DataFrame) -> np.ndarray:
+        """``p_click`` per row, through the pyfunc's own ``predict`` (its bundled preprocessing imputes missing
+        values exactly as in training)."""
+        import numpy as np
+        import pandas as pd
+
+        out = self._direct(df) if self._direct is not None else self.pyfunc.predict(df)
+        if isinstance(out, pd.DataFrame):
+            out = out["p_click"] if "p_click" in out.columns else out.iloc[:, 0]
+        return np.asarray(out, dtype="float64").reshape(-1)
+
+
+def _type_name(t: Any) -> str:
+    return str(getattr(t, "name", t)).lower()
+
+
+class ModelHolder:
+    """The model being served, following the production alias (or pinned to a run's model)."""
+
+    def __init__(self, settings: Settings, *, run_id: str | None = None,
+                 on_swap: Callable[[LoadedModel | None, LoadedModel], None] | None = None) -> None:
+        self.settings = settings
+        self.run_id = run_id
+        self.current: LoadedModel | None = None
+        self.error: str | None = "no model loaded yet"
+        self.on_swap = on_swap
+        self.swaps = 0
+        self._refresh_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def refresh(self) -> bool:
+        """Load the version the alias points at when it is not the one serving; True when a new one swapped in.
+        Errors are kept in ``error`` (the old version keeps serving)."""
+        with self._refresh_lock:
+            try:
+                ref = sources.model_ref(self.settings, self.run_id)
+                if self.current is not None and self.current.ref == ref:
+                    self.error = None
+                    return False
+                t0 = time.perf_counter()
+                new = LoadedModel.load(self.settings, ref, quiet=self.current is not None)
+            except ModelsvcError as exc:
+                self.error = exc.message
+                log.warning("model not (re)loaded: %s", exc.message)
+                return False
+            except Exception as exc:  # a broken model must not take the service down
+                self.error = f"model load failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                log.exception("model load failed")
+                return False
+            old, self.current, self.error = self.current, new, None
+            self.swaps += 1
+            log.info("serving model version %s (%s), loaded in %.2fs%s", new.version, ref.uri,
+                     time.perf_counter() - t0, f", replacing version {old.version}" if old else "")
+            if self.on_swap is not None:
+                self.on_swap(old, new)
+            return True
+
+    def start(self) -> None:
+        """Check the alias now, then every ``serving.reload_interval_s`` on a daemon thread."""
+        self.refresh()
+        if self.run_id is not None or self._thread is not None:
+            return  # a run's model never moves
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="modelsvc-model-reload", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.settings.serving.reload_interval_s):
+            self.refresh()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None

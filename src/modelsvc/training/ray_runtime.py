@@ -1,0 +1,168 @@
+"""Ray for training: how many workers (0: Ray Train's local mode), start or join Ray, decide ``use_gpu``, check the
+workers' resources, and the controller's environment around one ``fit``. The driver's progress sink lives here too.
+
+Local mode (``ScalingConfig(num_workers=0)``, Ray Train V2): ``fit`` calls the training function in this process
+through the same ``ray.train`` API (context, ``get_device``, ``prepare_model``, ``report``) with no controller, no
+worker actors and no ``ray.init``. What Ray's local mode does not do, read from the installed ray's
+``train/v2/_internal/execution/local_mode``: it keeps the reported checkpoint in memory only (``RunConfig`` storage
+is not written, ``Result.path`` is None), ``get_checkpoint()`` starts as None (no resume), and a failure is not
+retried. modelsvc adds those three (``modelsvc.training.worker`` persists the checkpoint under the run's storage
+folder; ``trainer.fit_workers`` retries up to ``training.max_failures``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from modelsvc.config import Settings
+from modelsvc.errors import ConfigError, ServiceUnavailableError
+from modelsvc.progress import NULL, Reporter
+
+POLL_INTERVAL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"  # Ray Train V2 propagates it to its controller actor
+
+
+def num_workers(settings: Settings) -> int:
+    """``scaling.num_workers`` resolved: ``auto`` is 0 (local mode, measured: docs/performance.md) when no Ray
+    address is configured, else 1."""
+    n = settings.scaling.num_workers
+    if n == "auto":
+        return 0 if settings.ray_address() is None else 1
+    return int(n)
+
+
+def local_use_gpu(settings: Settings) -> bool:
+    """``scaling.use_gpu`` for local mode (no Ray to ask): ``auto`` is whether torch sees a CUDA device."""
+    import torch
+
+    available = torch.cuda.is_available()
+    if settings.scaling.use_gpu == "auto":
+        return available
+    if settings.scaling.use_gpu and not available:
+        raise ConfigError("training needs 1 GPU (torch sees none) for scaling.num_workers=0: "
+                          "set scaling.use_gpu to auto or false")
+    return bool(settings.scaling.use_gpu)
+
+
+@contextmanager
+def local_mode(settings: Settings) -> Iterator[None]:
+    """For the duration of one local-mode ``fit``: torch uses ``scaling.cpus_per_worker`` threads, as a Ray worker
+    does (Ray sets its ``OMP_NUM_THREADS``; torch's default of one thread per core made the demo's epochs 20-40x
+    slower on a busy 2-core machine), and Ray Train's INFO line per report stays off the user's terminal."""
+    import torch
+
+    log = logging.getLogger("ray.train")
+    level, threads = log.level, torch.get_num_threads()
+    log.setLevel(logging.WARNING)
+    torch.set_num_threads(max(1, int(settings.scaling.cpus_per_worker)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        log.setLevel(level)
+
+
+def ensure_ray(settings: Settings) -> None:
+    """Join ``settings.ray_address()``, or start a local Ray (quiet, no dashboard); a no-op when Ray is up."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = settings.ray_address()
+    quiet: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False, "configure_logging": True}
+    if address:
+        from modelsvc.doctor import require_ray_cluster
+
+        require_ray_cluster(settings)  # [ops] fail within ray.connect_timeout_s (69), never wait without end
+        try:
+            ray.init(address=address, **quiet)
+        except (ConnectionError, TimeoutError, RuntimeError) as exc:
+            raise ServiceUnavailableError(f"Ray cluster at {address} is unreachable ({exc})") from None
+    else:
+        # Ray's notice that it turned token auth on for the local Ray is good news, not a warning for our users;
+        # its warning that auth is *off* still shows
+        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+            lambda record: "Token authentication is enabled" not in record.getMessage())
+        ray.init(num_cpus=settings.ray.num_cpus or os.cpu_count(), include_dashboard=False, **quiet)
+
+
+def use_gpu(settings: Settings) -> bool:
+    """``scaling.use_gpu``, with ``auto`` resolved from the cluster's resources."""
+    import ray
+
+    if settings.scaling.use_gpu == "auto":
+        return float(ray.cluster_resources().get("GPU", 0)) > 0
+    return bool(settings.scaling.use_gpu)
+
+
+def prepare_ray(settings: Settings, reporter: Reporter = NULL) -> bool:
+    """Start or join Ray, decide ``use_gpu`` and check the workers' resources (see :func:`check_resources`);
+    returns ``use_gpu``."""
+    ensure_ray(settings)
+    gpu = use_gpu(settings)
+    check_resources(settings, gpu, reporter)
+    return gpu
+
+
+def check_resources(settings: Settings, use_gpu: bool, reporter: Reporter) -> None:
+    """Ray Train waits, silently and without end, for resources a fixed cluster never gets: refuse at once on the
+    local Ray modelsvc started; on a cluster (which may autoscale) say what the training waits for."""
+    import ray
+
+    workers = num_workers(settings)
+    need = {"CPU": workers * settings.scaling.cpus_per_worker}
+    if use_gpu:
+        need["GPU"] = float(workers)
+    have = ray.cluster_resources()
+    short = [f"{n:g} {k} (Ray has {float(have.get(k, 0)):g})" for k, n in need.items() if float(have.get(k, 0)) < n]
+    if not short:
+        return
+    what = f"training needs {' and '.join(short)} for scaling.num_workers={workers}"
+    if settings.ray_address() is None:
+        raise ConfigError(f"{what}: lower scaling.num_workers / scaling.cpus_per_worker"
+                          f"{', set scaling.use_gpu to auto or false' if 'GPU' in what else ''}"
+                          " or raise ray.num_cpus")
+    reporter.log(f"{what}: waiting for the cluster to provide them")
+
+
+@contextmanager
+def controller_env(settings: Settings) -> Iterator[None]:
+    """The controller's poll interval (``ray.poll_interval_s``) for the duration of one ``fit``; Ray's default of
+    2 s made a 1 s epoch take 2 s, because each checkpoint report waits for the next poll."""
+    if POLL_INTERVAL_ENV in os.environ:  # the user's own Ray setting wins
+        yield
+        return
+    os.environ[POLL_INTERVAL_ENV] = str(settings.ray.poll_interval_s)
+    try:
+        yield
+    finally:
+        os.environ.pop(POLL_INTERVAL_ENV, None)
+
+
+def cause(exc: BaseException) -> str:
+    """The most specific one-line reason found in a (possibly nested, multi-line) Ray error."""
+    text = str(exc)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if re.match(r"^[A-Za-z_.]*(Error|Exception)\b:", ln):
+            return ln[:300]
+    return (lines[0] if lines else type(exc).__name__)[:300]
+
+
+class ProgressSink:
+    """Rank 0 puts each epoch's metrics, the driver polls them. With workers it is a Ray actor owned by the driver
+    (works the same on a local Ray and on a cluster, and survives worker restarts); in local mode a plain object
+    shared by the training function and the driver's polling thread (list appends and slices are atomic)."""
+
+    def __init__(self) -> None:
+        self._epochs: list[dict[str, Any]] = []
+
+    def put(self, data: dict[str, Any]) -> None:
+        self._epochs.append(data)
+
+    def since(self, n: int) -> list[dict[str, Any]]:
+        return self._epochs[n:]
