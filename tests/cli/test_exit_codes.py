@@ -62,7 +62,8 @@ def test_a_file_where_a_table_folder_should_be_exits_73(workdir):
     result = runner.invoke(app, ["demo-data", "--users", "20", "--days", "1"])
     assert result.exit_code == 73, result.output
     lines = result.stderr.splitlines()
-    assert lines[0].startswith("Error: cannot create ") and str(workdir / "data" / "warehouse" / "raw_events") in lines[0]
+    assert lines[0].startswith("Error: cannot create ")
+    assert str(workdir / "data" / "warehouse" / "raw_events") in lines[0]
     assert len(lines) == 2 and lines[1].startswith("Hint: ")
 
 

@@ -28,9 +28,8 @@ def _runs(settings):
 @pytest.mark.timeout(300)
 def test_a_file_where_the_training_folder_should_be_exits_73_and_fails_the_run(settings, workdir):
     """Today the run created before the training's try block stayed RUNNING forever."""
-    from tests.datasets import write_synthetic_dataset
-
     from modelsvc.training.trainer import run_name_for
+    from tests.datasets import write_synthetic_dataset
 
     manifest, _ = write_synthetic_dataset(settings, rows=300)
     blocker = settings.paths.resolve("ray") / run_name_for(settings, manifest)  # the training's own folder
