@@ -215,6 +215,8 @@ class RaySettings(Section):
     address: str | None = Field(None, description="default: RAY_ADDRESS, else start a local Ray")
     storage_path: str | None = Field(None, description="Ray Train storage (local path or URI); default <root>/ray")
     num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (default: all)")
+    connect_timeout_s: float = Field(30.0, gt=0, description="a Ray cluster (ray.address) that does not answer "
+                                     "within this is reported unreachable (exit 69) instead of waiting without end")
     poll_interval_s: float = Field(
         0.25, gt=0, le=60,
         description="how often the Ray Train controller polls its workers; every epoch's checkpoint report waits "

@@ -20,7 +20,7 @@ from datetime import date, datetime, timedelta, timezone
 from pydantic import BaseModel
 
 from modelsvc.config import EtlSettings, Settings
-from modelsvc.errors import ConfigError, DataError, UsageError
+from modelsvc.errors import ConfigError, DataError, RetryableError, UsageError
 from modelsvc.progress import NULL, Reporter
 from modelsvc.timeutil import date_range, day_start
 from modelsvc.warehouse.base import check_identifier
@@ -265,8 +265,9 @@ def run_etl(settings: Settings, *, start_date: str | date | None, end_date: str 
         counts = wh.check_raw(raw, start=raw_start, end=days[-1])
         for day in days:
             if day not in counts:
-                raise DataError(f"table '{raw}' has no partition ds={day} (no raw events for {day})",
-                                hint="generate demo data with: modelsvc demo-data, or load that day's events")
+                # [ops] 75, not 65: the day has not landed yet; cron / Prefect retry later
+                raise RetryableError(f"table '{raw}' has no partition ds={day} yet: not yet available, retry later",
+                                     hint="generate demo data with: modelsvc demo-data, or load that day's events")
             if counts[day] == 0:
                 raise DataError(f"table '{raw}' partition ds={day} is empty (0 raw events)")
         events = sum(counts.values())

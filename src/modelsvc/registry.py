@@ -300,3 +300,12 @@ def _inspect_lock(client: Any, lock: str, token: str, ttl_s: float) -> bool:
     if time.time() - created_ms / 1000.0 > ttl_s:
         tracking.delete_registered_model(client, lock)
     return False
+
+
+# -- [ops] incremental runs ------------------------------------------------------------------------------------
+@map_tracking_errors
+def production_run_id(settings: Settings) -> str | None:
+    """The run id of the version the production alias points at (None without one): ``run`` skips evaluate and
+    promote of a training that is already in production."""
+    current = tracking.production_version(settings)
+    return str(current.run_id) if current is not None and current.run_id else None

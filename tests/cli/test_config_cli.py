@@ -107,7 +107,7 @@ def test_doctor_bad_config_exits_78(workdir):
 
 def test_doctor_rejects_a_zero_timeout(workdir):
     result = runner.invoke(app, ["doctor", "--timeout", "0"])
-    assert result.exit_code == 2
+    assert result.exit_code == 64
     assert "--timeout" in result.stderr
 
 

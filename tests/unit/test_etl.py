@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from modelsvc.errors import ConfigError, DataError, UsageError
+from modelsvc.errors import ConfigError, DataError, RetryableError, UsageError
 from modelsvc.etl import feature_sql, run_etl
 from modelsvc.warehouse import open_warehouse
 from tests.etl_cases import CASES, RANDOM_CASES, EtlCase, check_case, events_table, run_case, same_rows
@@ -65,18 +65,18 @@ def test_report_counts(settings):
     assert report.events_per_s > 0
 
 
-def test_missing_day_is_a_data_error_and_nothing_is_written(settings):
+def test_missing_day_is_retry_later_and_nothing_is_written(settings):
     case = _case("no_orders_unknown_platform_nulls")
     with open_warehouse(settings) as wh:
         wh.write_partitions(settings.tables.raw_events, events_table(case.events))
-    with pytest.raises(DataError, match=r"table 'raw_events' has no partition ds=2024-03-11") as exc:
+    with pytest.raises(RetryableError, match=r"table 'raw_events' has no partition ds=2024-03-11 yet") as exc:
         run_etl(settings, start_date="2024-03-10", end_date="2024-03-11")
-    assert exc.value.exit_code == 65
+    assert exc.value.exit_code == 75  # not landed yet: a scheduler retries
     assert _feature_files(settings) == {}  # 2024-03-10 was fine, but validation comes before any write
 
 
 def test_no_raw_table_at_all(settings):
-    with pytest.raises(DataError, match=r"has no partition ds=2024-03-10"):
+    with pytest.raises(RetryableError, match=r"has no partition ds=2024-03-10"):
         run_etl(settings, start_date="2024-03-10", end_date="2024-03-10")
 
 

@@ -9,18 +9,46 @@ from __future__ import annotations
 import io
 import os
 import sys
+import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer._click import exceptions as click_errors  # Typer vendors its own Click: these are the ones it raises
+from typer.core import TyperGroup
 
-from modelsvc import __version__
-from modelsvc.errors import ModelsvcError
+from modelsvc import __version__, interrupts
+from modelsvc.errors import ModelsvcError, from_os_error
+
+USAGE_EXIT = 64  # EX_USAGE, for a missing / unknown option or a bad value (Click's own is 2)
+UNEXPECTED_EXIT = 70  # EX_SOFTWARE: a bug; the traceback goes to a log file
+
+
+class _Group(TyperGroup):
+    """The one place where an invocation ends: every outcome becomes one ``Error: …`` line and an exit status a
+    scheduler can act on (see the exit-code table in the README)."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, windows_expand_args: bool = True,
+             **extra: Any) -> Any:
+        def invoke() -> Any:
+            return super(_Group, self).main(args=args, prog_name=prog_name, complete_var=complete_var,
+                                            standalone_mode=False, windows_expand_args=windows_expand_args,
+                                            **extra)
+
+        _state["interrupt_reported"] = False
+        with interrupts.handling():
+            code = _invoke(invoke)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
 
 app = typer.Typer(
+    cls=_Group,
     name="modelsvc",
     help="Take an ML model service through its whole life: ETL, Feast, datasets, training, evaluation, promotion.",
     no_args_is_help=True,
@@ -29,7 +57,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-_state: dict[str, Any] = {"verbose": False}
+_state: dict[str, Any] = {"verbose": False, "root": None}
 
 ConfigOpt = Annotated[
     Path,
@@ -112,30 +140,120 @@ def _no_deprecation_warnings() -> Iterator[None]:
         warnings.showwarning = shown
 
 
-def run(fn: Callable[[], T]) -> T:
-    """Call the library; turn a ModelsvcError into ``Error: …`` on stderr and its exit code."""
+def run(fn: Callable[[], T], *, lock: Any = None) -> T:
+    """Call the library; turn a ModelsvcError into ``Error: …`` on stderr and its exit code.
+
+    ``lock=settings`` for a command that writes the pipeline's tables: it holds the data root's lock
+    (:mod:`modelsvc.runlock`; a second one exits 75 at once, naming the holder)."""
     try:
         with _stdout_to_stderr(), _no_deprecation_warnings():
-            return fn()
-    except ModelsvcError as exc:
-        if _state["verbose"]:
-            import traceback
+            if lock is None:
+                return fn()
+            from modelsvc.runlock import data_root_lock
 
-            traceback.print_exc(file=sys.stderr)
-        typer.echo(f"Error: {exc.message}", err=True)
-        if exc.hint:
-            typer.echo(f"Hint: {exc.hint}", err=True)
-        raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
+            with data_root_lock(lock, " ".join(["modelsvc", *sys.argv[1:]])):
+                return fn()
+    except BaseException as exc:
+        raise typer.Exit(_fail(exc)) from None
+
+
+def _fail(exc: BaseException) -> int:
+    """Print the one ``Error:`` line for ``exc`` (with the traceback when -v) and return the exit status."""
+    if isinstance(exc, typer.Exit):
+        return int(exc.exit_code)
+    if interrupts.is_interrupt(exc):
+        _traceback_if_verbose(exc)
+        return _interrupted(exc)
+    if isinstance(exc, SystemExit):  # a library's sys.exit: not ours to swallow
+        raise exc
+    error = exc if isinstance(exc, ModelsvcError) else from_os_error(exc)
+    if error is not None:
+        _traceback_if_verbose(exc)
+        typer.echo(f"Error: {error.message}", err=True)
+        if error.hint:
+            typer.echo(f"Hint: {error.hint}", err=True)
+        return error.exit_code
+    if isinstance(exc, click_errors.UsageError):
+        typer.echo(f"Error: {_usage_line(exc)}", err=True)
+        return USAGE_EXIT
+    if isinstance(exc, click_errors.ClickException):
+        typer.echo(f"Error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    if isinstance(exc, typer.Abort):
+        typer.echo("Error: aborted", err=True)
+        return 1
+    return _unexpected(exc)
+
+
+def _invoke(fn: Callable[[], Any]) -> int:
+    """Run the whole invocation (Click in non-standalone mode) and map whatever escapes to an exit status."""
+    try:
+        rv = fn()
+    except click_errors.NoArgsIsHelpError as exc:
+        typer.echo(exc.format_message())
+        return 0
+    except BaseException as exc:
+        return _fail(exc)
+    if interrupts.received() is not None:  # e.g. Typer turned a KeyboardInterrupt into a silent Exit(130)
+        return _interrupted(None)
+    return rv if isinstance(rv, int) else 0
+
+
+def _interrupted(exc: BaseException | None) -> int:
+    if not _state.get("interrupt_reported"):
+        _state["interrupt_reported"] = True
+        interrupts.stop_started_services()
         typer.echo("Error: interrupted", err=True)
-        raise typer.Exit(130) from None
+    return interrupts.exit_code(exc)
+
+
+def _usage_line(exc: click_errors.UsageError) -> str:
+    message = " ".join(exc.format_message().split())
+    ctx = exc.ctx
+    return f"{message} (see: {ctx.command_path} --help)" if ctx is not None else message
+
+
+def _traceback_if_verbose(exc: BaseException) -> None:
+    if _state["verbose"]:
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+
+
+def _unexpected(exc: BaseException) -> int:
+    """A bug: one line naming where the full traceback went (a log file under the data root); -v prints it."""
+    import traceback
+    from datetime import datetime, timezone
+
+    text = "".join(traceback.format_exception(exc))
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    root = Path(_state["root"]) if _state["root"] else Path.cwd() / "data"
+    where = "stderr"
+    for folder in (root / "logs", Path(tempfile.gettempdir()) / "modelsvc-logs"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"modelsvc-{stamp}-{os.getpid()}.log"
+            path.write_text(f"modelsvc {__version__} {' '.join(sys.argv)}\n{text}")
+            where = str(path)
+            break
+        except OSError:
+            continue
+    if _state["verbose"] or where == "stderr":
+        sys.stderr.write(text)
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    typer.echo(f"Error: unexpected {type(exc).__name__}{': ' + first if first else ''} "
+               f"(traceback in {where})", err=True)
+    return UNEXPECTED_EXIT
 
 
 def settings_for(config: Path, profile: str | None = None, **overrides: Any) -> Any:
     """Load settings (inside ``run`` so config errors get their exit code)."""
     from modelsvc.config import load_settings
 
-    return run(lambda: load_settings(config, profile=profile, **overrides))
+    settings = run(lambda: load_settings(config, profile=profile, **overrides))
+    with suppress(Exception):
+        _state["root"] = settings.paths.resolve("root")
+    return settings
 
 
 def reporter(as_json: bool) -> Any:

@@ -74,7 +74,8 @@ def etl_cmd(
     settings = settings_for(config, profile)
     from modelsvc.etl import run_etl
 
-    result = run(lambda: run_etl(settings, start_date=start_date, end_date=end_date, reporter=reporter(as_json)))
+    result = run(lambda: run_etl(settings, start_date=start_date, end_date=end_date, reporter=reporter(as_json)),
+                 lock=settings)
     if as_json:
         emit_json(result)
         return

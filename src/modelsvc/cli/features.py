@@ -31,7 +31,7 @@ def materialize_cmd(
 
     settings = settings_for(config, profile)
     end = run(lambda: parse_timestamp(end_date, option="--end-date")) if end_date is not None else None
-    report = run(lambda: materialize(settings, end=end, reporter=reporter(as_json)))
+    report = run(lambda: materialize(settings, end=end, reporter=reporter(as_json)), lock=settings)
     if as_json:
         emit_json(report)
         return
@@ -63,7 +63,7 @@ def build_dataset_cmd(
 
     settings = settings_for(config, profile)
     manifest = run(lambda: build_dataset(settings, start_date=start_date, end_date=end_date, name=name,
-                                         reporter=reporter(as_json)))
+                                         reporter=reporter(as_json)), lock=settings)
     if as_json:
         emit_json(manifest)
         return

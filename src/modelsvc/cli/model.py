@@ -25,7 +25,8 @@ def train_cmd(
     settings = settings_for(config, profile)
     from modelsvc.training import train
 
-    result = run(lambda: train(settings, dataset=dataset, version=version, reporter=reporter(as_json)))
+    result = run(lambda: train(settings, dataset=dataset, version=version, reporter=reporter(as_json)),
+                 lock=settings)
     if as_json:
         emit_json(result)
         return

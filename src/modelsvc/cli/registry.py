@@ -61,7 +61,7 @@ def promote_cmd(
     settings = settings_for(config, profile)
     from modelsvc.registry import promote
 
-    result = run(lambda: promote(settings, run_id=run_id, force=force, reason=reason))
+    result = run(lambda: promote(settings, run_id=run_id, force=force, reason=reason), lock=settings)
     _render_promotion(result, as_json)
 
 
@@ -79,7 +79,7 @@ def rollback_cmd(
     settings = settings_for(config, profile)
     from modelsvc.registry import rollback
 
-    result = run(lambda: rollback(settings, reason=reason))
+    result = run(lambda: rollback(settings, reason=reason), lock=settings)
     _render_promotion(result, as_json)
 
 

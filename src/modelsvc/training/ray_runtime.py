@@ -75,6 +75,7 @@ def ensure_ray(settings: Settings) -> None:
     address = settings.ray_address()
     quiet: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False, "configure_logging": True}
     if address:
+        require_ray_cluster(settings)  # fail within ray.connect_timeout_s (69), never wait without end
         try:
             ray.init(address=address, **quiet)
         except (ConnectionError, TimeoutError, RuntimeError) as exc:
@@ -198,6 +199,18 @@ def check(settings: Settings, timeout: float) -> str:
     if address != "auto" and parsed.hostname and parsed.port:
         tcp(parsed.hostname, parsed.port, timeout, "Ray cluster")
     return _probe_cluster(address, timeout)
+
+
+def require_ray_cluster(settings: Settings) -> None:
+    """The doctor's Ray check, before joining a cluster: ``ray.init`` on an unreachable address waits without end,
+    so raise ServiceUnavailableError (69) when ``ray.address`` does not answer within ``ray.connect_timeout_s``."""
+    from modelsvc.health import CheckOutcome
+
+    try:
+        check(settings, settings.ray.connect_timeout_s)
+    except CheckOutcome as out:
+        raise ServiceUnavailableError(f"{out.detail} (ray.connect_timeout_s={settings.ray.connect_timeout_s:g})",
+                                      hint=out.fix or RAY_FIX) from None
 
 
 def _probe_cluster(address: str, timeout: float) -> str:

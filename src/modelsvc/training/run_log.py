@@ -75,7 +75,7 @@ def _git_commit() -> str | None:
 
 
 def create_run(client: Any, settings: Settings, experiment_id: str, run_name: str,
-                manifest: DatasetManifest) -> str:
+               manifest: DatasetManifest, open_run: list[str] | None = None) -> str:
     from mlflow.entities import Dataset, DatasetInput, InputTag, Param
 
     tags = {
@@ -91,6 +91,8 @@ def create_run(client: Any, settings: Settings, experiment_id: str, run_name: st
         tags["mlflow.source.git.commit"] = commit
     run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     run_id = str(run.info.run_id)
+    if open_run is not None:  # [ops] the caller ends it if what follows fails
+        open_run.append(run_id)
     params = {}
     for section in ("training", "model", "scaling"):
         params.update(_flatten(section, getattr(settings, section).model_dump(mode="json")))

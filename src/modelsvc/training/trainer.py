@@ -36,6 +36,7 @@ from modelsvc.training.result import EpochMetrics, TrainResult
 from modelsvc.training.run_log import RunState, create_run, existing_run, log_epochs, log_model_and_finish
 
 FAIL_AT_EPOCH_ENV = "MODELSVCTEST_FAIL_AT_EPOCH"  # test hook: a worker fails once at this epoch
+FAIL_AFTER_LOG_ENV = "MODELSVCTEST_FAIL_AFTER_LOG_EPOCH"  # [ops] test hook: fail once after handing this epoch
 _HASH_EXCLUDE = {"training": {"max_failures", "resident_max_bytes"}}
 
 
@@ -65,24 +66,23 @@ def train(settings: Settings, *, dataset: str | None = None, version: str | None
     # before there is a run to mark FAILED
     use_gpu = local_use_gpu(settings) if workers == 0 else prepare_ray(settings, reporter)
     resumed = run_id is not None
-    if run_id is None:
-        run_id = create_run(client, settings, experiment_id, run_name, manifest)
-        run_state.write({"mlflow_run_id": run_id, "tracking_uri": mask_uri(settings.tracking_uri())})
-    else:
-        client.update_run(run_id, status="RUNNING")
-        reporter.log(f"resuming training {run_name} (MLflow run {run_id})")
+    _end_orphaned_runs(client, experiment_id, run_name, keep=run_id)  # [ops] SIGKILLed earlier attempts
+    with _ends_run_on_failure(client) as open_run:  # [ops] no path leaves the run RUNNING
+        if run_id is None:
+            run_id = create_run(client, settings, experiment_id, run_name, manifest, open_run)
+            run_state.write({"mlflow_run_id": run_id, "tracking_uri": mask_uri(settings.tracking_uri())})
+        else:
+            open_run.append(run_id)
+            client.update_run(run_id, status="RUNNING")
+            reporter.log(f"resuming training {run_name} (MLflow run {run_id})")
 
-    try:
         result, state = fit_workers(settings, manifest, pre, train_rows, run_name, run_id, reporter,
                                     use_gpu=use_gpu)
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
-    history = [EpochMetrics(**{k: h[k] for k in EpochMetrics.model_fields}) for h in state["history"]]
-    best = min(history, key=lambda h: h.val_loss)
-    uses_gpu = result.metrics.get("device", "cpu") == "cuda" if result.metrics else False
-    log_epochs(client, run_id, state["history"])
-    log_model_and_finish(settings, client, run_id, manifest, pre, state, history, best)
+        history = [EpochMetrics(**{k: h[k] for k in EpochMetrics.model_fields}) for h in state["history"]]
+        best = min(history, key=lambda h: h.val_loss)
+        uses_gpu = result.metrics.get("device", "cpu") == "cuda" if result.metrics else False
+        log_epochs(client, run_id, state["history"])
+        log_model_and_finish(settings, client, run_id, manifest, pre, state, history, best)
 
     out = TrainResult(
         run_id=run_id,
@@ -186,7 +186,8 @@ def fit_workers(settings: Settings, manifest: DatasetManifest, pre: Any, train_r
         seed=t.seed, patience=t.early_stopping_patience, data_path_mode=t.data_path,
         resident_max_bytes=t.resident_max_bytes, use_gpu=use_gpu if local else None,
         checkpoint_uri=_local_checkpoint_uri(settings, run_name) if local else None,
-        fail_at_epoch=int(fail_at) if fail_at else None)
+        fail_at_epoch=int(fail_at) if fail_at else None,
+        fail_after_log_epoch=int(os.environ[FAIL_AFTER_LOG_ENV]) if os.environ.get(FAIL_AFTER_LOG_ENV) else None)
     try:
         with _live_epochs(settings, run_id, t.epochs, reporter, local=local) as sink:
             config = config.model_copy(update={"progress_sink": sink})
@@ -316,3 +317,32 @@ def _live_epochs(settings: Settings, run_id: str | None, epochs: int, reporter: 
             if not local:
                 with contextlib.suppress(Exception):
                     ray.kill(sink)
+
+
+# -- [ops] no MLflow run left RUNNING --------------------------------------------------------------------------
+@contextmanager
+def _ends_run_on_failure(client: Any) -> Iterator[list[str]]:
+    """Whatever fails after the run is created (a bad ``paths.ray``, the workers, logging the model) ends it:
+    KILLED for Ctrl-C / SIGTERM, FAILED otherwise. The caller appends the run id once it exists."""
+    open_run: list[str] = []
+    try:
+        yield open_run
+    except BaseException as exc:
+        if open_run:
+            from modelsvc import interrupts
+
+            with contextlib.suppress(Exception):
+                client.set_terminated(open_run[0], "KILLED" if interrupts.is_interrupt(exc) else "FAILED")
+        raise
+
+
+def _end_orphaned_runs(client: Any, experiment_id: str, run_name: str, keep: str | None) -> None:
+    """Mark FAILED the runs of this training still RUNNING that no process continues: an attempt killed with
+    SIGKILL, or one that died before its id was recorded. (The data-root lock keeps a second modelsvc from
+    training the same run name meanwhile.)"""
+    with contextlib.suppress(Exception):
+        runs = client.search_runs([experiment_id], filter_string=f"tags.`modelsvc.ray_run_name` = '{run_name}' "
+                                  "and attributes.status = 'RUNNING'", max_results=100)
+        for run in runs:
+            if run.info.run_id != keep:
+                client.set_terminated(run.info.run_id, "FAILED")

@@ -71,6 +71,8 @@ class WorkerConfig(BaseModel):
     checkpoint_uri: str | None = Field(None, description="local mode: the state file rank 0 persists each epoch "
                                        "and restores from (Ray's local mode keeps checkpoints in memory only)")
     fail_at_epoch: int | None = Field(None, description="test hook: rank 0 fails once at this epoch")
+    fail_after_log_epoch: int | None = Field(None, description="test hook: rank 0 fails once after handing "
+                                             "this epoch to the driver, before its checkpoint")
     progress_sink: Any = Field(None, description="the driver's ProgressSink (a Ray actor handle, or the object "
                                                  "itself in local mode) or None")
 
@@ -134,6 +136,10 @@ def train_loop_per_worker(raw: dict[str, Any]) -> None:
         if rank == 0:
             send_progress(config.progress_sink, {**metrics, "epochs": config.epochs, "data_path": mode,
                                                  "device": str(device)})
+            # [ops] test hook: die once after handing epoch k to the driver, before its checkpoint
+            fail_after = config.fail_after_log_epoch
+            if fail_after is not None and start_epoch < fail_after == epoch:
+                raise RuntimeError(f"modelsvc test hook: injected failure after logging epoch {epoch}")
         checkpoint(model, optimizer, state, metrics, mode, device, rank, config.checkpoint_uri)
         if state.stopped:
             break

@@ -316,7 +316,10 @@ class LocalWarehouse(Warehouse):
     # -- SQL -----------------------------------------------------------------------------------------------------
     def connection(self) -> Any:
         if self._con is None:
+            from modelsvc import interrupts
+
             self._con = connect_duckdb(self.settings.warehouse.threads)
+            interrupts.on_signal(self._con.interrupt)  # [ops] Ctrl-C / SIGTERM stop a long query at once
         return self._con
 
     def _relation(self, table: str, days: Sequence[date]) -> str | None:
