@@ -48,7 +48,8 @@ def test_an_unexpected_exception_exits_70_naming_the_log_with_the_traceback(work
     assert match, line
     log = Path(match.group(1))
     assert log.parent == workdir / "data" / "logs"
-    assert "Traceback (most recent call last)" in log.read_text() and 'raise RuntimeError("a bug' in log.read_text()
+    assert "Traceback (most recent call last)" in log.read_text()
+    assert 'raise RuntimeError("a bug' in log.read_text()
 
     verbose = runner.invoke(app, ["-v", "etl", "--start-date", "2025-01-01"])
     assert verbose.exit_code == 70
@@ -64,7 +65,8 @@ def test_a_file_where_a_table_folder_should_be_exits_73(workdir):
     lines = result.stderr.splitlines()
     assert lines[0].startswith("Error: cannot create ")
     assert str(workdir / "data" / "warehouse" / "raw_events") in lines[0]
-    assert len(lines) == 2 and lines[1].startswith("Hint: ")
+    assert len(lines) == 2
+    assert lines[1].startswith("Hint: ")
 
 
 def test_disk_full_exits_74_and_publishes_nothing(workdir, monkeypatch):
@@ -227,7 +229,7 @@ def test_train_on_an_unreachable_ray_address_exits_69(settings, workdir, monkeyp
     from tests.datasets import write_synthetic_dataset
 
     write_synthetic_dataset(settings, rows=200)
-    server, address = _fake_ray_address(listening=False)
+    _server, address = _fake_ray_address(listening=False)
     monkeypatch.setenv("MODELSVC_RAY__ADDRESS", address)
     monkeypatch.setenv("MODELSVC_RAY__CONNECT_TIMEOUT_S", "5")
     result = runner.invoke(app, ["train"])
@@ -238,8 +240,8 @@ def test_train_on_an_unreachable_ray_address_exits_69(settings, workdir, monkeyp
 
 @pytest.mark.timeout(60)
 def test_a_silent_ray_address_fails_within_the_connect_timeout(settings, monkeypatch):
-    from modelsvc.training.ray_runtime import require_ray_cluster
     from modelsvc.errors import ServiceUnavailableError
+    from modelsvc.training.ray_runtime import require_ray_cluster
 
     server, address = _fake_ray_address(listening=True)
     monkeypatch.setenv("MODELSVC_RAY__ADDRESS", address)

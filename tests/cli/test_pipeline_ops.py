@@ -31,7 +31,8 @@ with data_root_lock(load_settings(sys.argv[1]), "modelsvc run 2025-01-01..2025-0
 def holder(workdir):
     proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(workdir / "configs")], stdout=subprocess.PIPE,
                             text=True)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "held"
     yield proc
     if proc.poll() is None:
         proc.kill()
@@ -60,7 +61,8 @@ def test_a_dead_holders_lock_is_taken_over_and_logged(settings, workdir, holder,
     holder.wait()
     with caplog.at_level(logging.WARNING, logger="modelsvc.runlock"), data_root_lock(settings, "test") as me:
         assert me.pid == os.getpid()
-    assert f"pid {holder.pid}" in caplog.text and "ended without releasing it" in caplog.text
+    assert f"pid {holder.pid}" in caplog.text
+    assert "ended without releasing it" in caplog.text
 
 
 def test_the_lock_is_reentrant_in_one_process_and_released_after(settings):
@@ -78,12 +80,14 @@ def test_runs_lists_past_runs_with_each_steps_status(workdir):
     assert listed.exit_code == 0
     [record] = json.loads(listed.stdout)
     assert record["status"] == "failed"
-    assert record["report"]["start_date"] == "2025-01-01" and record["report"]["end_date"] == "2025-01-02"
+    assert record["report"]["start_date"] == "2025-01-01"
+    assert record["report"]["end_date"] == "2025-01-02"
     assert [(s["step"], s["status"]) for s in record["report"]["steps"]] == [
         ("etl", "failed")] + [(s, "skipped") for s in ("materialize", "build-dataset", "train", "evaluate", "promote")]
     assert "not yet available" in record["report"]["message"]
     table = runner.invoke(app, ["runs"])
-    assert table.exit_code == 0 and "etl:failed" in table.stdout
+    assert table.exit_code == 0
+    assert "etl:failed" in table.stdout
 
 
 def _plan(*extra: str) -> dict[str, tuple[str, str]]:
@@ -140,8 +144,10 @@ def test_an_interrupted_run_exits_130_is_in_the_history_and_releases_the_lock(se
     monkeypatch.setattr(modelsvc.etl, "run_etl", interrupted)
     result = runner.invoke(app, ["run", "--start-date", "2025-01-01"])
     assert result.exit_code == 130
-    assert result.stderr.splitlines()[-1] == "Error: interrupted" and result.stderr.count("Error:") == 1
+    assert result.stderr.splitlines()[-1] == "Error: interrupted"
+    assert result.stderr.count("Error:") == 1
     [record] = json.loads(runner.invoke(app, ["runs", "--json"]).stdout)
     assert record["status"] == "interrupted"
-    assert record["report"]["steps"][0]["step"] == "etl" and record["report"]["steps"][0]["status"] == "interrupted"
+    assert record["report"]["steps"][0]["step"] == "etl"
+    assert record["report"]["steps"][0]["status"] == "interrupted"
     assert holder(settings) is None

@@ -53,5 +53,6 @@ def test_a_second_identical_run_skips_everything_and_creates_nothing(settings, w
     two = json.loads(second.stdout)
     assert [s["status"] for s in two["steps"]] == ["skipped"] * 6, two["steps"]
     assert counts() == before
-    assert two["run_id"] == one["run_id"] and two["dataset_version"] == one["dataset_version"]
+    assert two["run_id"] == one["run_id"]
+    assert two["dataset_version"] == one["dataset_version"]
     assert second_s < 0.15 * first_s, (second_s, first_s)  # wall time, process start included
