@@ -79,7 +79,8 @@ def test_a_chunk_is_computed_once_then_written_with_one_dynamic_insert_and_empty
     writes = _writes(conn)
     # the feature SQL (the raw table's lookback) is read once, by the stage's CTAS, for the three days
     assert sum("FROM raw_events" in s for s in conn.statements) == 1
-    assert writes[0].startswith("CREATE TABLE `db`.`modelsvc_stage_realtime_") and "FROM raw_events" in writes[0]
+    assert writes[0].startswith("CREATE TABLE `db`.`modelsvc_stage_realtime_")
+    assert "FROM raw_events" in writes[0]
     assert writes[1:4] == ["SET hive.exec.dynamic.partition=true", "SET hive.exec.dynamic.partition.mode=nonstrict",
                            "SET spark.sql.sources.partitionOverwriteMode=dynamic"]
     assert re.match(r"INSERT OVERWRITE TABLE `db`.`realtime` PARTITION \(`ds`\) SELECT .* FROM `db`.`modelsvc_stage_",
