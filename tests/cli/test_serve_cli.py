@@ -21,7 +21,7 @@ def test_score_refuses_a_bad_range_before_any_work(workdir):
 
 
 def test_predict_needs_users_and_a_valid_run_id(workdir):
-    assert runner.invoke(app, ["predict"]).exit_code == 2  # --user-id is required
+    assert runner.invoke(app, ["predict"]).exit_code == 64  # --user-id is required: a usage error
     res = runner.invoke(app, ["predict", "--user-id", "1", "--run-id", "../etc"])
     assert res.exit_code == 64, res.output
     assert "Error: --run-id '../etc' is not an MLflow run id" in res.output

@@ -53,7 +53,7 @@ app = typer.Typer(
     help="Take an ML model service through its whole life: ETL, Feast, datasets, training, evaluation, promotion.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     rich_markup_mode="rich",
 )
 
