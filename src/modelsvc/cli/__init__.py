@@ -7,6 +7,7 @@ This package never imports ray, torch, feast, mlflow or pyhive: the library does
 from __future__ import annotations
 
 import io
+import logging
 import os
 import sys
 import tempfile
@@ -93,6 +94,9 @@ def _root(
     if not verbose:  # libraries' notices are noise in a CLI's stderr (and in cron mail); -v shows them
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        # the variable is read when mlflow is first imported; where it already was (a host process, a test
+        # session), its logger is set directly, so "Creating initial MLflow database tables" never reaches stderr
+        logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"].upper())
 
 
 @contextmanager
