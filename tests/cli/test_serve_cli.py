@@ -21,7 +21,7 @@ def test_score_refuses_a_bad_range_before_any_work(workdir):
 
 
 def test_predict_needs_users_and_a_valid_run_id(workdir):
-    assert runner.invoke(app, ["predict"]).exit_code == 2  # --user-id is required
+    assert runner.invoke(app, ["predict"]).exit_code == 64  # --user-id is required: a usage error
     res = runner.invoke(app, ["predict", "--user-id", "1", "--run-id", "../etc"])
     assert res.exit_code == 64, res.output
     assert "Error: --run-id '../etc' is not an MLflow run id" in res.output
@@ -36,4 +36,7 @@ def test_predict_without_a_production_alias_says_so(workdir):
 
 @pytest.mark.parametrize("args", [["--port", "0"], ["--port", "70000"], ["--workers", "0"]])
 def test_serve_refuses_bad_options(workdir, args):
-    assert runner.invoke(app, ["serve", *args]).exit_code == 2
+    res = runner.invoke(app, ["serve", *args])
+    assert res.exit_code == 64, res.output  # a usage error: one line, no box
+    assert res.output.startswith(f"Error: Invalid value for '{args[0]}'"), res.output
+    assert len(res.output.splitlines()) == 1, res.output

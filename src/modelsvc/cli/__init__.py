@@ -7,6 +7,7 @@ This package never imports ray, torch, feast, mlflow or pyhive: the library does
 from __future__ import annotations
 
 import io
+import logging
 import os
 import sys
 import tempfile
@@ -53,7 +54,7 @@ app = typer.Typer(
     help="Take an ML model service through its whole life: ETL, Feast, datasets, training, evaluation, promotion.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     rich_markup_mode="rich",
 )
 
@@ -93,6 +94,9 @@ def _root(
     if not verbose:  # libraries' notices are noise in a CLI's stderr (and in cron mail); -v shows them
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        # the variable is read when mlflow is first imported; where it already was (a host process, a test
+        # session), its logger is set directly, so "Creating initial MLflow database tables" never reaches stderr
+        logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"].upper())
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from modelsvc.cli import (
     run,
     settings_for,
 )
-from modelsvc.cli.render import console, emit_json, kv_table
+from modelsvc.cli.render import show
 
 
 @app.command("demo-data")
@@ -42,21 +42,7 @@ def demo_data_cmd(
 
     result = run(lambda: generate_demo_data(settings, users=users, days=days, start_date=start_date, seed=seed,
                                             reporter=reporter(as_json)))
-    if as_json:
-        emit_json(result)
-        return
-    console.print(kv_table("Demo data", [
-        ("days", f"{result.start_date} .. {result.end_date} ({result.days})"),
-        ("users", result.users),
-        ("events", result.events),
-        ("page views / orders / impressions", f"{result.page_views} / {result.orders} / {result.impressions}"),
-        ("click rate", result.click_rate),
-        ("oracle AUC", result.oracle_auc),
-        ("feature coverage (offline / realtime)",
-         f"{result.offline_feature_coverage:.1%} / {result.realtime_feature_coverage:.1%}"),
-        *((f"rows in {table}", rows) for table, rows in result.tables.items()),
-        ("seconds", result.seconds),
-    ]))
+    show(result, as_json)
 
 
 @app.command("etl")
@@ -76,14 +62,4 @@ def etl_cmd(
 
     result = run(lambda: run_etl(settings, start_date=start_date, end_date=end_date, reporter=reporter(as_json)),
                  lock=settings)
-    if as_json:
-        emit_json(result)
-        return
-    console.print(kv_table("ETL", [
-        ("days", f"{result.start_date} .. {result.end_date} ({result.days})"),
-        ("engine", result.engine),
-        ("raw events read", f"{result.raw_events_read} (partitions from {result.raw_start})"),
-        *((f"rows in {table}", rows) for table, rows in result.rows_written.items()),
-        ("seconds", result.seconds),
-        ("events/s", round(result.events_per_s)),
-    ]))
+    show(result, as_json)

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from modelsvc.cli import DEFAULT_CONFIG, ConfigOpt, JsonOpt, ProfileOpt, app, reporter, run, settings_for
-from modelsvc.cli.render import console, emit_json, kv_table, rows_table
+from modelsvc.cli.render import show
 
 
 @app.command("materialize")
@@ -27,21 +27,10 @@ def materialize_cmd(
     Example: modelsvc materialize --end-date 2026-01-29
     """
     from modelsvc.features import materialize
-    from modelsvc.timeutil import parse_timestamp
 
     settings = settings_for(config, profile)
-    end = run(lambda: parse_timestamp(end_date, option="--end-date")) if end_date is not None else None
-    report = run(lambda: materialize(settings, end=end, reporter=reporter(as_json)), lock=settings)
-    if as_json:
-        emit_json(report)
-        return
-    console.print(rows_table(
-        f"Materialized into {report.online_store} up to {report.end:%Y-%m-%d %H:%M:%S}",
-        ["feature view", "table", "from", "rows", "seconds"],
-        ((v.view, v.table, "up to date" if v.skipped else v.start, v.rows, v.seconds) for v in report.views),
-    ))
-    console.print(f"definitions {'applied' if report.applied else 'unchanged'}   total rows: {report.rows}   "
-                  f"{report.seconds:.1f}s")
+    report = run(lambda: materialize(settings, end=end_date, reporter=reporter(as_json)), lock=settings)
+    show(report, as_json)
 
 
 @app.command("build-dataset")
@@ -64,16 +53,4 @@ def build_dataset_cmd(
     settings = settings_for(config, profile)
     manifest = run(lambda: build_dataset(settings, start_date=start_date, end_date=end_date, name=name,
                                          reporter=reporter(as_json)), lock=settings)
-    if as_json:
-        emit_json(manifest)
-        return
-    console.print(rows_table(
-        f"Dataset {manifest.name}/{manifest.version}", ["split", "rows", "label rate", "from", "to"],
-        ((s, st.rows, st.label_rate, st.start, st.end) for s, st in manifest.splits.items()),
-    ))
-    console.print(kv_table("Manifest", [
-        ("rows", manifest.rows),
-        ("label rate", manifest.label_rate),
-        *((f"null rate {f}", r) for f, r in manifest.null_rate.items()),
-    ]))
-    console.print(f"path: {manifest.path}\nfingerprint: {manifest.fingerprint}", soft_wrap=True)
+    show(manifest, as_json)

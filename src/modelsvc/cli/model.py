@@ -1,4 +1,4 @@
-"""Model commands: train, evaluate, promote, rollback."""
+"""Model commands: train, evaluate."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from modelsvc.cli import DEFAULT_CONFIG, ConfigOpt, JsonOpt, ProfileOpt, app, reporter, run, settings_for
-from modelsvc.cli.render import console, emit_json, kv_table, rows_table
+from modelsvc.cli.render import show
 
 
 @app.command("train")
@@ -27,21 +27,27 @@ def train_cmd(
 
     result = run(lambda: train(settings, dataset=dataset, version=version, reporter=reporter(as_json)),
                  lock=settings)
-    if as_json:
-        emit_json(result)
-        return
-    console.print(rows_table(
-        "Epochs", ["epoch", "train_loss", "val_loss", "val_auc", "samples/s"],
-        ((h.epoch, h.train_loss, h.val_loss, h.val_auc, round(h.samples_per_s)) for h in result.history),
-    ))
-    console.print(kv_table("Training", [
-        ("MLflow run", result.run_id),
-        ("model", result.model_uri),
-        ("dataset", f"{result.dataset_name}/{result.dataset_version}"),
-        ("best epoch", f"{result.best_epoch} of {result.epochs_run}" + (" (early stop)" if result.stopped_early
-                                                                         else "")),
-        *((k, round(v) if k == "samples_per_s" else v) for k, v in result.metrics.items()),
-        ("data path", f"{result.data_path} on {result.device} x{result.num_workers}"),
-        ("resumed", result.resumed),
-        ("wall time s", result.wall_s),
-    ]))
+    show(result, as_json)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    run_id: Annotated[str, typer.Option("--run-id", help="MLflow run id of the trained candidate.")],
+    dataset: Annotated[str | None, typer.Option(
+        "--dataset", help="Dataset name (latest version); default: the dataset the run was trained on.")] = None,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    profile: ProfileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score a run and production on the test split, apply the promotion gate, store the report in the run.
+
+    Exits 0 when the gate passes and 1 when it refuses; the report is printed either way.
+
+    Example: modelsvc evaluate --run-id 3f2a9c0d41e54b7c8f0a1b2c3d4e5f60 --json
+    """
+    settings = settings_for(config, profile)
+    from modelsvc.evaluation import evaluate
+
+    report = run(lambda: evaluate(settings, run_id=run_id, dataset=dataset, reporter=reporter(as_json)))
+    show(report, as_json)
+    run(report.raise_if_refused)

@@ -1,4 +1,4 @@
-"""Operational commands: config, doctor, run."""
+"""Operational commands: config, doctor."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from modelsvc.cli import DEFAULT_CONFIG, ConfigOpt, JsonOpt, ProfileOpt, app, run, settings_for
-from modelsvc.cli.render import console, emit_json, rows_table
+from modelsvc.cli.render import show, show_config
 
 
 @app.command("config")
@@ -18,13 +18,7 @@ def config_cmd(config: ConfigOpt = DEFAULT_CONFIG, profile: ProfileOpt = None, a
     """
     settings = settings_for(config, profile)
     data = run(settings.masked_dump)
-    if as_json:
-        emit_json(data)
-        return
-    import yaml
-
-    # soft_wrap: rich must not fold long values (paths, URIs), or the YAML would no longer parse
-    console.print(yaml.safe_dump(data, sort_keys=False).rstrip(), soft_wrap=True, markup=False)
+    show_config(data, as_json)
 
 
 @app.command("doctor")
@@ -44,16 +38,6 @@ def doctor_cmd(
 
     settings = settings_for(config, profile)
     report = run(lambda: check_all(settings, timeout_s=timeout))
-    if as_json:
-        emit_json(report.model_dump(mode="json") | {"ok": report.ok})
-    else:
-        from rich.markup import escape  # details quote backend errors: never read them as markup
-
-        rows = [(c.name, _STATUS.get(c.status, c.status), escape(c.detail),
-                 escape(c.fix or "") if c.status in {"fail", "warn"} else "") for c in report.checks]
-        console.print(rows_table(f"modelsvc doctor ({report.engine}, online store {report.online_store})",
-                                 ["check", "status", "detail", "fix"], rows))
+    show(report, as_json)
     run(report.raise_if_failed)
 
-
-_STATUS = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]", "skip": "[dim]skip[/]"}

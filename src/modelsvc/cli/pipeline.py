@@ -18,7 +18,7 @@ from modelsvc.cli import (
     run,
     settings_for,
 )
-from modelsvc.cli.render import console, emit_json, rows_table
+from modelsvc.cli.render import show, show_runs
 
 
 @app.command("run")
@@ -47,16 +47,7 @@ def run_cmd(
     settings = settings_for(config, profile)
     report = run(lambda: run_pipeline(settings, start_date=start_date, end_date=end_date, skip_etl=skip_etl,
                                       reporter=reporter(as_json), plan=plan, force=force or ()))
-    if as_json:
-        emit_json(report)
-    else:
-        rows = [(s.step, s.status, f"{s.seconds:.1f}s", s.error or _why(s)) for s in report.steps]
-        title = "plan" if plan else "run"
-        console.print(rows_table(f"modelsvc {title} {report.start_date}..{report.end_date}",
-                                 ["step", "status", "time", "result"], rows))
-        if not plan:
-            console.print(f"run id: {report.run_id or '-'}   dataset: {report.dataset_version or '-'}   "
-                          f"promoted version: {report.promoted_version or '-'}   total: {report.seconds:.1f}s")
+    show(report, as_json)
     if report.exit_code:
         typer.echo(f"Error: {report.message}", err=True)
         raise typer.Exit(report.exit_code)
@@ -77,26 +68,4 @@ def runs_cmd(
 
     settings = settings_for(config, profile)
     records = run(lambda: list_runs(settings, limit=limit))
-    if as_json:
-        emit_json([r.model_dump(mode="json") | {"status": r.status} for r in records])
-        return
-    rows = []
-    for r in records:
-        rep = r.report
-        steps = " ".join(f"{s.step}:{s.status}" for s in rep.steps)
-        when = f"{rep.started_at:%Y-%m-%d %H:%M:%S}" if rep.started_at else "-"
-        rows.append((when, f"{rep.start_date}..{rep.end_date}", r.status, f"{rep.seconds:.1f}s", steps,
-                     rep.message or f"run {rep.run_id or '-'}, promoted {rep.promoted_version or '-'}"))
-    console.print(rows_table(f"modelsvc runs ({len(records)})", ["started (UTC)", "range", "status", "time",
-                                                                   "steps", "result"], rows))
-
-
-def _why(step: object) -> str:
-    brief = _brief(getattr(step, "summary", {}))
-    reason = getattr(step, "reason", None)
-    return f"{reason}{'; ' + brief if brief else ''}" if reason else brief
-
-
-def _brief(summary: dict[str, object]) -> str:
-    keys = [k for k in summary if not isinstance(summary[k], (dict, list))][:4]
-    return ", ".join(f"{k}={summary[k]}" for k in keys)
+    show_runs(records, as_json)

@@ -18,7 +18,7 @@ from modelsvc.cli import (
     run,
     settings_for,
 )
-from modelsvc.cli.render import console, emit_json, kv_table, rows_table
+from modelsvc.cli.render import show
 
 ModelRunOpt = Annotated[str | None, typer.Option(
     "--run-id", help="Use this MLflow run's model instead of the production alias.")]
@@ -70,16 +70,7 @@ def predict_cmd(
 
     result = run(lambda: predict(settings, user_ids=user_id, run_id=run_id, explain=explain,
                                  at=parse_timestamp(at, option="--at") if at else None))
-    if as_json:
-        emit_json(result)
-        return
-    columns = ["user_id", "p_click", "features missing"] + ((result.predictions[0].features and ["features"]) or [])
-    console.print(rows_table(
-        f"Predictions of {result.model_uri} (version {result.model_version}) at {result.at:%Y-%m-%d %H:%M:%S}",
-        columns,
-        ([p.user_id, f"{p.p_click:.6f}", ", ".join(p.features_missing) or "-",
-          *([", ".join(f"{k}={v}" for k, v in p.features.items())] if p.features else [])]
-         for p in result.predictions)))
+    show(result, as_json)
 
 
 @app.command("score")
@@ -101,15 +92,4 @@ def score_cmd(
 
     result = run(lambda: score(settings, start_date=start_date, end_date=end_date, run_id=run_id,
                                reporter=reporter(as_json)))
-    if as_json:
-        emit_json(result)
-        return
-    console.print(kv_table("Scored", [
-        ("table", result.table),
-        ("days", f"{result.start_date} .. {result.end_date} ({len(result.days)} partitions)"),
-        ("model", f"{result.model_uri} (version {result.model_version})"),
-        ("impressions", result.rows),
-        ("mean p_click", result.mean_p_click),
-        ("features missing", f"{result.missing_share:.1%}"),
-        ("seconds", result.seconds),
-    ]))
+    show(result, as_json)
