@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -137,17 +136,11 @@ def handling() -> Iterator[None]:
 def stop_started_services(log: Callable[[str], None] | None = None) -> None:
     """After an interrupt: end the MLflow runs this process still has open as KILLED, and stop Ray (the local
     cluster modelsvc started, or this driver's actors and workers on a remote one). Each part is best effort."""
-    if "mlflow" in sys.modules:
-        with suppress(Exception):
-            import mlflow
+    with suppress(Exception):
+        from modelsvc.tracking import end_active_runs
 
-            while mlflow.active_run() is not None:
-                mlflow.end_run("KILLED")
-    if "ray" in sys.modules:
-        with suppress(Exception):
-            import ray
+        end_active_runs("KILLED")
+    with suppress(Exception):
+        from modelsvc.training.ray_runtime import shutdown_ray
 
-            if ray.is_initialized():
-                if log:
-                    log("stopping Ray")
-                ray.shutdown()
+        shutdown_ray(log)

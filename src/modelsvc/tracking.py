@@ -388,17 +388,32 @@ def read_mlmodel(uri: str) -> dict[str, Any]:
 
 # -- models ----------------------------------------------------------------------------------------------------
 
-def load_model(settings: Settings, uri: str) -> Any:
+def load_model(settings: Settings, uri: str, *, quiet: bool = False) -> Any:
     """The pyfunc model at ``uri`` (``runs:/…``, ``models:/<name>/<version>``, ``models:/<name>@<alias>``);
-    NotFoundError naming the URI when it cannot be loaded."""
+    NotFoundError naming the URI when it cannot be loaded. ``quiet`` skips MLflow's dependency and Python-version
+    checks (the serving process does them at its first load only: scanning the installed packages again costs CPU
+    that a model swap under load takes from requests)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     mlflow_client(settings)
     try:
-        return mlflow.pyfunc.load_model(uri)
+        return mlflow.pyfunc.load_model(uri, suppress_warnings=quiet)
     except (MlflowException, OSError) as exc:
-        raise NotFoundError(f"model {uri} cannot be loaded: {str(exc).splitlines()[0]}") from exc
+        raise NotFoundError(f"model {uri} cannot be loaded: {str(exc).splitlines()[0]}") from None
+
+
+def end_active_runs(status: str = "KILLED") -> None:
+    """End every MLflow run this process still has open (after an interrupt); nothing when mlflow was never
+    imported."""
+    import sys
+
+    if "mlflow" not in sys.modules:
+        return
+    import mlflow
+
+    while mlflow.active_run() is not None:
+        mlflow.end_run(status)
 
 
 def predict(model: Any, uri: str, features: pd.DataFrame) -> np.ndarray:

@@ -72,10 +72,10 @@ class Service:
         self.clock = clock or (lambda: datetime.now(timezone.utc))
 
     def start(self) -> None:
-        import torch
+        from modelsvc.training.model import set_threads
 
         # one intra-op thread: a request's tensors are tiny, and threads only contend; cores are used by workers
-        torch.set_num_threads(1)
+        set_threads(1)
         try:
             self._open_online()
         finally:

@@ -4,208 +4,27 @@ MLflow (the production alias, loading a model).
 Everything serving needs from ``modelsvc.features``, ``modelsvc.dataset``, ``modelsvc.tracking`` and
 ``modelsvc.registry`` goes through here, so a move of those modules changes this file only.
 
-Online reads. ``FeatureStore.get_online_features`` re-reads the registry and rebuilds its plan on every call (about
-a millisecond and more before any I/O). :class:`OnlineFeatures` resolves the feature service once, then reads each
-feature view with Feast's own ``OnlineStore.online_read`` (one SQLite query or one Redis pipeline per view) and
-converts the values with Feast's own ``feast_value_type_to_python_type``: the values are those
-``get_online_features`` returns (tests/integration/test_serving_online.py checks it). Then, as the point-in-time
-join of training does, a value whose feature row is older than its view's ttl at the instant of the prediction is
-treated as missing: the model's bundled preprocessor imputes it.
+Online reads: :class:`modelsvc.features.online_read.OnlineFeatures` (Feast's online store read once per view,
+stale values past the view's ttl treated as missing, as in training's point-in-time join).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from modelsvc.config import Settings
 from modelsvc.errors import ModelsvcError, NotFoundError, ServiceUnavailableError
+from modelsvc.features.online_read import KEY_CACHE_SIZE, OnlineFeatures, OnlineRows, ViewRead
 
 if TYPE_CHECKING:
     import pandas as pd
 
 
-# -- online features -------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ViewRead:
-    """One feature view of the model's feature service, as served."""
-
-    name: str
-    view: Any  # feast FeatureView
-    features: list[str]
-    ttl: timedelta | None
-
-
-@dataclass
-class OnlineRows:
-    """Feature values of a list of users (in order) at one instant, stale values already removed."""
-
-    user_ids: list[int]
-    features: list[str]
-    values: list[dict[str, Any]]  # per user: feature -> value (None: missing or stale)
-    read_s: float = 0.0
-    stale: int = 0  # values present in the store but older than the view's ttl
-
-
-@dataclass
-class OnlineFeatures:
-    """Reads the model's features from the configured online store (SQLite or Redis)."""
-
-    settings: Settings
-    store: Any = None
-    online_store: Any = None
-    config: Any = None
-    views: list[ViewRead] = field(default_factory=list)
-    _keys: dict[int, Any] = field(default_factory=dict)
-
-    @classmethod
-    def open(cls, settings: Settings) -> OnlineFeatures:
-        """Resolve the feature service once (Feast registry) and connect to the online store."""
-        from modelsvc.features import store as feast_features
-
-        with feast_features._online_store(settings):
-            store = feast_features.feature_store(settings, apply=False)
-            service = feast_features._service(store, settings)
-            views = []
-            for projection in service.feature_view_projections:
-                view = store.get_feature_view(projection.name)
-                names = [f.name for f in projection.features]
-                views.append(ViewRead(projection.name_to_use(), view.with_projection(projection)
-                                      if hasattr(view, "with_projection") else view, names, view.ttl or None))
-            self = cls(settings, store, store._get_provider().online_store, store.config, views)
-        self._tune_redis()
-        return self
-
-    @property
-    def feature_names(self) -> list[str]:
-        return [f for v in self.views for f in v.features]
-
-    def _tune_redis(self) -> None:
-        """Give Feast's Redis store a client that fails fast (``serving.online_timeout_s``, no retries with
-        backoff): an online store that does not answer is a 503 now, not a request hung for seconds."""
-        if self.settings.features.online_store != "redis" or not hasattr(self.online_store, "_client"):
-            return
-        import redis as redis_py
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
-        cfg, timeout = self.settings.features.redis, self.settings.serving.online_timeout_s
-        self.online_store._client = redis_py.Redis(
-            host=cfg.host, port=cfg.port, db=cfg.db, ssl=cfg.ssl,
-            password=cfg.password.get_secret_value() if cfg.password else None,
-            socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
-
-    def read_raw(self, user_ids: Sequence[int]) -> list[list[tuple[datetime | None, dict[str, Any] | None]]]:
-        """Per view, per unique user: (feature row timestamp, feature values as Python values) as Feast holds
-        them, before any ttl check. Users are in the order of ``unique(user_ids)``."""
-        keys = [self._key(int(u)) for u in user_ids]
-        out = []
-        with self._errors():
-            for v in self.views:
-                rows = self.online_store.online_read(config=self.config, table=v.view, entity_keys=keys,
-                                                     requested_features=list(v.features))
-                converted: list[tuple[datetime | None, dict[str, Any] | None]] = []
-                for ts, values in rows:
-                    if values is None:
-                        converted.append((None, None))
-                        continue
-                    converted.append((ts, {f: _python_value(values[f]) if f in values else None
-                                           for f in v.features}))
-                out.append(converted)
-        return out
-
-    def _key(self, user_id: int) -> Any:
-        """The entity key proto of a user (cached: building protos is a good part of a small request)."""
-        key = self._keys.get(user_id)
-        if key is None:
-            from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-            from feast.protos.feast.types.Value_pb2 import Value
-
-            key = EntityKey(join_keys=["user_id"], entity_values=[Value(int64_val=user_id)])
-            if len(self._keys) >= KEY_CACHE_SIZE:
-                self._keys.clear()
-            self._keys[user_id] = key
-        return key
-
-    def read(self, user_ids: Sequence[int], *, at: datetime | None = None) -> OnlineRows:
-        """The model's features of ``user_ids`` fresh at ``at`` (default: now). A value whose feature row is more
-        than the view's ttl older than ``at`` is missing, as in the point-in-time join of training (where a row
-        exactly ttl old is still joined)."""
-        t0 = time.perf_counter()
-        at = at or datetime.now(timezone.utc)
-        unique = list(dict.fromkeys(int(u) for u in user_ids))
-        raw = self.read_raw(unique)
-        per_user: dict[int, dict[str, Any]] = {u: {} for u in unique}
-        stale = 0
-        for v, rows in zip(self.views, raw, strict=True):
-            for u, (ts, values) in zip(unique, rows, strict=True):
-                fresh = values is not None and (v.ttl is None or ts is None or ts + v.ttl >= at)
-                if values is not None and not fresh:
-                    stale += sum(x is not None for x in values.values())
-                for f in v.features:
-                    per_user[u][f] = values.get(f) if fresh and values is not None else None
-        return OnlineRows([int(u) for u in user_ids], self.feature_names, [per_user[int(u)] for u in user_ids],
-                          read_s=time.perf_counter() - t0, stale=stale)
-
-    def ping(self) -> None:
-        """Raise ServiceUnavailableError when the online store does not answer (one cheap read)."""
-        if self.settings.features.online_store == "redis":
-            with self._errors():
-                self.online_store._get_client(self.config.online_store).ping()
-            return
-        path = self.settings.paths.resolve("feast") / "online_store.db"
-        if not path.is_file():
-            raise ServiceUnavailableError(f"SQLite online store {path} does not exist (run: modelsvc materialize)")
-        self.read_raw([0])
-
-    def _errors(self) -> Any:
-        from modelsvc.features import store as feast_features
-
-        return _OnlineErrors(self.settings, feast_features._online_store(self.settings))
-
-    def close(self) -> None:
-        client = getattr(self.online_store, "_client", None)
-        if client is not None and hasattr(client, "close"):
-            client.close()
-
-
-_SCALARS = frozenset({"int64_val", "int32_val", "double_val", "float_val", "string_val", "bool_val", "bytes_val"})
-KEY_CACHE_SIZE = 1_000_000
-
-
-def _python_value(value: Any) -> Any:
-    """Feast's ``feast_value_type_to_python_type``, with its scalar case inlined (the same value: the field
-    itself); every other kind goes to Feast's function."""
-    kind = value.WhichOneof("val")
-    if kind is None:
-        return None
-    if kind in _SCALARS:
-        return getattr(value, kind)
-    from feast.type_map import feast_value_type_to_python_type
-
-    return feast_value_type_to_python_type(value)
-
-
-class _OnlineErrors:
-    """``features._online_store`` (Redis errors → ServiceUnavailableError), plus SQLite's own errors."""
-
-    def __init__(self, settings: Settings, inner: Any) -> None:
-        self.settings, self.inner = settings, inner
-
-    def __enter__(self) -> None:
-        self.inner.__enter__()
-
-    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
-        import sqlite3
-
-        if exc is not None and isinstance(exc, sqlite3.Error):
-            raise ServiceUnavailableError(f"SQLite online store cannot be read ({str(exc).splitlines()[0]}; "
-                                          "run: modelsvc materialize)") from None
-        return bool(self.inner.__exit__(kind, exc, tb))
+# online features: Feast's side lives in modelsvc.features.online_read (re-exported: serving reaches it here)
+__all__ = ["KEY_CACHE_SIZE", "ModelRef", "OnlineFeatures", "OnlineRows", "ViewRead", "get_online_features"]
 
 
 def get_online_features(settings: Settings, user_ids: Sequence[int]) -> pd.DataFrame:
@@ -261,20 +80,9 @@ def load_pyfunc(settings: Settings, ref: ModelRef, *, quiet: bool = False) -> An
     """``mlflow.pyfunc.load_model`` of ``ref`` (NotFoundError naming it when it cannot be loaded). ``quiet`` skips
     MLflow's dependency and Python-version checks (their warnings went to the log at the first load; scanning the
     installed packages again costs CPU that a swap under load takes from requests)."""
-    from modelsvc.tracking import map_tracking_errors, mlflow_client
+    from modelsvc.tracking import load_model, map_tracking_errors
 
-    @map_tracking_errors
-    def load(settings: Settings) -> Any:
-        import mlflow
-        from mlflow.exceptions import MlflowException
-
-        mlflow_client(settings)
-        try:
-            return mlflow.pyfunc.load_model(ref.uri, suppress_warnings=quiet)
-        except (MlflowException, OSError) as exc:
-            raise NotFoundError(f"model {ref.uri} cannot be loaded: {str(exc).splitlines()[0]}") from None
-
-    return load(settings)
+    return map_tracking_errors(lambda settings: load_model(settings, ref.uri, quiet=quiet))(settings)
 
 
 # -- batch scoring: the impressions and their point-in-time features --------------------------------------------

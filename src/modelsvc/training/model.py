@@ -47,3 +47,8 @@ def build_model(settings_model: Any, num_numeric: int, cardinalities: list[int])
     """The model for a ``ModelSettings`` section and a fitted preprocessor's shapes."""
     return CTRModel(num_numeric, cardinalities, embedding_dim=settings_model.embedding_dim,
                     hidden_layers=list(settings_model.hidden_layers), dropout=settings_model.dropout)
+
+
+def set_threads(n: int) -> None:
+    """torch's intra-op threads for this process (the serving process uses one: its tensors are tiny)."""
+    torch.set_num_threads(n)

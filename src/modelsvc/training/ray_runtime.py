@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -233,3 +233,17 @@ def _probe_cluster(address: str, timeout: float) -> str:
     info = json.loads(lines[-1])
     return (f"cluster {address}: {info['nodes']} nodes, {info['cpus']:g} CPUs, {info['gpus']:g} GPUs "
             f"(Ray {info['version']})")
+
+
+def shutdown_ray(log: Callable[[str], None] | None = None) -> None:
+    """Stop the Ray this process started or joined (after an interrupt); nothing when ray was never imported."""
+    import sys
+
+    if "ray" not in sys.modules:
+        return
+    import ray
+
+    if ray.is_initialized():
+        if log:
+            log("stopping Ray")
+        ray.shutdown()
