@@ -43,13 +43,15 @@ def _plain(obj: object) -> str:
 
 
 @pytest.mark.parametrize("shell", ["bash", "zsh"])
-def test_shell_completion_is_on(shell):
+def test_shell_completion_is_on(shell, monkeypatch):
+    # Typer detects the user's shell from the process tree; a test names it (Typer's own switch for tests)
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
     result = runner.invoke(app, ["--show-completion", shell], prog_name="modelsvc")
     assert result.exit_code == 0, result.output
     assert "_MODELSVC_COMPLETE" in result.output
 
 
-def test_materialize_leaves_parsing_its_end_date_to_the_library():
+def test_materialize_leaves_parsing_its_end_date_to_the_library(workdir):
     result = runner.invoke(app, ["materialize", "--end-date", "2025-13-01"])
     assert result.exit_code == 64
     assert result.output == ("Error: --end-date: '2025-13-01' is not a timestamp "
