@@ -108,3 +108,37 @@ def test_hive_etl_computes_the_case_on_the_server(hive_settings, monkeypatch: py
                        for s in sent), table
     assert [s for s in sent if s.startswith("INSERT INTO")] == [  # only the raw upload goes row by row
         s for s in sent if s.startswith("INSERT INTO TABLE") and "modelsvc_stage_raw_events" in s]
+
+
+def test_hive_etl_checks_the_raw_data_before_any_write(hive_server, tmp_path: Path) -> None:
+    """As on the local engine: is_clicked outside {0, 1}, and an event stored outside its UTC day's partition,
+    are a DataError (65) naming the partition and the count, found by the server before any feature table is
+    written."""
+    import pyarrow as pa
+
+    from modelsvc.errors import DataError
+    from tests.conftest import CONFIGS
+
+    settings = load_settings(CONFIGS, paths={"root": str(tmp_path)},
+                             **hive_server.settings_overrides(database=create_database(hive_server, "rawcheck")))
+    good = [ev("g1", 1, "2024-03-10 08:00:00", "impression", is_clicked=1),
+            ev("g2", 2, "2024-03-11 09:00:00", "page_view")]
+    clicked_2 = events_table([*good, ev("bad", 3, "2024-03-11 10:00:00", "impression", is_clicked=2)])
+    # the late event of 03-10 stored in the partition of 03-11 (a writer that used local time, say)
+    misplaced = events_table([*good, ev("late", 4, "2024-03-10 23:30:00", "page_view")])
+    ds = misplaced.column("ds").to_pylist()
+    misplaced = misplaced.set_column(misplaced.schema.get_field_index("ds"), "ds",
+                                     pa.array([*ds[:-1], "2024-03-11"], pa.string()))
+    expected = {
+        "clicked": "partition ds=2024-03-11: column 'is_clicked' has 1 value(s) other than 0 and 1",
+        "misplaced": "partition ds=2024-03-11: 1 event(s) lie outside the partition's UTC day (e.g. event 'late')",
+    }
+    for name, raw in (("clicked", clicked_2), ("misplaced", misplaced)):
+        with open_warehouse(settings) as wh:
+            wh.write_partitions(settings.tables.raw_events, raw)
+        with pytest.raises(DataError) as err:
+            run_etl(settings, start_date=DAYS[0], end_date=DAYS[1])
+        assert err.value.exit_code == 65
+        assert expected[name] in err.value.message, err.value.message
+        with open_warehouse(settings) as wh:
+            assert not wh.table_exists(settings.tables.user_features)  # nothing was written

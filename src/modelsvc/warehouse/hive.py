@@ -565,7 +565,7 @@ class HiveWarehouse(Warehouse):
             raise NotFoundError(f"table {self.database}.{table} does not exist on HiveServer2 at "
                                 f"{endpoint(self.hive)}", hint="load raw events first (modelsvc demo-data)")
         _check_raw_columns(table, self.columns(table))
-        counts = self.partition_counts(table, start=start, end=end)
+        counts = self._checked_counts(table, start=start, end=end)
         for day in self.partitions(table):  # empty partitions exist but have no rows to group
             if start <= day <= end:
                 counts.setdefault(day, 0)
@@ -655,6 +655,31 @@ class HiveWarehouse(Warehouse):
             if PARTITION_COLUMN not in schema.names:
                 raise DataError(f"the SELECT for table {table} has no '{PARTITION_COLUMN}' column")
             self.ensure_table(table, schema)
+
+    def _checked_counts(self, table: str, *, start: date, end: date) -> dict[date, int]:
+        """Rows per partition in [start, end], and the contract's data checks, in one aggregate query run by the
+        server (as the local engine reads every file before the first write): ``is_clicked`` outside {0, 1}, and
+        events outside their partition's UTC day (whose rows would make the features depend on the run's range).
+        The first partition breaking a check is a DataError naming it and the count."""
+        ts, ds = "event_timestamp", f"`{PARTITION_COLUMN}`"
+        day = "CAST(floor(unix_timestamp(event_timestamp) / 86400) AS BIGINT)"  # the session time zone is UTC
+        rows = self.scalar_rows(
+            f"SELECT {ds}, COUNT(*), "
+            f"SUM(CASE WHEN is_clicked IS NOT NULL AND is_clicked NOT IN (0, 1) THEN 1 ELSE 0 END), "
+            f"SUM(CASE WHEN {ts} IS NOT NULL AND {day} <> datediff({ds}, '1970-01-01') THEN 1 ELSE 0 END), "
+            f"MIN(CASE WHEN {ts} IS NOT NULL AND {day} <> datediff({ds}, '1970-01-01') THEN event_id END) "
+            f"FROM {self.qualified(table)} WHERE {ds} >= {day_literal(start)} AND {ds} <= {day_literal(end)} "
+            f"GROUP BY {ds} ORDER BY {ds}", table=table)
+        where = f"table {self.database}.{table}"
+        for value, _, clicks, outside, example in rows:
+            if clicks:
+                raise DataError(f"{where}, partition ds={value}: column 'is_clicked' has {int(clicks)} value(s) "
+                                "other than 0 and 1")
+            if outside:
+                raise DataError(f"{where}, partition ds={value}: {int(outside)} event(s) lie outside the "
+                                f"partition's UTC day (e.g. event {example!r}); store each event in the "
+                                "partition of its UTC date")
+        return {date.fromisoformat(str(value)): int(n) for value, n, *_ in rows}
 
     def partition_counts(self, table: str, *, start: date, end: date) -> dict[date, int]:
         """Rows per partition of ``table`` in [start, end] (one aggregate query)."""
