@@ -169,11 +169,10 @@ def check_data(files: Iterable[FileCheck], *, connection: object | None = None) 
         return
     import duckdb
 
-    con: Any = connection if connection is not None else duckdb.connect()
+    from modelsvc.warehouse.local import connect_duckdb
+
+    con: Any = connection if connection is not None else connect_duckdb()
     try:
-        if connection is None:
-            con.execute("SET TimeZone = 'UTC'")
-            con.execute("SET enable_progress_bar = false")
         for plan, paths in groups.items():
             try:
                 rows = con.execute(_data_sql(plan, _listing(paths))).fetchall()

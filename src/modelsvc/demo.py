@@ -199,17 +199,12 @@ def simulate_events(*, users: int, days: int, start_date: str | date, seed: int)
 
 def served_features(settings: Settings, raw: pa.Table, days: list[date]) -> pa.Table:
     """For each impression of ``raw``: the features the point-in-time join serves (ETL SQL + as-of join)."""
-    import duckdb
-
     from modelsvc.etl import DUCKDB, check_windows, feature_sql
+    from modelsvc.warehouse.local import connect_duckdb
 
     check_windows(settings.etl)
-    con = duckdb.connect()
+    con = connect_duckdb(settings.warehouse.threads)
     try:
-        con.execute("SET TimeZone = 'UTC'")
-        con.execute("SET enable_progress_bar = false")
-        if settings.warehouse.threads:
-            con.execute(f"SET threads = {int(settings.warehouse.threads)}")
         con.register("demo_raw_events", raw)
         created = datetime(2000, 1, 1, tzinfo=timezone.utc)
         sql = feature_sql(DUCKDB, days=days, raw_table="demo_raw_events", etl=settings.etl, created=created)

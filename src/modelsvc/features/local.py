@@ -57,7 +57,7 @@ from pydantic import StrictStr
 from modelsvc.errors import DataError
 from modelsvc.features.job import ArrowRetrievalJob
 from modelsvc.features.names import FEATURE_TS_TAG, LOCAL_OFFLINE_STORE
-from modelsvc.warehouse.local import partition_glob
+from modelsvc.warehouse.local import connect_duckdb, partition_glob
 
 
 @ibis.udf.scalar.builtin
@@ -206,11 +206,8 @@ class AsofRetrievalJob(ArrowRetrievalJob):
         self._repo_path = repo_path
 
     def _to_arrow_internal(self, timeout: int | None = None) -> pyarrow.Table:
-        import duckdb
-
-        con = duckdb.connect()
+        con = connect_duckdb()
         try:
-            con.execute("SET TimeZone = 'UTC'")
             con.register(_ENTITY, self._entity)
             return con.sql(self.sql).to_arrow_table()
         finally:
