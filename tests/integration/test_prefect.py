@@ -67,6 +67,23 @@ def _task_runs(server: Any, flow_run_id: Any, timeout: float = 30) -> dict[str, 
             time.sleep(0.5)
 
 
+def _run_deployment(server: Any, name: str, parameters: dict[str, Any], *, alive: Any, log: Path,
+                    timeout: float = 100) -> tuple[Any, Any]:
+    """Trigger a run of deployment ``name``; its id and final state (a worker or serve process runs it)."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    with server.client_settings():
+        run = run_deployment(name, parameters=parameters, timeout=0)
+    deadline = time.monotonic() + timeout
+    with server.client_settings(), get_client(sync_client=True) as client:
+        while (state := client.read_flow_run(run.id).state) is None or state.type.value not in TERMINAL:
+            assert alive(), f"the process running {name} exited\n{tail(log)}"
+            assert time.monotonic() < deadline, f"{name} still {state} after {timeout:.0f} s\n{tail(log)}"
+            time.sleep(1)
+    return run.id, state
+
+
 def _features(server: Any, workdir: Path) -> Any:
     """features_flow called in this process, recorded on the server; its final state."""
     from modelsvc.flows import features_flow
@@ -79,7 +96,6 @@ def _features(server: Any, workdir: Path) -> Any:
 @pytest.mark.timeout(240)
 def test_deployments_from_prefect_yaml_run_to_completed_on_a_process_worker(prefect_server, demo):
     from prefect.client.orchestration import get_client
-    from prefect.deployments import run_deployment
 
     from modelsvc.flows import FEATURES_CRON, TRAINING_CRON
 
@@ -109,16 +125,10 @@ def test_deployments_from_prefect_yaml_run_to_completed_on_a_process_worker(pref
     try:
         for name, params in (("features/features-daily", {"start_date": FIRST, "end_date": LAST}),
                              ("training/training-weekly", {"start_date": FIRST, "end_date": LAST})):
-            with prefect_server.client_settings():
-                run = run_deployment(name, parameters=params, timeout=0)
-            deadline = time.monotonic() + 100
-            with prefect_server.client_settings(), get_client(sync_client=True) as client:
-                while (state := client.read_flow_run(run.id).state) is None or state.type.value not in TERMINAL:
-                    assert worker.poll() is None, f"the worker exited\n{tail(log)}"
-                    assert time.monotonic() < deadline, f"{name} still {state} after 100 s\n{tail(log)}"
-                    time.sleep(1)
+            run_id, state = _run_deployment(prefect_server, name, params, alive=lambda: worker.poll() is None,
+                                            log=log)
             assert state.type.value == "COMPLETED", f"{name}: {state}\n{tail(log, 60)}"
-            steps = _task_runs(prefect_server, run.id)
+            steps = _task_runs(prefect_server, run_id)
             assert all(r.state.is_completed() for r in steps.values()), steps
     finally:
         stop(worker)
@@ -189,3 +199,54 @@ def test_an_unchanged_day_is_served_from_the_cache_and_changed_data_is_not(prefe
     steps = _task_runs(prefect_server, changed.state_details.flow_run_id)
     assert {name: r.state.name for name, r in steps.items()} == {"etl": "Completed", "materialize": "Completed"}
     assert changed.result()["etl"].raw_events_read == first.result()["etl"].raw_events_read - 1
+
+
+@pytest.mark.timeout(180)
+def test_python_m_modelsvc_flows_serve_schedules_and_runs_the_deployments(prefect_server, demo):
+    import contextlib
+    import sys
+
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    from modelsvc.flows import FEATURES_CRON, TRAINING_CRON
+
+    with prefect_server.client_settings(), get_client(sync_client=True) as client:
+        for name in ("features/features-daily", "training/training-weekly"):  # prefect.yaml's, from another test
+            with contextlib.suppress(ObjectNotFound):
+                client.delete_deployment(client.read_deployment_by_name(name).id)
+    pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH")) if p)
+    log = demo / "serve.log"
+    proc = start([sys.executable, "-m", "modelsvc.flows", "serve", str(demo / "configs")], log, cwd=demo,
+                 env=prefect_server.env(PYTHONPATH=pythonpath))
+
+    def served() -> dict[str, Any]:
+        with prefect_server.client_settings(), get_client(sync_client=True) as client:
+            deps = {name: client.read_deployment_by_name(name)
+                    for name in ("features/features-daily", "training/training-weekly")}
+        # registered by the serve process: with its config dir as a parameter
+        return deps if all(d.parameters.get("config_dir") == str(demo / "configs") for d in deps.values()) else {}
+
+    try:
+        deadline = time.monotonic() + 60
+        while not (deps := _quiet(served)):
+            assert proc.poll() is None, f"serve exited with {proc.returncode}\n{tail(log)}"
+            assert time.monotonic() < deadline, f"the deployments were not served after 60 s\n{tail(log)}"
+            time.sleep(1)
+        assert [s.schedule.cron for s in deps["features/features-daily"].schedules] == [FEATURES_CRON]
+        _, state = _run_deployment(prefect_server, "features/features-daily",
+                                   {"start_date": FIRST, "end_date": LAST}, alive=lambda: proc.poll() is None, log=log)
+        assert state.type.value == "COMPLETED", f"{state}\n{tail(log, 60)}"  # run by the serve process
+    finally:
+        stop(proc)
+    assert [s.schedule.cron for s in deps["training/training-weekly"].schedules] == [TRAINING_CRON]
+
+
+def _quiet(fn: Any) -> Any:
+    """``fn()``, or {} while the server does not have the deployments yet."""
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        return fn()
+    except ObjectNotFound:
+        return {}
