@@ -93,7 +93,7 @@ def _features(server: Any, workdir: Path) -> Any:
                              return_state=True)
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(300)
 def test_deployments_from_prefect_yaml_run_to_completed_on_a_process_worker(prefect_server, demo):
     from prefect.client.orchestration import get_client
 
@@ -144,6 +144,18 @@ def test_deployments_from_prefect_yaml_run_to_completed_on_a_process_worker(pref
     assert all(a.type == "markdown" for a in artifacts.values())
     assert "| auc |" in artifacts["modelsvc-evaluation"].data and ": passed" in artifacts["modelsvc-evaluation"].data
     assert "| promote | Completed |" in artifacts["modelsvc-training-summary"].data
+
+    # the same window again (in this process, same data root): dataset and training come from the cache, and the
+    # model already in production is not registered again
+    from modelsvc.flows import training_flow
+
+    with prefect_server.client_settings():
+        again = training_flow(start_date=FIRST, end_date=LAST, config_dir=str(demo / "configs"), return_state=True)
+    assert again.is_completed(), again
+    steps = _task_runs(prefect_server, again.state_details.flow_run_id)
+    assert {name: r.state.name for name, r in steps.items()} == {
+        "build-dataset": "Cached", "train": "Cached", "evaluate": "Completed", "promote": "Completed"}
+    assert again.result()["promote"].changed is False
 
 
 @pytest.mark.timeout(120)

@@ -85,3 +85,9 @@ def test_summary_is_a_markdown_table():
                                 [("etl", "Cached", "days=2"), ("materialize", "Completed", "rows=5 | x")])
     assert md.splitlines()[2:] == ["| step | state | result |", "|---|---|---|", "| etl | Cached | days=2 |",
                                    "| materialize | Completed | rows=5 \\| x |"]
+
+
+def test_python_m_modelsvc_flows_without_serve_prints_its_usage_and_exits_64():
+    lines: list[str] = []
+    assert flows.main(["run"], out=lines.append) == 64
+    assert lines == ["usage: python -m modelsvc.flows serve [CONFIG_DIR]\n"]
