@@ -34,7 +34,7 @@ from prefect.context import TaskRunContext
 
 from modelsvc import __version__
 from modelsvc.config import Settings, load_settings
-from modelsvc.errors import ModelsvcError, RetryableError, ServiceUnavailableError
+from modelsvc.errors import MissingDependencyError, ModelsvcError, RetryableError, ServiceUnavailableError
 from modelsvc.timeutil import date_range, day_start
 
 if TYPE_CHECKING:
@@ -57,11 +57,13 @@ RETRYABLE_EXIT_CODES = frozenset({ServiceUnavailableError.exit_code, RetryableEr
 # -- retries and cache keys ------------------------------------------------------------------------------------
 
 def retryable(task: Any, task_run: TaskRun, state: State) -> bool:
-    """Prefect's ``retry_condition_fn``: retry a ModelsvcError with exit 69 or 75, nothing else."""
+    """Prefect's ``retry_condition_fn``: retry a ModelsvcError with exit 69 or 75, nothing else (a missing extra
+    also exits 69, but no retry installs it)."""
     exc: Any = state.data
     if not isinstance(exc, BaseException):
         exc = state.result(raise_on_failure=False)
-    return isinstance(exc, ModelsvcError) and exc.exit_code in RETRYABLE_EXIT_CODES
+    return (isinstance(exc, ModelsvcError) and exc.exit_code in RETRYABLE_EXIT_CODES
+            and not isinstance(exc, MissingDependencyError))
 
 
 def retry_delays(settings: Settings) -> list[float]:

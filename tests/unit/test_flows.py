@@ -12,6 +12,7 @@ from modelsvc.errors import (
     ConfigError,
     DataError,
     GateRefusedError,
+    MissingDependencyError,
     ModelsvcError,
     RetryableError,
     ServiceUnavailableError,
@@ -32,6 +33,7 @@ from modelsvc import flows  # noqa: E402
     (ConfigError("bad key"), False),
     (GateRefusedError("refused"), False),
     (ModelsvcError("bug"), False),
+    (MissingDependencyError("pip install 'modelsvc[hive]'"), False),  # exit 69 too, but no retry installs it
     (RuntimeError("bug"), False),
 ])
 def test_only_service_unavailable_and_retry_later_are_retried(exc, retried):
