@@ -68,7 +68,7 @@ def _task_runs(server: Any, flow_run_id: Any, timeout: float = 30) -> dict[str, 
 
 
 def _run_deployment(server: Any, name: str, parameters: dict[str, Any], *, alive: Any, log: Path,
-                    timeout: float = 100) -> tuple[Any, Any]:
+                    timeout: float = 150) -> tuple[Any, Any]:
     """Trigger a run of deployment ``name``; its id and final state (a worker or serve process runs it)."""
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
