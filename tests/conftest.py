@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests.fixtures.redis",
     "tests.fixtures.mlflow_server",
     "tests.fixtures.ray_cluster",
+    "tests.fixtures.prefect",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

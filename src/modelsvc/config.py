@@ -314,6 +314,17 @@ class ServingSettings(Section):
                                    description="warehouse table written by `modelsvc score`")
 
 
+class PrefectSettings(Section):
+    """Prefect flows (``modelsvc.flows``, extra ``prefect``): retries of transient failures and task caching."""
+
+    retries: int = Field(3, ge=0, le=50, description="retries of a task that failed with exit 69 or 75 (a "
+                         "service unavailable, retry later); other failures are not retried")
+    retry_delay_s: float = Field(30.0, ge=0, description="wait before the first retry; each next one waits twice "
+                                 "as long")
+    cache: bool = Field(True, description="skip a step whose inputs (raw partitions, settings, upstream result) "
+                        "are unchanged since its last successful run; results kept under <root>/prefect")
+
+
 class Settings(BaseSettings):
     """The root of the settings tree."""
 
@@ -346,6 +357,7 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
     serving: ServingSettings = ServingSettings()
+    prefect: PrefectSettings = PrefectSettings()
 
     # filled by load_settings, not by users
     config_dir: Path | None = Field(None, exclude=True)

@@ -11,7 +11,7 @@ from modelsvc.errors import ConfigError
 
 TRAINING_KEYS = ("batch_size, data_path, early_stopping_patience, epochs, lr, max_failures, resident_max_bytes, "
                  "seed, weight_decay")
-TOP_KEYS = ("dataset, etl, evaluation, features, hive, mlflow, model, paths, profile, ray, "
+TOP_KEYS = ("dataset, etl, evaluation, features, hive, mlflow, model, paths, prefect, profile, ray, "
             "scaling, serving, tables, training, warehouse")
 
 
