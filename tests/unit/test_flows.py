@@ -21,9 +21,9 @@ from tests.conftest import REPO_ROOT
 
 pytest.importorskip("prefect")
 
-from prefect.states import Failed  # noqa: E402
+from prefect.states import Failed
 
-from modelsvc import flows  # noqa: E402
+from modelsvc import flows
 
 
 @pytest.mark.parametrize(("exc", "retried"), [
@@ -51,7 +51,8 @@ def test_etl_key_changes_with_a_raw_file_and_with_the_settings_not_otherwise(set
     generate_demo_data(settings, users=30, days=3, start_date="2025-03-01", seed=1)
     params = {"settings": settings, "start_date": date(2025, 3, 2), "end_date": date(2025, 3, 3)}
     key = flows._etl_key(None, params)
-    assert key is not None and flows._etl_key(None, params) == key
+    assert key is not None
+    assert flows._etl_key(None, params) == key
 
     f = next((settings.paths.resolve("warehouse") / "raw_events" / "ds=2025-03-01").iterdir())
     st = f.stat()
