@@ -47,10 +47,15 @@ def test_default_demo_run_reaches_oracle_auc(workdir):
     assert len(scores) == 2
     assert scores.between(0, 1).all()
 
-    # a second run on the same data: the same dataset content, a new candidate judged against production
+    # a second run on the same data: nothing changed, so evaluate and promote are skipped (the trained run is
+    # already production) and no new model version appears
     again = runner.invoke(app, ["run", "--start-date", DEMO_START, "--end-date", DEMO_END, "--skip-etl", "--json"])
-    assert again.exit_code in (0, 1), again.output
+    assert again.exit_code == 0, again.output
     second = json.loads(again.stdout)
-    assert second["steps"][0]["status"] == "skipped"
-    ev2 = next(s for s in second["steps"] if s["step"] == "evaluate")
-    assert "production_auc" in ev2["summary"], ev2
+    statuses = {s["step"]: s["status"] for s in second["steps"]}
+    assert statuses["evaluate"] == "skipped", second
+    assert statuses["promote"] == "skipped", second
+    assert second["promoted_version"] is None
+    client = mlflow_client(settings)
+    versions = client.search_model_versions(f"name='{settings.mlflow.registered_model}'")
+    assert [str(v.version) for v in versions] == ["1"]

@@ -31,7 +31,8 @@ def promote_cmd(
     settings = settings_for(config, profile)
     from modelsvc.registry import promote
 
-    result = run(lambda: promote(settings, run_id=run_id, force=force, reason=reason), lock=settings)
+    # no data-root lock: promote and rollback hold the registry's own lock, and write no table
+    result = run(lambda: promote(settings, run_id=run_id, force=force, reason=reason))
     show(result, as_json)
 
 
@@ -49,5 +50,5 @@ def rollback_cmd(
     settings = settings_for(config, profile)
     from modelsvc.registry import rollback
 
-    result = run(lambda: rollback(settings, reason=reason), lock=settings)
+    result = run(lambda: rollback(settings, reason=reason))
     show(result, as_json)
