@@ -7,7 +7,7 @@
 #   docker run --rm -p 8080:8080 -e MODELSVC_PROFILE=production modelsvc serve --port 8080
 ARG PYTHON_IMAGE=python:3.11-slim
 
-# -- builder: a venv with torch (pinned, from TORCH_INDEX) and the package wheel with extras hive+redis+serve --------------
+# -- builder: a venv with torch (pinned, from TORCH_INDEX) and the package wheel with extras hive+redis+s3+serve --------------
 FROM ${PYTHON_IMAGE} AS builder
 ARG TORCH_SPEC=torch==2.13.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
@@ -24,7 +24,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
 RUN pip wheel --no-deps -w /wheels . \
- && pip install "$(ls /wheels/modelsvc-*.whl)[hive,redis,serve]" \
+ && pip install "$(ls /wheels/modelsvc-*.whl)[hive,redis,s3,serve]" \
  && modelsvc --version
 
 # -- final: slim runtime, non-root ----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ MODELSVC   := $(BIN)/modelsvc
 # build. For a CUDA build: make venv TORCH_SPEC=torch==2.13.0 TORCH_INDEX=https://download.pytorch.org/whl/cu128
 TORCH_SPEC  ?= torch==2.13.0
 TORCH_INDEX ?=
-EXTRAS      ?= hive,redis,serve,prefect,dev,bench
+EXTRAS      ?= hive,redis,s3,serve,prefect,dev,bench
 PYTEST_ARGS ?=
 
 # The demo: the embedded defaults (DuckDB + Parquet, SQLite Feast, local MLflow, local Ray) on generated data.
@@ -26,7 +26,7 @@ help: ## Show this help
 $(MODELSVC):
 	$(MAKE) venv
 
-venv: ## Create .venv (python3.11 or python3), install torch (CPU) first, then the package with [hive,redis,serve,prefect,dev,bench]
+venv: ## Create .venv (python3.11 or python3), install torch (CPU) first, then the package with [hive,redis,s3,serve,prefect,dev,bench]
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -e '.[$(EXTRAS)]'

@@ -33,7 +33,7 @@ def test_dockerfile_copies_only_existing_paths_and_keeps_its_contract():
     assert "ARG PYTHON_IMAGE=python:3.11-slim" in text
     for arg in ("ARG TORCH_SPEC=torch==2.13.0", "ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu"):
         assert arg in text
-    assert "[hive,redis,serve]" in text
+    assert "[hive,redis,s3,serve]" in text
     assert 'ENTRYPOINT ["docker-entrypoint.sh"]' in text
     assert "COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh" in text
     assert "MODELSVC_CONFIG_DIR=/app/configs" in text
