@@ -13,6 +13,7 @@ pytest_plugins = [
     "tests.fixtures.mlflow_server",
     "tests.fixtures.ray_cluster",
     "tests.fixtures.prefect",
+    "tests.fixtures.s3",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

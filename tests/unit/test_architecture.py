@@ -20,6 +20,7 @@ HOMES = {
     "prefect": ["flows.py"],
     "fastapi": ["serving/"],
     "uvicorn": ["serving/"],
+    "boto3": ["storage.py"],
 }
 
 
