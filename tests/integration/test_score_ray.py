@@ -34,6 +34,15 @@ def _predictions(root: Path) -> pd.DataFrame:
     return df.sort_values("event_id", ignore_index=True)
 
 
+def _assert_same_rows(got: pd.DataFrame, expected: pd.DataFrame) -> None:
+    """Every row and column equal; ``p_click`` to float32 rounding: the torch model computes in float32, and a
+    matrix product's last bit depends on the batch (a day on a worker, the range here) and on the thread count
+    (measured: at most 1.5e-8, on a few rows in 10^4), far below the 1e-6 that serve, predict and score agree to."""
+    pd.testing.assert_frame_equal(got.drop(columns="p_click"), expected.drop(columns="p_click"), check_exact=True)
+    diff = (got["p_click"] - expected["p_click"]).abs()
+    assert diff.max() <= 1e-7, got.loc[diff.idxmax()]
+
+
 def test_score_on_the_ray_cluster_writes_the_rows_of_the_local_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                       ray_cluster) -> None:
     from modelsvc.config import load_settings
@@ -70,9 +79,8 @@ def test_score_on_the_ray_cluster_writes_the_rows_of_the_local_path(tmp_path: Pa
     assert on_ray["days"] == [d.isoformat() for d in local.days]
     assert on_ray["model_version"] == local.model_version == f"run:{run_id}"
     assert on_ray["missing_share"] == pytest.approx(local.missing_share, abs=1e-12)
-    assert on_ray["mean_p_click"] == pytest.approx(local.mean_p_click, rel=1e-12)
-    # every row, p_click bit for bit, the empty day included (no partition file listing rows for it)
-    pd.testing.assert_frame_equal(_predictions(root), expected, check_exact=True)
+    assert on_ray["mean_p_click"] == pytest.approx(local.mean_p_click, rel=0, abs=1e-9)
+    _assert_same_rows(_predictions(root), expected)
 
     # a range shorter than serving.score_ray_min_days stays in the process, cluster or not
     short = subprocess.run([str(Path(sys.executable).parent / "modelsvc"), "score", "--start-date", SCORE_START,
@@ -81,4 +89,4 @@ def test_score_on_the_ray_cluster_writes_the_rows_of_the_local_path(tmp_path: Pa
                            timeout=300)
     assert short.returncode == 0, short.stderr[-3000:]
     assert json.loads(short.stdout)["ray_actors"] == 0
-    pd.testing.assert_frame_equal(_predictions(root), expected, check_exact=True)
+    _assert_same_rows(_predictions(root), expected)
