@@ -1,6 +1,6 @@
 """``score`` goes to Ray only for a large range on a configured cluster; an actor's modelsvc error reaches the CLI as
-itself; a model swap loads with short thread switches and freezes the heap (docs/performance.md, "Model swap under
-load")."""
+itself; the served model's first load freezes the heap and a swap loads with short thread switches
+(docs/performance.md, "Model swap under load")."""
 
 from __future__ import annotations
 
@@ -46,8 +46,8 @@ def test_an_actors_modelsvc_error_is_raised_as_itself_anything_else_is_retryable
     assert other.message.startswith("score on Ray failed: ")
 
 
-def test_a_swap_loads_with_short_thread_switches_then_freezes_the_heap(settings: Any,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_first_load_freezes_the_heap_and_a_swap_loads_with_short_thread_switches(
+        settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     refs = {"now": sources.ModelRef("models:/m/1", "1", "r1")}
     seen: list[tuple[str, bool, float, int]] = []
 
@@ -59,14 +59,16 @@ def test_a_swap_loads_with_short_thread_switches_then_freezes_the_heap(settings:
     monkeypatch.setattr(LoadedModel, "load", classmethod(load))
     before = sys.getswitchinterval()
     try:
+        gc.unfreeze()
         holder = ModelHolder(settings)
         assert holder.refresh()
         frozen_at_start = gc.get_freeze_count()
-        assert frozen_at_start > 0  # the start-up heap is out of the collector's scans
+        assert frozen_at_start > 1000  # the start-up heap is out of the collector's scans
         refs["now"] = sources.ModelRef("models:/m/2", "2", "r2")
-        kept = [[i] for i in range(1000)]  # containers allocated after the start: frozen by the swap
+        kept = [[i] for i in range(1000)]  # containers allocated after the start
         assert holder.refresh()
-        assert gc.get_freeze_count() >= frozen_at_start + len(kept)
+        # a swap freezes nothing (frozen objects freed meanwhile leave the count): replaced versions stay collectable
+        assert gc.get_freeze_count() <= frozen_at_start < frozen_at_start + len(kept)
     finally:
         gc.unfreeze()
     # the first load at the default interval (no request is served yet), the swap's at 1 ms, then restored

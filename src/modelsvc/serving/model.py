@@ -5,14 +5,14 @@ The holder checks the alias every ``serving.reload_interval_s`` on a background 
 reference assignment: a request takes ``holder.current`` once and finishes on that model, so no request fails or
 waits for a load. A failed load keeps the old version serving and is reported by ``/readyz`` and the log.
 
-What a swap costs the requests served meanwhile (docs/performance.md, "Model swap under load"): the load itself is
-little CPU (about 30-40 ms for the logged code model: MLflow's registry queries and its pure-Python YAML reads of
-``MLmodel``), but it allocates, and the serving process holds half a million objects (feast, torch, mlflow,
-pandas): the cyclic collector's full pass over them, which a load's allocations bring forward, stops every thread
-for 0.1-0.8 s. So the holder moves the heap into the collector's permanent generation (``gc.freeze``) after the
-first load and after each swap, and full passes then scan only what was allocated since. While a new version
-loads, the interpreter switches threads every 1 ms instead of 5 ms, so a request waits less for the loader's
-share of the GIL.
+What a swap costs the requests served meanwhile (docs/performance.md, "Model swap under load"): the load is little
+CPU (30-40 ms for the logged code model, about half of it MLflow's pure-Python YAML reads of ``MLmodel``, the rest
+its registry queries and the state dict), but it holds the GIL in steps of up to the interpreter's switch interval
+(5 ms) while a request waits. So while a new version loads, threads switch every 1 ms. And the serving process
+holds half a million objects once feast, torch, mlflow and pandas are imported: one full pass of the cyclic
+collector over them stops every thread for 0.15-1 s (measured), whenever allocations (a load's among them) bring
+one on. After the first load, before any request is answered, the holder collects once and moves that heap into
+the collector's permanent generation (``gc.freeze``): later full passes scan only what was allocated since.
 """
 
 from __future__ import annotations
@@ -139,11 +139,11 @@ def short_thread_switches(interval_s: float = SWAP_SWITCH_INTERVAL_S) -> Iterato
         sys.setswitchinterval(before)
 
 
-def freeze_heap(*, full: bool) -> None:
-    """Collect the young generations (``full``: every generation, once, at start-up, before any request), then move
-    every object left into the permanent generation, which the cyclic collector no longer scans (see the module
-    doc). Cyclic garbage frozen this way is never freed: a few objects per swap, collected first where cheap."""
-    gc.collect(2 if full else 1)
+def freeze_heap() -> None:
+    """Collect every generation, then move every object left into the permanent generation, which the cyclic
+    collector no longer scans (see the module doc). Once, after the first load: the old versions a swap replaces
+    stay collectable."""
+    gc.collect()
     gc.freeze()
 
 
@@ -187,7 +187,8 @@ class ModelHolder:
                 return False
             old, self.current, self.error = self.current, new, None
             self.swaps += 1
-            freeze_heap(full=old is None)
+            if old is None:
+                freeze_heap()
             log.info("serving model version %s (%s), loaded in %.2fs%s", new.version, ref.uri,
                      time.perf_counter() - t0, f", replacing version {old.version}" if old else "")
             if self.on_swap is not None:
