@@ -90,3 +90,12 @@ def test_score_on_the_ray_cluster_writes_the_rows_of_the_local_path(tmp_path: Pa
     assert short.returncode == 0, short.stderr[-3000:]
     assert json.loads(short.stdout)["ray_actors"] == 0
     _assert_same_rows(_predictions(root), expected)
+
+    # an actor that cannot load the model: the modelsvc error it raised, its exit code, nothing written
+    missing = "0" * 32
+    failed = subprocess.run([str(Path(sys.executable).parent / "modelsvc"), "score", "--start-date", SCORE_START,
+                             "--end-date", SCORE_END, "--run-id", missing], cwd=root, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert failed.returncode == 66, failed.stderr[-3000:]
+    assert f"Error: model runs:/{missing}/model cannot be loaded" in failed.stderr
+    _assert_same_rows(_predictions(root), expected)

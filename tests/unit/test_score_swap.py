@@ -46,6 +46,19 @@ def test_an_actors_modelsvc_error_is_raised_as_itself_anything_else_is_retryable
     assert other.message.startswith("score on Ray failed: ")
 
 
+def test_an_actor_whose_setup_failed_raises_that_error_from_its_tasks() -> None:
+    from modelsvc.errors import NotFoundError
+    from modelsvc.training.ray_runtime import _SetUpOnce
+
+    def setup() -> None:
+        raise NotFoundError("model runs:/abc/model cannot be loaded: no such run")
+
+    actor = _SetUpOnce(setup)  # no raise here: Ray would keep only the text of a creation error
+    with pytest.raises(NotFoundError, match="model runs:/abc/model cannot be loaded"):
+        actor.run(lambda state, item: item, 1)
+    assert _SetUpOnce(lambda: 2).run(lambda state, item: state * item, 3) == (3, 6)
+
+
 def test_the_first_load_freezes_the_heap_and_a_swap_loads_with_short_thread_switches(
         settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     refs = {"now": sources.ModelRef("models:/m/1", "1", "r1")}

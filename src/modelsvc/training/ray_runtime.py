@@ -171,12 +171,22 @@ class ProgressSink:
 # -- work spread over actors (batch scoring) -------------------------------------------------------------------
 
 class _SetUpOnce:
-    """A Ray actor's body: ``setup()`` once (e.g. load a model), then ``work(state, item)`` per item sent to it."""
+    """A Ray actor's body: ``setup()`` once (e.g. load a model), then ``work(state, item)`` per item sent to it.
+
+    A failed ``setup`` is raised by ``run``, not by ``__init__``: Ray reports an actor whose creation failed as an
+    ``ActorDiedError`` that keeps only the text of the error, while a task's error arrives as itself."""
 
     def __init__(self, setup: Callable[[], Any]) -> None:
-        self.state = setup()
+        self.state: Any = None
+        self.error: Exception | None = None
+        try:
+            self.state = setup()
+        except Exception as exc:
+            self.error = exc
 
     def run(self, work: Callable[[Any, Any], Any], item: Any) -> tuple[Any, Any]:
+        if self.error is not None:
+            raise self.error
         return item, work(self.state, item)
 
 
