@@ -274,7 +274,9 @@ def measure(name: str, make_client: Any, users: list[int], args: argparse.Namesp
 
 
 def swap_under_load(port: int, users: list[int], info: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    """Paced 1-user load; meanwhile the alias moves to a new version of the same run (a real load and swap)."""
+    """Paced 1-user load; meanwhile the alias moves ``--swaps`` times, every ``--swap-every`` seconds, between a new
+    version of the same run and the one serving (each move a real load and swap). The swap windows (from a move
+    until 0.5 s after the first answer of the version moved to) against the requests outside them."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -282,34 +284,69 @@ def swap_under_load(port: int, users: list[int], info: dict[str, Any], args: arg
     client = MlflowClient(tracking_uri=info["tracking_uri"])
     singles = [[int(u)] for u in np.random.default_rng(1).choice(users, 5000)]
     box: dict[str, Any] = {}
+    lead_s = 2.0
 
     def load() -> None:
-        box.update(run_load(lambda: ModelsvcClient(port), singles, seconds=args.seconds + 6, rate=args.rate,
-                            connections=2, max_requests=args.max_requests))
+        box.update(run_load(lambda: ModelsvcClient(port), singles,
+                            seconds=lead_s + args.swaps * args.swap_every + 1.5, rate=args.rate, connections=2,
+                            max_requests=args.max_requests))
 
+    serving = str(client.get_model_version_by_alias("ctr_model", "production").version)
+    version = str(mlflow.register_model(f"runs:/{info['run_id']}/model", "ctr_model").version)
     t = threading.Thread(target=load)
     t.start()
-    time.sleep(2)
-    version = mlflow.register_model(f"runs:/{info['run_id']}/model", "ctr_model").version
-    t_move = time.perf_counter()
-    client.set_registered_model_alias("ctr_model", "production", str(version))
+    time.sleep(lead_s)
+    moves = []
+    for i in range(args.swaps):
+        target = version if i % 2 == 0 else serving
+        moves.append((time.perf_counter(), target))
+        client.set_registered_model_alias("ctr_model", "production", target)
+        time.sleep(args.swap_every)
     t.join()
+    client.set_registered_model_alias("ctr_model", "production", serving)
     res = sorted(box["results"])
-    first_new = next((r for r in res if r[3] == str(version)), None)
-    if first_new is None:
-        return {"swapped": False}
-    t_swap = first_new[0]
-    before = [r[1] for r in res if r[2] and r[0] < t_move]
-    around = [r[1] for r in res if r[2] and t_move <= r[0] <= t_swap + 0.5]
-    in_flight = sum(1 for r in res if r[0] <= t_swap <= r[0] + r[1])
-    return {"swapped": True, "to_version": str(version), "seen_after_s": t_swap - t_move,
+    windows, seen = [], []
+    for t_move, target in moves:
+        first = next((r for r in res if r[0] >= t_move and r[2] and r[3] == target), None)
+        if first is None:
+            return {"swapped": False, "moves": len(moves), "seen": len(seen)}
+        windows.append((t_move, first[0] + 0.5))
+        seen.append(first[0] - t_move)
+    inside = [r for r in res if any(a <= r[0] <= b for a, b in windows)]
+    outside = [r[1] for r in res if r[2] and r[0] >= res[0][0] + 0.5 and not any(a <= r[0] <= b for a, b in windows)]
+    around = [r[1] for r in inside if r[2]]
+    in_flight = sum(1 for a, _ in windows for r in res if r[0] <= a <= r[0] + r[1])
+    return {"swapped": True, "swaps": len(moves), "to_version": version, "seen_after_s": float(np.median(seen)),
             "errors": box["errors"], "requests": box["requests"],
-            "before_p50_ms": float(np.percentile(before, 50) * 1e3), "before_p99_ms": float(np.percentile(before, 99)
-                                                                                             * 1e3),
+            "before_p50_ms": float(np.percentile(outside, 50) * 1e3),
+            "before_p99_ms": float(np.percentile(outside, 99) * 1e3),
+            "before_max_ms": float(max(outside) * 1e3), "before_requests": len(outside),
             "swap_p50_ms": float(np.percentile(around, 50) * 1e3), "swap_p99_ms": float(np.percentile(around, 99)
                                                                                          * 1e3),
             "swap_max_ms": float(max(around) * 1e3), "swap_window_requests": len(around),
-            "in_flight_at_swap": in_flight}
+            "in_flight_at_moves": in_flight}
+
+
+def swap_only(args: argparse.Namespace) -> None:
+    """``--swap-only``: the swap measurement alone, on the SQLite store of an earlier run's ``--work`` folder."""
+    work = args.work
+    info = json.loads((work / "built.json").read_text())
+    users = list(range(1, int(info.get("users", args.users)) + 1))
+    logs = work / "logs"
+    logs.mkdir(exist_ok=True)
+    port = free_port()
+    env = service_env(work, "sqlite", 0)
+    with process([str(BIN / "modelsvc"), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                 env=env, cwd=work, log=logs / "serve-swap.log", ready=lambda: http_ok(port, "/readyz"),
+                 what="modelsvc serve") as served:
+        cpu0 = cpu_seconds([served.pid])
+        swap = swap_under_load(port, users, info, args)
+        swap["server_cpu_s"] = cpu_seconds([served.pid]) - cpu0
+    load = os.getloadavg()
+    swap["load_average"] = [round(x, 2) for x in load]
+    print(json.dumps(swap))
+    if args.json_out:
+        args.json_out.write_text(json.dumps({"swap": swap}, indent=2))
 
 
 def main() -> None:
@@ -321,11 +358,20 @@ def main() -> None:
     ap.add_argument("--rate-100", type=float, default=20.0, help="paced requests/s with 100 users")
     ap.add_argument("--connections", type=int, default=4, help="closed-loop connections")
     ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--swaps", type=int, default=1, help="alias moves during the swap measurement")
+    ap.add_argument("--swap-every", type=float, default=2.5, help="seconds between two alias moves")
+    ap.add_argument("--swap-only", action="store_true",
+                    help="only the swap measurement (SQLite store), on the store of an earlier run's --work")
     ap.add_argument("--stores", default="sqlite,redis")
     ap.add_argument("--json-out", type=Path, default=None)
     ap.add_argument("--work", type=Path, default=None,
                     help="state folder; when it holds a store built by an earlier run, reuse it (no rebuild)")
     args = ap.parse_args()
+    if args.swap_only:
+        if args.work is None or not (args.work / "built.json").is_file():
+            ap.error("--swap-only needs --work: a folder an earlier run built its store in")
+        swap_only(args)
+        return
 
     work = args.work or Path(tempfile.mkdtemp(prefix="modelsvc-serve-bench-"))
     work.mkdir(parents=True, exist_ok=True)

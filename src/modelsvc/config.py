@@ -312,6 +312,12 @@ class ServingSettings(Section):
                                     "does not answer within it fails the request with 503")
     predictions_table: str = Field("predictions", pattern=IDENTIFIER_PATTERN,
                                    description="warehouse table written by `modelsvc score`")
+    score_ray_min_days: int = Field(8, ge=1, description="`modelsvc score` of at least this many days runs on Ray "
+                                    "(each day a task on an actor that loaded the model once) when a Ray cluster "
+                                    "is configured (ray.address / RAY_ADDRESS); shorter ranges, or no cluster: "
+                                    "in this process")
+    score_ray_actors: int = Field(0, ge=0, description="Ray actors of `modelsvc score` on a cluster (1 CPU each); "
+                                  "0: one per CPU of the cluster, never more than the days")
 
 
 class PrefectSettings(Section):

@@ -194,8 +194,9 @@ def build_dataset(settings: Settings, *, start_date: str | date, end_date: str |
     return manifest
 
 
-def read_impressions(settings: Settings, start: date, end: date) -> pd.DataFrame:
-    """Entity rows: impressions in [start, end] with their label, from the raw-events table."""
+def read_impressions(settings: Settings, start: date, end: date, *, empty_ok: bool = False) -> pd.DataFrame:
+    """Entity rows: impressions in [start, end] with their label, from the raw-events table (none: DataError, or
+    with ``empty_ok`` an empty frame of those columns)."""
     import pyarrow.compute as pc
 
     from modelsvc.warehouse import open_warehouse
@@ -207,8 +208,10 @@ def read_impressions(settings: Settings, start: date, end: date) -> pd.DataFrame
     if table.num_rows:
         table = table.filter(pc.equal(table.column("event_type"), IMPRESSION))
     if table.num_rows == 0:
-        raise DataError(f"no impressions in table '{table_name}' between {start} and {end}")
-    check_impressions(table, label=label, where=f"impressions in '{table_name}' between {start} and {end}")
+        if not empty_ok:
+            raise DataError(f"no impressions in table '{table_name}' between {start} and {end}")
+    else:
+        check_impressions(table, label=label, where=f"impressions in '{table_name}' between {start} and {end}")
     df = table.select([*ENTITY_COLUMNS, label]).to_pandas()
     df["event_timestamp"] = _utc(df["event_timestamp"])
     return df

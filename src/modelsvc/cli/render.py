@@ -290,6 +290,7 @@ def _score(r: Any) -> None:
         ("impressions", r.rows),
         ("mean p_click", r.mean_p_click),
         ("features missing", f"{r.missing_share:.1%}"),
+        ("scored", f"on Ray, {r.ray_actors} actors" if r.ray_actors else "in this process"),
         ("seconds", r.seconds),
     ]))
 

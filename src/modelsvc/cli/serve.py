@@ -83,7 +83,8 @@ def score_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Score every impression of a day range with its point-in-time features into the predictions table
-    (one partition per day, replaced atomically: running it again gives the same table).
+    (one partition per day, replaced atomically: running it again gives the same table). A range of at least
+    serving.score_ray_min_days days runs on Ray when a cluster is configured (ray.address / RAY_ADDRESS).
 
     Example: modelsvc score --start-date 2025-01-20 --end-date 2025-01-28
     """

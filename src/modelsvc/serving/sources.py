@@ -87,12 +87,14 @@ def load_pyfunc(settings: Settings, ref: ModelRef, *, quiet: bool = False) -> An
 
 # -- batch scoring: the impressions and their point-in-time features --------------------------------------------
 
-def impressions_with_features(settings: Settings, start: date, end: date) -> pd.DataFrame:
+def impressions_with_features(settings: Settings, start: date, end: date, *,
+                              empty_ok: bool = False) -> pd.DataFrame:
     """Impressions of [start, end] with their point-in-time features: the join of ``build-dataset``
     (``dataset.read_impressions`` then ``features.historical_features``), without the label.
 
     ``dataset.finish_join`` is not reused as a whole: it also splits by time (which refuses a range with a
     single instant) and refuses a join where every feature is null (a batch of unknown users is still scored).
+    No impressions: DataError, or with ``empty_ok`` an empty frame (one day of a range scored on Ray).
     """
     import pandas as pd
     import pyarrow as pa
@@ -101,7 +103,11 @@ def impressions_with_features(settings: Settings, start: date, end: date) -> pd.
     from modelsvc.errors import DataError
     from modelsvc.features import historical_features
 
-    entity_df = read_impressions(settings, start, end)
+    entity_df = read_impressions(settings, start, end, empty_ok=empty_ok)
+    if entity_df.empty:
+        return pd.DataFrame({"event_id": pd.Series(dtype="object"), "user_id": pd.Series(dtype="int64"),
+                             "event_timestamp": pd.Series(dtype="datetime64[us, UTC]"),
+                             **{f: pd.Series(dtype="object") for f in FEATURES}})
     joined = historical_features(settings, entity_df)
     df = joined.table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
     df["event_timestamp"] = _utc(df["event_timestamp"])

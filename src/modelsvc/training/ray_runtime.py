@@ -15,14 +15,16 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from modelsvc.config import Settings
 from modelsvc.errors import ConfigError, ServiceUnavailableError
 from modelsvc.progress import NULL, Reporter
 
+T = TypeVar("T")
+R = TypeVar("R")
 POLL_INTERVAL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"  # Ray Train V2 propagates it to its controller actor
 
 
@@ -164,6 +166,79 @@ class ProgressSink:
 
     def since(self, n: int) -> list[dict[str, Any]]:
         return self._epochs[n:]
+
+
+# -- work spread over actors (batch scoring) -------------------------------------------------------------------
+
+class _SetUpOnce:
+    """A Ray actor's body: ``setup()`` once (e.g. load a model), then ``work(state, item)`` per item sent to it.
+
+    A failed ``setup`` is raised by ``run``, not by ``__init__``: Ray reports an actor whose creation failed as an
+    ``ActorDiedError`` that keeps only the text of the error, while a task's error arrives as itself."""
+
+    def __init__(self, setup: Callable[[], Any]) -> None:
+        self.state: Any = None
+        self.error: Exception | None = None
+        try:
+            self.state = setup()
+        except Exception as exc:
+            self.error = exc
+
+    def run(self, work: Callable[[Any, Any], Any], item: Any) -> tuple[Any, Any]:
+        if self.error is not None:
+            raise self.error
+        return item, work(self.state, item)
+
+
+def map_on_actors(settings: Settings, setup: Callable[[], Any], work: Callable[[Any, Any], R], items: Sequence[T],
+                  *, actors: int = 0, what: str = "work",
+                  on_start: Callable[[int], Any] | None = None) -> Iterator[tuple[T, R]]:
+    """Join or start Ray (:func:`ensure_ray`), start ``actors`` actors of 1 CPU (0: one per CPU of the cluster;
+    never more than ``items``; ``on_start`` is told how many), each calling ``setup()`` once, and hand out
+    ``items`` to them, the next to the first free actor. Yields ``(item, work(state, item))`` as results come
+    (any order). ``setup`` and ``work`` are module-level functions (or partials of them: pickled by reference, the
+    workers import modelsvc, as Ray Train's do).
+
+    A ModelsvcError raised by an actor is raised again here as itself; any other failure of an actor or a task is a
+    RetryableError (75) naming ``what`` and its cause. The actors are stopped when the iteration ends."""
+    import ray
+    from ray.util import ActorPool
+
+    if not items:
+        return
+    ensure_ray(settings)
+    n = actors or max(1, int(float(ray.cluster_resources().get("CPU", 1))))
+    handles: list[Any] = [ray.remote(num_cpus=1)(_SetUpOnce).remote(setup) for _ in range(min(n, len(items)))]
+    if on_start is not None:
+        on_start(len(handles))
+    pool = ActorPool(handles)
+    try:
+        for item in items:
+            pool.submit(lambda actor, it: actor.run.remote(work, it), item)
+        while pool.has_next():
+            try:
+                yield pool.get_next_unordered()
+            except ray.exceptions.RayError as exc:
+                raise _actor_error(exc, what) from None
+    finally:
+        for handle in handles:
+            ray.kill(handle)
+
+
+def _actor_error(exc: BaseException, what: str) -> BaseException:
+    import ray
+
+    from modelsvc.errors import ModelsvcError, RetryableError
+
+    # RayTaskError.cause is the task's exception; RayActorError.cause the actor's creation error (a RayTaskError)
+    inner: Any = exc
+    for _ in range(5):
+        if isinstance(inner, ModelsvcError) and not isinstance(inner, ray.exceptions.RayError):
+            return inner
+        inner = getattr(inner, "cause", None)
+        if inner is None:
+            break
+    return RetryableError(f"{what} on Ray failed: {cause(exc)}")
 
 
 # -- readiness check (modelsvc doctor) -------------------------------------------------------------------------
