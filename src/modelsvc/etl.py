@@ -157,7 +157,7 @@ def feature_sql(dialect: str | Dialect, *, days: Sequence[date], raw_table: str,
     if d.max2 is None:
         latest_key = d.struct([("t", "event_timestamp"), ("e", "event_id")])
         latest = f"{d.arg_max('platform', f'CASE WHEN platform IS NOT NULL THEN {latest_key} END')} AS platform"
-        ties, ties_join, platform = "", "", "p.platform"
+        ties, source = "", "daily"
     else:
         # a timestamp key, and the two latest timestamps; only the user-days whose latest platform timestamp is
         # shared (rare) need the event_id: the largest among those events
@@ -173,8 +173,14 @@ ties AS (
     WHERE {top} = {second}
     GROUP BY e.user_id, t.day_num
 ),"""
-        ties_join = "\nLEFT JOIN ties x ON x.user_id = r.user_id AND x.day_num = r.platform_day"
-        platform = "coalesce(x.platform, p.platform)"
+        ties += """
+daily_p AS (
+    SELECT d.user_id AS user_id, d.day_num AS day_num, d.n_orders AS n_orders, d.pv_sum AS pv_sum,
+           d.pv_n AS pv_n, coalesce(x.platform, d.platform) AS platform
+    FROM daily d LEFT JOIN ties x ON x.user_id = d.user_id AND x.day_num = d.day_num
+),"""
+        source = "daily_p"
+    orders_w, purchase_w = etl.orders_window_days, etl.purchase_window_days
     user_features = f"""
 WITH snap AS (
     {_day_rows(days, with_snapshot=d)}
@@ -192,25 +198,47 @@ daily AS (
     WHERE {where} AND {day_num} >= {first - lookback + 1} AND {day_num} <= {last}
     GROUP BY user_id, {day_num}
 ),{ties}
+changes AS (
+    SELECT user_id, day_num AS c, CAST(0 AS INT) AS kind, n_orders AS orders, pv_sum, pv_n,
+           CAST(1 AS BIGINT) AS present, platform
+    FROM {source}
+    UNION ALL
+    SELECT user_id, day_num + {orders_w}, 1, -n_orders, NULL, 0, 0, NULL
+    FROM {source} WHERE n_orders > 0 AND day_num + {orders_w} <= {last}
+    UNION ALL
+    SELECT user_id, day_num + {purchase_w}, 2, 0, -pv_sum, -pv_n, 0, NULL
+    FROM {source} WHERE pv_n > 0 AND day_num + {purchase_w} <= {last}
+    UNION ALL
+    SELECT user_id, day_num + {lookback}, 3, 0, NULL, 0, -1, NULL
+    FROM {source} WHERE day_num + {lookback} <= {last}
+),
+state AS (
+    SELECT user_id, c,
+           SUM(orders) OVER w AS orders,
+           SUM(pv_sum) OVER w AS pv_sum,
+           SUM(pv_n) OVER w AS pv_n,
+           SUM(present) OVER w AS present,
+           MAX(CASE WHEN platform IS NOT NULL THEN c END) OVER w AS platform_day,
+           {d.arg_max("platform", "CASE WHEN platform IS NOT NULL THEN c END")} OVER w AS platform,
+           LEAD(c, 1, {last + 1}) OVER (PARTITION BY user_id ORDER BY c, kind) AS next_c
+    FROM changes
+    WINDOW w AS (PARTITION BY user_id ORDER BY c, kind ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+),
 rolled AS (
-    SELECT dl.user_id AS user_id, dl.day_num + k.k AS day_num,
-           SUM(CASE WHEN k.k < {etl.orders_window_days} THEN dl.n_orders ELSE 0 END) AS orders,
-           SUM(CASE WHEN k.k < {etl.purchase_window_days} THEN dl.pv_sum END) AS pv_sum,
-           SUM(CASE WHEN k.k < {etl.purchase_window_days} THEN dl.pv_n ELSE 0 END) AS pv_n,
-           MAX(CASE WHEN dl.platform IS NOT NULL THEN dl.day_num END) AS platform_day
-    FROM daily dl JOIN offsets k ON dl.day_num + k.k >= {first} AND dl.day_num + k.k <= {last}
-    GROUP BY dl.user_id, dl.day_num + k.k
+    SELECT st.user_id AS user_id, st.c + k.k AS day_num, st.orders AS orders, st.pv_sum AS pv_sum,
+           st.pv_n AS pv_n, CASE WHEN st.platform_day > st.c + k.k - {lookback} THEN st.platform END AS platform
+    FROM state st JOIN offsets k ON k.k < st.next_c - st.c AND st.c + k.k >= {first}
+    WHERE st.present > 0
 )
 SELECT r.user_id AS user_id,
        s.snapshot_ts AS event_timestamp,
        {created_lit} AS created_timestamp,
        CAST(r.orders AS BIGINT) AS total_orders_7d,
        CAST(r.pv_sum AS DOUBLE) / CASE WHEN r.pv_n > 0 THEN r.pv_n END AS avg_purchase_value_30d,
-       {platform} AS last_seen_platform,
+       r.platform AS last_seen_platform,
        s.ds AS ds
 FROM rolled r
 JOIN snap s ON r.day_num = s.day_num
-LEFT JOIN daily p ON p.user_id = r.user_id AND p.day_num = r.platform_day{ties_join}
 {"ORDER BY r.day_num, r.user_id" if ordered else ""}
 """
 

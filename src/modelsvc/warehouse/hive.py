@@ -473,7 +473,8 @@ class HiveWarehouse(Warehouse):
             sent += 1
         return sent
 
-    def write_partitions(self, table: str, data: pa.Table, *, days: Sequence[date] = ()) -> list[date]:
+    def write_partitions(self, table: str, data: pa.Table, *, days: Sequence[date] = (),
+                         plain: Sequence[str] = ()) -> list[date]:
         """Upload ``data`` to a staging table, then swap its days in with INSERT OVERWRITE … PARTITION; listed
         ``days`` without rows are dropped (no rows, as locally)."""
         import pyarrow as pa
