@@ -44,6 +44,7 @@ class Dialect:
     day_number: Callable[[str], str]  # timestamp expression → BIGINT days since 1970-01-01
     bucket_start_s: Callable[[str, int], str]  # (timestamp expression, width s) → BIGINT epoch s of its bucket
     ts_from_epoch_s: Callable[[str], str]  # BIGINT epoch seconds → timestamp
+    day_of_epoch_s: Callable[[str], str]  # BIGINT epoch seconds (not negative) → BIGINT days since 1970-01-01
     struct: Callable[[Sequence[tuple[str, str]]], str]  # [(field, expression)] → struct (ordered by fields)
     arg_max: Callable[[str, str], str]  # (value, key) → aggregate: value of the row with the largest non-null key
     # (expression) → aggregate: the two largest non-null values as a list, largest first; None where the engine
@@ -58,6 +59,7 @@ DUCKDB = Dialect(
     day_number=lambda e: f"(epoch_us({e}) // 86400000000)",
     bucket_start_s=lambda e, w: f"((epoch_us({e}) // {w * 1_000_000}) * {w})",
     ts_from_epoch_s=lambda e: f"to_timestamp({e})",
+    day_of_epoch_s=lambda e: f"({e} // 86400)",  # integer division (no DOUBLE round trip per window)
     struct=lambda fields: "{" + ", ".join(f"'{k}': {v}" for k, v in fields) + "}",
     arg_max=lambda v, k: f"arg_max({v}, {k})",
     max2=lambda e: f"max({e}, 2)",
@@ -70,6 +72,7 @@ HIVE = Dialect(
     day_number=lambda e: f"CAST(floor(unix_timestamp({e}) / 86400) AS BIGINT)",
     bucket_start_s=lambda e, w: f"CAST(floor(unix_timestamp({e}) / {w}) * {w} AS BIGINT)",
     ts_from_epoch_s=lambda e: f"CAST(from_unixtime({e}) AS TIMESTAMP)",
+    day_of_epoch_s=lambda e: f"CAST(floor({e} / 86400) AS BIGINT)",
     struct=lambda fields: "named_struct(" + ", ".join(f"'{k}', {v}" for k, v in fields) + ")",
     arg_max=lambda v, k: f"max_by({v}, {k})",
 )
@@ -264,7 +267,7 @@ SELECT w.user_id AS user_id,
        {created_lit} AS created_timestamp,
        CAST(w.views AS BIGINT) AS current_page_views_10m,
        dy.ds AS ds
-FROM windows w JOIN days dy ON CAST(floor(w.bucket_s / 86400) AS BIGINT) = dy.day_num
+FROM windows w JOIN days dy ON {d.day_of_epoch_s("w.bucket_s")} = dy.day_num
 {"ORDER BY dy.day_num, w.user_id, w.bucket_s" if ordered else ""}
 """
     return FeatureSql(days=list(days), raw_start=raw_start, raw_end=days[-1],
