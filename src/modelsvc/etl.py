@@ -4,8 +4,12 @@ The feature logic is SQL text written once (:func:`feature_sql`) and run by any 
 things SQL dialects spell differently (timestamp arithmetic, structs) live in the tiny :data:`DIALECTS` table.
 
 Algorithm: instead of recomputing 30 days of raw events for every snapshot day, events are first reduced to
-per-user per-day partial aggregates (orders, exact purchase sum and count, the day's latest platform), and
-those are rolled over the window of each snapshot day (the latest platform comes from the latest such day).
+per-user per-day partial aggregates (orders, exact purchase sum and count, the day's latest platform). Each such
+day is a change point of its user's features: its aggregates enter the windows on that day and leave each
+window (orders, purchases, the lookback that makes a row exist) the day it ends. Cumulative sums over each
+user's change points, in day order, give the features from one change point to the next, and that state is
+expanded to the snapshot days it covers (the latest platform comes from the latest day with one, while it is
+inside the lookback). Work grows with the user-days, not with user-days x window length.
 Purchase values are summed as DECIMAL(38, 9), so the sum does not depend on the order in which threads add
 them: rerunning a day gives bit-identical values.
 """
