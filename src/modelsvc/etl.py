@@ -4,8 +4,12 @@ The feature logic is SQL text written once (:func:`feature_sql`) and run by any 
 things SQL dialects spell differently (timestamp arithmetic, structs) live in the tiny :data:`DIALECTS` table.
 
 Algorithm: instead of recomputing 30 days of raw events for every snapshot day, events are first reduced to
-per-user per-day partial aggregates (orders, exact purchase sum and count, the day's latest platform), and
-those are rolled over the window of each snapshot day (the latest platform comes from the latest such day).
+per-user per-day partial aggregates (orders, exact purchase sum and count, the day's latest platform). Each such
+day is a change point of its user's features: its aggregates enter the windows on that day and leave each
+window (orders, purchases, the lookback that makes a row exist) the day it ends. Cumulative sums over each
+user's change points, in day order, give the features from one change point to the next, and that state is
+expanded to the snapshot days it covers (the latest platform comes from the latest day with one, while it is
+inside the lookback). Work grows with the user-days, not with user-days x window length.
 Purchase values are summed as DECIMAL(38, 9), so the sum does not depend on the order in which threads add
 them: rerunning a day gives bit-identical values.
 """
@@ -44,6 +48,7 @@ class Dialect:
     day_number: Callable[[str], str]  # timestamp expression → BIGINT days since 1970-01-01
     bucket_start_s: Callable[[str, int], str]  # (timestamp expression, width s) → BIGINT epoch s of its bucket
     ts_from_epoch_s: Callable[[str], str]  # BIGINT epoch seconds → timestamp
+    day_of_epoch_s: Callable[[str], str]  # BIGINT epoch seconds (not negative) → BIGINT days since 1970-01-01
     struct: Callable[[Sequence[tuple[str, str]]], str]  # [(field, expression)] → struct (ordered by fields)
     arg_max: Callable[[str, str], str]  # (value, key) → aggregate: value of the row with the largest non-null key
     # (expression) → aggregate: the two largest non-null values as a list, largest first; None where the engine
@@ -58,6 +63,7 @@ DUCKDB = Dialect(
     day_number=lambda e: f"(epoch_us({e}) // 86400000000)",
     bucket_start_s=lambda e, w: f"((epoch_us({e}) // {w * 1_000_000}) * {w})",
     ts_from_epoch_s=lambda e: f"to_timestamp({e})",
+    day_of_epoch_s=lambda e: f"({e} // 86400)",  # integer division (no DOUBLE round trip per window)
     struct=lambda fields: "{" + ", ".join(f"'{k}': {v}" for k, v in fields) + "}",
     arg_max=lambda v, k: f"arg_max({v}, {k})",
     max2=lambda e: f"max({e}, 2)",
@@ -70,6 +76,7 @@ HIVE = Dialect(
     day_number=lambda e: f"CAST(floor(unix_timestamp({e}) / 86400) AS BIGINT)",
     bucket_start_s=lambda e, w: f"CAST(floor(unix_timestamp({e}) / {w}) * {w} AS BIGINT)",
     ts_from_epoch_s=lambda e: f"CAST(from_unixtime({e}) AS TIMESTAMP)",
+    day_of_epoch_s=lambda e: f"CAST(floor({e} / 86400) AS BIGINT)",
     struct=lambda fields: "named_struct(" + ", ".join(f"'{k}', {v}" for k, v in fields) + ")",
     arg_max=lambda v, k: f"max_by({v}, {k})",
 )
@@ -157,7 +164,7 @@ def feature_sql(dialect: str | Dialect, *, days: Sequence[date], raw_table: str,
     if d.max2 is None:
         latest_key = d.struct([("t", "event_timestamp"), ("e", "event_id")])
         latest = f"{d.arg_max('platform', f'CASE WHEN platform IS NOT NULL THEN {latest_key} END')} AS platform"
-        ties, ties_join, platform = "", "", "p.platform"
+        ties, source = "", "daily"
     else:
         # a timestamp key, and the two latest timestamps; only the user-days whose latest platform timestamp is
         # shared (rare) need the event_id: the largest among those events
@@ -173,8 +180,14 @@ ties AS (
     WHERE {top} = {second}
     GROUP BY e.user_id, t.day_num
 ),"""
-        ties_join = "\nLEFT JOIN ties x ON x.user_id = r.user_id AND x.day_num = r.platform_day"
-        platform = "coalesce(x.platform, p.platform)"
+        ties += """
+daily_p AS (
+    SELECT d.user_id AS user_id, d.day_num AS day_num, d.n_orders AS n_orders, d.pv_sum AS pv_sum,
+           d.pv_n AS pv_n, coalesce(x.platform, d.platform) AS platform
+    FROM daily d LEFT JOIN ties x ON x.user_id = d.user_id AND x.day_num = d.day_num
+),"""
+        source = "daily_p"
+    orders_w, purchase_w = etl.orders_window_days, etl.purchase_window_days
     user_features = f"""
 WITH snap AS (
     {_day_rows(days, with_snapshot=d)}
@@ -192,25 +205,47 @@ daily AS (
     WHERE {where} AND {day_num} >= {first - lookback + 1} AND {day_num} <= {last}
     GROUP BY user_id, {day_num}
 ),{ties}
+changes AS (
+    SELECT user_id, day_num AS c, CAST(0 AS INT) AS kind, n_orders AS orders, pv_sum, pv_n,
+           CAST(1 AS BIGINT) AS present, platform
+    FROM {source}
+    UNION ALL
+    SELECT user_id, day_num + {orders_w}, 1, -n_orders, NULL, 0, 0, NULL
+    FROM {source} WHERE n_orders > 0 AND day_num + {orders_w} <= {last}
+    UNION ALL
+    SELECT user_id, day_num + {purchase_w}, 2, 0, -pv_sum, -pv_n, 0, NULL
+    FROM {source} WHERE pv_n > 0 AND day_num + {purchase_w} <= {last}
+    UNION ALL
+    SELECT user_id, day_num + {lookback}, 3, 0, NULL, 0, -1, NULL
+    FROM {source} WHERE day_num + {lookback} <= {last}
+),
+state AS (
+    SELECT user_id, c,
+           SUM(orders) OVER w AS orders,
+           SUM(pv_sum) OVER w AS pv_sum,
+           SUM(pv_n) OVER w AS pv_n,
+           SUM(present) OVER w AS present,
+           MAX(CASE WHEN platform IS NOT NULL THEN c END) OVER w AS platform_day,
+           {d.arg_max("platform", "CASE WHEN platform IS NOT NULL THEN c END")} OVER w AS platform,
+           LEAD(c, 1, {last + 1}) OVER (PARTITION BY user_id ORDER BY c, kind) AS next_c
+    FROM changes
+    WINDOW w AS (PARTITION BY user_id ORDER BY c, kind ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+),
 rolled AS (
-    SELECT dl.user_id AS user_id, dl.day_num + k.k AS day_num,
-           SUM(CASE WHEN k.k < {etl.orders_window_days} THEN dl.n_orders ELSE 0 END) AS orders,
-           SUM(CASE WHEN k.k < {etl.purchase_window_days} THEN dl.pv_sum END) AS pv_sum,
-           SUM(CASE WHEN k.k < {etl.purchase_window_days} THEN dl.pv_n ELSE 0 END) AS pv_n,
-           MAX(CASE WHEN dl.platform IS NOT NULL THEN dl.day_num END) AS platform_day
-    FROM daily dl JOIN offsets k ON dl.day_num + k.k >= {first} AND dl.day_num + k.k <= {last}
-    GROUP BY dl.user_id, dl.day_num + k.k
+    SELECT st.user_id AS user_id, st.c + k.k AS day_num, st.orders AS orders, st.pv_sum AS pv_sum,
+           st.pv_n AS pv_n, CASE WHEN st.platform_day > st.c + k.k - {lookback} THEN st.platform END AS platform
+    FROM state st JOIN offsets k ON k.k < st.next_c - st.c AND st.c + k.k >= {first}
+    WHERE st.present > 0
 )
 SELECT r.user_id AS user_id,
        s.snapshot_ts AS event_timestamp,
        {created_lit} AS created_timestamp,
        CAST(r.orders AS BIGINT) AS total_orders_7d,
        CAST(r.pv_sum AS DOUBLE) / CASE WHEN r.pv_n > 0 THEN r.pv_n END AS avg_purchase_value_30d,
-       {platform} AS last_seen_platform,
+       r.platform AS last_seen_platform,
        s.ds AS ds
 FROM rolled r
 JOIN snap s ON r.day_num = s.day_num
-LEFT JOIN daily p ON p.user_id = r.user_id AND p.day_num = r.platform_day{ties_join}
 {"ORDER BY r.day_num, r.user_id" if ordered else ""}
 """
 
@@ -236,7 +271,7 @@ SELECT w.user_id AS user_id,
        {created_lit} AS created_timestamp,
        CAST(w.views AS BIGINT) AS current_page_views_10m,
        dy.ds AS ds
-FROM windows w JOIN days dy ON CAST(floor(w.bucket_s / 86400) AS BIGINT) = dy.day_num
+FROM windows w JOIN days dy ON {d.day_of_epoch_s("w.bucket_s")} = dy.day_num
 {"ORDER BY dy.day_num, w.user_id, w.bucket_s" if ordered else ""}
 """
     return FeatureSql(days=list(days), raw_start=raw_start, raw_end=days[-1],

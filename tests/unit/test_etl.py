@@ -195,6 +195,23 @@ def test_compatible_types_are_accepted(settings):
     assert same_rows(_normal(realtime), case.realtime)
 
 
+
+def test_nearly_unique_feature_columns_are_written_without_a_parquet_dictionary(settings):
+    """A dictionary of per-day unique user ids (or averages) only costs encoding time; few-valued columns keep
+    theirs (smaller files)."""
+    case = RANDOM_CASES[0]
+    run_case(case, settings)
+    with open_warehouse(settings) as wh:
+        for table in (settings.tables.user_features, settings.tables.realtime_features):
+            files = wh.files(table, date.fromisoformat(case.end))
+            assert files
+            chunks = pq.read_metadata(files[0]).row_group(0)
+            encodings = {chunks.column(i).path_in_schema: set(chunks.column(i).encodings)
+                         for i in range(chunks.num_columns)}
+            for column, found in encodings.items():
+                dictionary = bool(found & {"RLE_DICTIONARY", "PLAIN_DICTIONARY"})
+                assert dictionary == (column not in ("user_id", "avg_purchase_value_30d")), (table, column, found)
+
 # -- the SQL for other engines ---------------------------------------------------------------------------------
 
 def test_feature_sql_for_hive_avoids_duckdb_functions(settings):
@@ -222,8 +239,9 @@ def test_only_the_local_writer_asks_for_sorted_rows(settings):
                               created=created)
         unordered = feature_sql(dialect, days=[date(2024, 3, 10)], raw_table="raw_events", etl=settings.etl,
                                 created=created, ordered=False)
-        assert ordered.user_features.count("ORDER BY") == ordered.realtime_features.count("ORDER BY") == 1
-        assert "ORDER BY" not in unordered.user_features + unordered.realtime_features
+        # the statement's own ORDER BY (window clauses order inside their OVER (...))
+        assert ordered.user_features.count("\nORDER BY") == ordered.realtime_features.count("\nORDER BY") == 1
+        assert "\nORDER BY" not in unordered.user_features + unordered.realtime_features
 
 
 def test_rerun_after_raw_day_lost_its_page_views_empties_the_realtime_partition(settings):
@@ -308,6 +326,22 @@ def test_random_events_match_a_brute_force_reference(case: EtlCase, settings):
     assert len(case.realtime) > 300
     check_case(case, settings)
 
+
+
+@pytest.mark.parametrize(("lookback", "orders_days", "purchase_days"), [(12, 3, 10), (9, 9, 4), (5, 5, 5)])
+def test_other_window_sizes_match_a_brute_force_reference(settings, lookback, orders_days, purchase_days):
+    """Windows shorter than the run and than each other (and all equal): the user features roll each day's
+    partial aggregates in at its day and out when it leaves each window; every row against brute force."""
+    from tests.etl_cases import random_case
+
+    case = random_case(lookback * 100 + orders_days * 10 + purchase_days, users=80, lookback=lookback,
+                       orders_days=orders_days, purchase_days=purchase_days)
+    settings.etl.lookback_days = lookback
+    settings.etl.orders_window_days = orders_days
+    settings.etl.purchase_window_days = purchase_days
+    settings.warehouse.threads = 2
+    assert len(case.user_features) > 300
+    check_case(case, settings)
 
 def test_a_day_without_page_views_has_an_empty_realtime_partition(settings):
     """docs/data-contract.md: the day was computed, so its realtime partition exists, with no rows."""

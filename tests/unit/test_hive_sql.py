@@ -179,3 +179,41 @@ def test_hive_raw_columns_are_checked_against_the_one_contract() -> None:
             _check_raw_columns("raw", bad)
     with pytest.raises(DataError, match="table raw: column 'platform' is missing"):
         _check_raw_columns("raw", [c for c in good if c[0] != "platform"])
+
+
+class AnsweringConnection(CountingConnection):
+    """Answers every statement with the given rows (records them)."""
+
+    def __init__(self, rows: list[tuple]) -> None:
+        super().__init__()
+        self.rows = rows
+
+    def execute(self, sql: str, parameters: object = None) -> None:
+        self.statements.append(sql)
+
+    def fetchall(self) -> list[tuple]:
+        return self.rows
+
+
+def test_partition_counts_and_the_raw_check_share_one_aggregate_query() -> None:
+    """Both count rows per partition with one GROUP BY over the range; the raw check adds its contract
+    aggregates to that query and refuses the first partition breaking one."""
+    counts = AnsweringConnection([("2024-01-01", 5), ("2024-01-02", 7)])
+    wh = HiveWarehouse(_settings(), connection_factory=lambda hive: counts)
+    assert wh.partition_counts("raw", start=date(2024, 1, 1), end=date(2024, 1, 2)) == {
+        date(2024, 1, 1): 5, date(2024, 1, 2): 7}
+    checked = AnsweringConnection([("2024-01-01", 5, 0, 0, None), ("2024-01-02", 7, 0, 0, None)])
+    wh = HiveWarehouse(_settings(), connection_factory=lambda hive: checked)
+    assert wh._checked_counts("raw", start=date(2024, 1, 1), end=date(2024, 1, 2)) == {
+        date(2024, 1, 1): 5, date(2024, 1, 2): 7}
+    (plain,), (check,) = counts.statements, checked.statements
+    head = "SELECT `ds`, COUNT(*)"
+    tail = "FROM `default`.`raw` WHERE `ds` >= '2024-01-01' AND `ds` <= '2024-01-02' GROUP BY `ds` ORDER BY `ds`"
+    assert plain == f"{head} {tail}"
+    assert check.startswith(head + ", SUM(CASE WHEN is_clicked")
+    assert check.endswith(tail)
+    for row, message in [(("2024-01-02", 7, 2, 0, None), "partition ds=2024-01-02: column 'is_clicked' has 2"),
+                         (("2024-01-02", 7, 0, 3, "e9"), "partition ds=2024-01-02: 3 event.*'e9'")]:
+        wh = HiveWarehouse(_settings(), connection_factory=lambda hive, r=row: AnsweringConnection([r]))
+        with pytest.raises(DataError, match=message):
+            wh._checked_counts("raw", start=date(2024, 1, 1), end=date(2024, 1, 2))

@@ -31,6 +31,10 @@ def check_identifier(name: str, *, what: str = "table name") -> str:
         raise UsageError(f"{what} {name!r} is not a valid identifier (letters, digits and _ only)")
     return name
 
+# feature columns whose values are nearly all distinct within a day (one row per user and day or window); the
+# others (timestamps, counts, platforms) take few values and compress well in a Parquet dictionary
+NEARLY_UNIQUE = ("user_id", "avg_purchase_value_30d")
+
 
 def split_by_day(ds: pa.ChunkedArray | pa.Array) -> dict[str, tuple[int, int] | pa.Array]:
     """Where the rows of each ``ds`` value are: ``(offset, length)`` of its run when the column is grouped by day
@@ -100,9 +104,12 @@ class Warehouse(ABC):
         contract check (docs/data-contract.md): columns in their canonical types, a DataError otherwise."""
 
     @abstractmethod
-    def write_partitions(self, table: str, data: pa.Table, *, days: Sequence[date] = ()) -> list[date]:
+    def write_partitions(self, table: str, data: pa.Table, *, days: Sequence[date] = (),
+                         plain: Sequence[str] = ()) -> list[date]:
         """Replace, atomically and per partition, every ``ds`` present in ``data`` and every day in ``days`` (a listed
-        day without rows ends up with no rows: stale data never survives a rewrite); returns the days replaced."""
+        day without rows ends up with no rows: stale data never survives a rewrite); returns the days replaced.
+        ``plain`` names columns whose values are nearly all distinct: an engine writing Parquet itself encodes them
+        without a dictionary (one would only cost time); others ignore it."""
 
     def write_features(self, sql: Callable[[Sequence[date], bool], FeatureSql], days: Sequence[date], *,
                        task: Task | None = None) -> dict[str, int]:
@@ -115,8 +122,8 @@ class Warehouse(ABC):
         tables = self.settings.tables
         statements = sql(days, True)  # ordered by day: the local writer slices each day's rows without copying
         users, realtime = self.query(statements.user_features), self.query(statements.realtime_features)
-        self.write_partitions(tables.user_features, users, days=days)
-        self.write_partitions(tables.realtime_features, realtime, days=days)
+        self.write_partitions(tables.user_features, users, days=days, plain=NEARLY_UNIQUE)
+        self.write_partitions(tables.realtime_features, realtime, days=days, plain=NEARLY_UNIQUE)
         if task is not None:
             task.advance(len(days), day=f"{days[0]}..{days[-1]}" if len(days) > 1 else str(days[0]),
                          user_rows=users.num_rows, realtime_rows=realtime.num_rows)

@@ -473,7 +473,8 @@ class HiveWarehouse(Warehouse):
             sent += 1
         return sent
 
-    def write_partitions(self, table: str, data: pa.Table, *, days: Sequence[date] = ()) -> list[date]:
+    def write_partitions(self, table: str, data: pa.Table, *, days: Sequence[date] = (),
+                         plain: Sequence[str] = ()) -> list[date]:
         """Upload ``data`` to a staging table, then swap its days in with INSERT OVERWRITE … PARTITION; listed
         ``days`` without rows are dropped (no rows, as locally)."""
         import pyarrow as pa
@@ -656,6 +657,17 @@ class HiveWarehouse(Warehouse):
                 raise DataError(f"the SELECT for table {table} has no '{PARTITION_COLUMN}' column")
             self.ensure_table(table, schema)
 
+    def _per_partition(self, table: str, *, start: date, end: date,
+                       aggregates: Sequence[str] = ()) -> list[tuple[Any, ...]]:
+        """``(ds, rows, *aggregates)`` for each partition of ``table`` in [start, end] holding rows, sorted by
+        ``ds``: one aggregate query run by the server."""
+        ds = f"`{PARTITION_COLUMN}`"
+        extra = "".join(f", {a}" for a in aggregates)
+        return self.scalar_rows(
+            f"SELECT {ds}, COUNT(*){extra} FROM {self.qualified(table)} "
+            f"WHERE {ds} >= {day_literal(start)} AND {ds} <= {day_literal(end)} GROUP BY {ds} ORDER BY {ds}",
+            table=table)
+
     def _checked_counts(self, table: str, *, start: date, end: date) -> dict[date, int]:
         """Rows per partition in [start, end], and the contract's data checks, in one aggregate query run by the
         server (as the local engine reads every file before the first write): ``is_clicked`` outside {0, 1}, and
@@ -663,31 +675,25 @@ class HiveWarehouse(Warehouse):
         The first partition breaking a check is a DataError naming it and the count."""
         ts, ds = "event_timestamp", f"`{PARTITION_COLUMN}`"
         day = "CAST(floor(unix_timestamp(event_timestamp) / 86400) AS BIGINT)"  # the session time zone is UTC
-        rows = self.scalar_rows(
-            f"SELECT {ds}, COUNT(*), "
-            f"SUM(CASE WHEN is_clicked IS NOT NULL AND is_clicked NOT IN (0, 1) THEN 1 ELSE 0 END), "
-            f"SUM(CASE WHEN {ts} IS NOT NULL AND {day} <> datediff({ds}, '1970-01-01') THEN 1 ELSE 0 END), "
-            f"MIN(CASE WHEN {ts} IS NOT NULL AND {day} <> datediff({ds}, '1970-01-01') THEN event_id END) "
-            f"FROM {self.qualified(table)} WHERE {ds} >= {day_literal(start)} AND {ds} <= {day_literal(end)} "
-            f"GROUP BY {ds} ORDER BY {ds}", table=table)
+        outside = f"{ts} IS NOT NULL AND {day} <> datediff({ds}, '1970-01-01')"
+        rows = self._per_partition(table, start=start, end=end, aggregates=(
+            "SUM(CASE WHEN is_clicked IS NOT NULL AND is_clicked NOT IN (0, 1) THEN 1 ELSE 0 END)",
+            f"SUM(CASE WHEN {outside} THEN 1 ELSE 0 END)",
+            f"MIN(CASE WHEN {outside} THEN event_id END)"))
         where = f"table {self.database}.{table}"
-        for value, _, clicks, outside, example in rows:
+        for value, _, clicks, outside_n, example in rows:
             if clicks:
                 raise DataError(f"{where}, partition ds={value}: column 'is_clicked' has {int(clicks)} value(s) "
                                 "other than 0 and 1")
-            if outside:
-                raise DataError(f"{where}, partition ds={value}: {int(outside)} event(s) lie outside the "
+            if outside_n:
+                raise DataError(f"{where}, partition ds={value}: {int(outside_n)} event(s) lie outside the "
                                 f"partition's UTC day (e.g. event {example!r}); store each event in the "
                                 "partition of its UTC date")
         return {date.fromisoformat(str(value)): int(n) for value, n, *_ in rows}
 
     def partition_counts(self, table: str, *, start: date, end: date) -> dict[date, int]:
         """Rows per partition of ``table`` in [start, end] (one aggregate query)."""
-        rows = self.scalar_rows(
-            f"SELECT `{PARTITION_COLUMN}`, COUNT(*) FROM {self.qualified(table)} WHERE `{PARTITION_COLUMN}` >= "
-            f"{day_literal(start)} AND `{PARTITION_COLUMN}` <= {day_literal(end)} GROUP BY `{PARTITION_COLUMN}`",
-            table=table)
-        return {date.fromisoformat(str(ds)): int(n) for ds, n in rows}
+        return {date.fromisoformat(str(ds)): int(n) for ds, n in self._per_partition(table, start=start, end=end)}
 
 
 # session settings for dynamic-partition overwrites: Hive's (also read by Spark for Hive tables), and Spark's for

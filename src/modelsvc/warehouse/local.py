@@ -194,8 +194,10 @@ class LocalWarehouse(Warehouse):
         # no ORDER BY: DuckDB keeps the order of the (day-sorted) files, which is stable and cheaper than a sort
         return self.connection().sql(f"SELECT {cols} FROM ({relation})").to_arrow_table()
 
-    def write_partitions(self, table: str, data: pa.Table, *, days: Sequence[date] = ()) -> list[date]:
-        """Stage every partition (in parallel: Parquet encoding releases the GIL), then swap them in one by one."""
+    def write_partitions(self, table: str, data: pa.Table, *, days: Sequence[date] = (),
+                         plain: Sequence[str] = ()) -> list[date]:
+        """Stage every partition (in parallel: Parquet encoding releases the GIL), then swap them in one by one;
+        the ``plain`` columns are encoded without a Parquet dictionary."""
         if "ds" not in data.column_names:
             raise DataError(f"cannot write table '{table}': the data has no 'ds' column")
         if data.column("ds").null_count:
@@ -204,7 +206,7 @@ class LocalWarehouse(Warehouse):
         by_day = {partition_day(value, where=f"cannot write table '{table}'"): rows for value, rows in located.items()}
         days = sorted(set(by_day) | set(days))
         with self._writing(table):
-            self._write(table, data.drop_columns(["ds"]), by_day, days)
+            self._write(table, data.drop_columns(["ds"]), by_day, days, plain)
         self._views.discard(table)
         return days
 
@@ -218,8 +220,11 @@ class LocalWarehouse(Warehouse):
                 fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
-    def _write(self, table: str, body: pa.Table, by_day: dict[date, Any], days: list[date]) -> None:
+    def _write(self, table: str, body: pa.Table, by_day: dict[date, Any], days: list[date],
+               plain: Sequence[str] = ()) -> None:
         import pyarrow.parquet as pq
+
+        dictionary: bool | list[str] = [c for c in body.column_names if c not in plain] if plain else True
 
         base = self.table_path(table)
         base.mkdir(parents=True, exist_ok=True)
@@ -238,7 +243,7 @@ class LocalWarehouse(Warehouse):
                 part = take_day(body, by_day[day]) if day in by_day else body.slice(0, 0)  # empty: empty partition
                 folder = run / f"{PART_PREFIX}{day.isoformat()}"
                 folder.mkdir()
-                pq.write_table(part, folder / DATA_FILE, row_group_size=1_000_000)
+                pq.write_table(part, folder / DATA_FILE, row_group_size=1_000_000, use_dictionary=dictionary)
             except BaseException:
                 failed.set()
                 raise
