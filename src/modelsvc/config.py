@@ -264,6 +264,10 @@ class DatasetSettings(Section):
     name: str = Field("ctr_training", pattern=IDENTIFIER_PATTERN)
     label: str = Field("is_clicked", pattern=IDENTIFIER_PATTERN)
     split: SplitSettings = SplitSettings()
+    file_rows: int = Field(1_000_000, ge=1, description="most rows in one Parquet file of a version (each file "
+                           "holds one split): the unit Ray workers read in parallel")
+    row_group_rows: int = Field(262_144, ge=1, description="rows per Parquet row group: the smallest part a "
+                                "worker reads of a file")
 
 
 class MlflowSettings(Section):
