@@ -94,7 +94,12 @@ def etl_output_exists(settings: Settings, day: date) -> bool:
     return wh is not None and bool(wh.files(settings.tables.user_features, day))
 
 
+# settings that shape how a step's output is stored, not what it holds: a change does not redo the step
+LAYOUT_ONLY = {"dataset": {"file_rows", "row_group_rows"}}
+
+
 def range_fingerprint(settings: Settings, etl: dict[str, str | None], *sections: str, **extra: Any) -> str | None:
     if any(v is None for v in etl.values()):
         return None
-    return _hash({"etl": etl, **{s: getattr(settings, s).model_dump(mode="json") for s in sections}, **extra})
+    return _hash({"etl": etl, **{s: getattr(settings, s).model_dump(mode="json", exclude=LAYOUT_ONLY.get(s))
+                                 for s in sections}, **extra})

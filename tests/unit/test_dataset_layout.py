@@ -155,3 +155,15 @@ def test_the_manifest_reaches_workers_by_value():
     fields = WorkerConfig.model_fields
     assert "data_file" not in fields
     assert fields["dataset"].annotation is dataset.DatasetManifest
+
+
+def test_the_file_layout_settings_do_not_change_the_incremental_key(workdir):
+    """An upgrade that adds them, or a new file size, reuses the dataset built from the same inputs."""
+    from modelsvc.incremental import range_fingerprint
+
+    etl = {"2026-01-01": "abc"}
+    base = load_settings(workdir / "configs")
+    other = load_settings(workdir / "configs", dataset={"file_rows": 5, "row_group_rows": 2})
+    assert range_fingerprint(base, etl, "dataset") == range_fingerprint(other, etl, "dataset")
+    label = load_settings(workdir / "configs", dataset={"split": {"test_fraction": 0.2}})
+    assert range_fingerprint(base, etl, "dataset") != range_fingerprint(label, etl, "dataset")
