@@ -54,8 +54,9 @@ def as_dataset(source: str | Path | DatasetManifest) -> DatasetManifest:
         return source
     text = str(source)
     folder, _, name = text.rstrip("/").rpartition("/")
-    return DatasetManifest.model_construct(path=folder or ".", format=1, rows=0,
-                                           files=[DataFile(path=name, split=None, rows=0)])
+    fields: dict[str, Any] = {"path": folder or ".", "format": 1, "rows": 0,
+                              "files": [DataFile(path=name, split=None, rows=0)]}
+    return DatasetManifest.model_construct(**fields)  # only what the readers use
 
 
 def read_split(source: str | Path | DatasetManifest, split: str, columns: list[str], start: int = 0,
