@@ -514,7 +514,7 @@ class Settings(BaseSettings):
             "warehouse": display(self.paths.location("warehouse")),
             "datasets": display(self.paths.location("datasets")),
             "reports": display(self.paths.location("reports")),
-            "state": display(self.paths.location("state")),
+            "state": self._or_error(lambda: str(self.paths.resolve("state"))),
             "mlflow_tracking_uri": mask_uri(self._or_error(self.tracking_uri)),
             "ray_address": self.ray_address() or "local",
             "ray_storage_path": display(self.ray_storage_path()),

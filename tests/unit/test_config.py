@@ -393,6 +393,7 @@ def test_env_prefix_is_the_documented_one():
 
 # -- locations: a local path or a URI (issue 10) ---------------------------------------------------------------
 def test_a_uri_root_puts_datasets_and_reports_under_it_and_local_folders_stay_local(cfg, monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("MODELSVC_PATHS__ROOT", "s3://bucket/modelsvc/")
     monkeypatch.setenv("MODELSVC_PATHS__WAREHOUSE", str(tmp_path / "wh"))
     monkeypatch.setenv("MODELSVC_PATHS__STATE", str(tmp_path / "state"))
@@ -406,6 +407,9 @@ def test_a_uri_root_puts_datasets_and_reports_under_it_and_local_folders_stay_lo
     resolved = s.masked_dump()["resolved"]
     assert resolved["datasets"] == "s3://bucket/modelsvc/datasets"
     assert resolved["mlflow_tracking_uri"].startswith("(not usable: paths.mlflow must be a local folder")
+    monkeypatch.delenv("MODELSVC_PATHS__STATE")
+    assert load_settings(cfg).masked_dump()["resolved"]["state"].startswith(
+        "(not usable: paths.state must be a local folder")
 
 
 def test_each_location_may_be_its_own_uri_or_absolute_path(cfg, tmp_path):
