@@ -120,3 +120,26 @@ def test_a_build_killed_mid_upload_leaves_no_version_and_the_next_one_succeeds(w
         ("ctr_training", built["version"], built["rows"])]
     assert load_dataset(settings).version == built["version"]
     _no_local_dataset_files(workdir)
+
+
+def test_reports_run_history_and_pipeline_state_live_on_s3(workdir, s3_env: S3Service, s3_bucket: str):
+    from datetime import date, datetime, timezone
+
+    from modelsvc import incremental
+    from modelsvc.history import list_runs, record_run
+    from modelsvc.pipeline import PipelineReport
+
+    settings = load_settings(workdir / "configs", paths={"reports": f"{s3_bucket}/reports"})
+    assert incremental.load_state(settings) == {}
+    incremental.save_state(settings, {"datasets": {"k": {"name": "ctr_training", "version": "v1"}}})
+    assert incremental.load_state(settings)["datasets"]["k"]["version"] == "v1"
+    report = PipelineReport(start_date=date(2026, 1, 1), end_date=date(2026, 1, 2), steps=[], seconds=1.5,
+                            started_at=datetime(2026, 1, 3, tzinfo=timezone.utc))
+    where = record_run(settings, report)
+    assert where.startswith(f"{s3_bucket}/reports/runs/20260103T000000000000Z-")
+    [got] = list_runs(settings)
+    assert got.report == report
+    bucket = s3_bucket.removeprefix("s3://")
+    assert [k for k in s3_env.keys(bucket) if not k.endswith("/")] == sorted(
+        ["reports/state/pipeline.json", where.removeprefix(f"{s3_bucket}/")])
+    assert not (workdir / "data" / "reports").exists()
