@@ -266,7 +266,7 @@ class DatasetSettings(Section):
     split: SplitSettings = SplitSettings()
     file_rows: int = Field(1_000_000, ge=1, description="most rows in one Parquet file of a version (each file "
                            "holds one split): the unit Ray workers read in parallel")
-    row_group_rows: int = Field(262_144, ge=1, description="rows per Parquet row group: the smallest part a "
+    row_group_rows: int = Field(1_000_000, ge=1, description="rows per Parquet row group: the smallest part a "
                                 "worker reads of a file")
 
 

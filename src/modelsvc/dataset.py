@@ -379,18 +379,41 @@ def write_dataset_version(settings: Settings, name: str, version: str, df: pd.Da
     if storage.exists(folder):
         raise DataError(f"dataset version {storage.display(folder)} already exists")
     _remove_orphans(base, now=datetime.now(timezone.utc))
-    table = df if isinstance(df, pa.Table) else pa.Table.from_pandas(df, preserve_index=False)
     file_rows, group_rows = settings.dataset.file_rows, min(settings.dataset.row_group_rows,
                                                           settings.dataset.file_rows)
+    if isinstance(df, pa.Table):
+        schema = df.schema
+        parts = {split: df.filter(pc.equal(df.column("split"), split)) for split in SPLITS}
+
+        def rows_of(split: str, lo: int) -> pa.Table:
+            return parts[split].slice(lo, file_rows)
+    else:  # each file converted on its own: no second copy of the whole frame in memory
+        import numpy as np
+        import pandas as pd
+
+        codes = pd.Categorical(df["split"], categories=list(SPLITS)).codes  # one pass over the column
+        positions = {split: np.flatnonzero(codes == i) for i, split in enumerate(SPLITS)}
+        # the types of the first rows, unless a column is all null there (then the whole frame decides)
+        head = pa.Table.from_pandas(df.iloc[:1000], preserve_index=False)
+        schema = head.schema if not any(pa.types.is_null(t) for t in head.schema.types) else (
+            pa.Schema.from_pandas(df, preserve_index=False))
+
+        def rows_of(split: str, lo: int) -> pa.Table:
+            at = positions[split]
+            contiguous = len(at) and at[-1] - at[0] + 1 == len(at)  # the usual case: rows sorted by time
+            rows = (df.iloc[at[0] + lo:min(at[0] + lo + file_rows, at[-1] + 1)] if contiguous
+                    else df.iloc[at[lo:lo + file_rows]])
+            return pa.Table.from_pandas(rows, schema=schema, preserve_index=False)
+
     files: list[DataFile] = []
     for split in SPLITS:
-        part = table.filter(pc.equal(table.column("split"), split))
-        for i, lo in enumerate(range(0, part.num_rows, file_rows)):
-            chunk = part.slice(lo, file_rows)
+        n = parts[split].num_rows if isinstance(df, pa.Table) else len(positions[split])
+        for i, lo in enumerate(range(0, n, file_rows)):
+            chunk = rows_of(split, lo)
             rel = f"{split}-{i:05d}.parquet"
             location = storage.join(folder, rel)
             with storage.open_output(location) as sink, storage.errors(location):
-                with pq.ParquetWriter(sink, table.schema) as writer:
+                with pq.ParquetWriter(sink, schema) as writer:
                     writer.write_table(chunk, row_group_size=group_rows)
                 size = sink.tell()  # type: ignore[attr-defined]
             files.append(DataFile(path=rel, split=split, rows=chunk.num_rows, bytes=int(size)))

@@ -167,3 +167,19 @@ def test_the_file_layout_settings_do_not_change_the_incremental_key(workdir):
     assert range_fingerprint(base, etl, "dataset") == range_fingerprint(other, etl, "dataset")
     label = load_settings(workdir / "configs", dataset={"split": {"test_fraction": 0.2}})
     assert range_fingerprint(base, etl, "dataset") != range_fingerprint(label, etl, "dataset")
+
+
+@pytest.mark.parametrize("as_arrow", [False, True])
+def test_rows_whose_splits_interleave_are_grouped_per_split_in_their_order(small_files, as_arrow):
+    import pyarrow as pa
+
+    from modelsvc.dataset import write_dataset_version
+
+    manifest, df = write_synthetic_dataset(small_files, rows=900)
+    rows = df[["event_id", "is_clicked", "split"]].sample(frac=1.0, random_state=3).reset_index(drop=True)
+    data = pa.Table.from_pandas(rows, preserve_index=False) if as_arrow else rows
+    out = write_dataset_version(small_files, "mixed", "20260105T000000Z", data, manifest.model_copy())
+    for split in SPLITS:
+        want = rows.loc[rows["split"] == split, "event_id"].tolist()
+        assert read_rows(out, split, ["event_id"]).column(0).to_pylist() == want
+        assert all(f.rows <= 300 for f in out.data_files(split))
