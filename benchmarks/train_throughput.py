@@ -4,6 +4,8 @@ Run (CPU):   python benchmarks/train_throughput.py --rows 200000
 Run (GPU):   python benchmarks/train_throughput.py --rows 5000000 --device cuda --batch-sizes 256,8192
 Without MLflow installed (the GPU image), (c) runs the same Ray Train workers without the MLflow run.
 Add ``--ttq-rows N`` to also measure time to quality (validation AUC within 0.01 of the oracle) with ``train``.
+Add ``--s3`` to put the dataset on an S3 API server (moto's, started on loopback as the tests do): (c)'s workers
+then read their files and row groups from ``s3://``, (a) and (b) keep the same rows in memory.
 
 Measured, in one process: (a) ``ray.data.from_pandas(...).iter_torch_batches(batch_size=B)`` feeding the MLP
 (the common template's design), (b) a plain PyTorch loop over the same rows resident on the device, (c)
@@ -28,10 +30,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # tests.datasets: the synthetic dataset writer
 
 
+DATASETS: dict[str, str] = {}  # --s3: {"datasets": "s3://bucket/datasets"}
+
+
 def _settings(root: Path, **over):
     from modelsvc.config import load_settings
 
-    return load_settings(REPO / "configs", paths={"root": str(root)}, **over)
+    return load_settings(REPO / "configs", paths={"root": str(root), **DATASETS}, **over)
 
 
 def bench_ray_data(df, pre, model_fn, batch_size: int, device, max_s: float) -> float:
@@ -165,13 +170,25 @@ def main() -> None:
     ap.add_argument("--data-paths", default="resident",
                     help="(c) once per data path: resident, streaming, auto (comma-separated)")
     ap.add_argument("--num-workers", default="1", help="(c) scaling.num_workers: 1 (a Ray worker), 0 (local mode)")
+    ap.add_argument("--s3", action="store_true", help="the dataset on a local S3 API server (moto[server])")
     ap.add_argument("--no-mlflow", action="store_true",
                     help="(c) without the MLflow run and model logging (implied when mlflow is not installed)")
     args = ap.parse_args()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     root = Path(tempfile.mkdtemp(prefix="modelsvc-bench-"))
     try:
-        _run(args, root)
+        if args.s3:
+            from modelsvc import storage
+            from tests.fixtures.s3 import running_s3
+
+            (root / "s3").mkdir()
+            with running_s3(root / "s3") as s3:
+                os.environ.update(s3.env())  # before ray.init: the workers get the endpoint and keys too
+                storage.clear_cache()
+                DATASETS["datasets"] = f"s3://{s3.create_bucket('bench')}/datasets"
+                _run(args, root)
+        else:
+            _run(args, root)
     finally:
         import shutil
 
@@ -227,7 +244,8 @@ def _run(args, root: Path) -> None:
             rows.append((bs, used, a, b, c, wall, epochs_s))
             print(f"batch {bs} {used}: (a) {a:,.0f}/s (b) {b:,.0f}/s (c) {c:,.0f}/s", flush=True)
 
-    print(f"\ndevice={args.device} rows={args.rows} (train {len(train_df)}) torch threads={args.threads} "
+    print(f"\ndataset on {DATASETS.get('datasets', 'local disk')}")
+    print(f"device={args.device} rows={args.rows} (train {len(train_df)}) torch threads={args.threads} "
           f"model={base.model.hidden_layers} emb={base.model.embedding_dim} "
           f"(c) {'train() with MLflow' if use_mlflow else 'fit_workers (no MLflow)'}")
     print(f"{'batch':>6} {'(c) path':>9} {'(a) ray data/s':>15} {'(b) resident/s':>15} {'(c) modelsvc/s':>15} "
