@@ -22,12 +22,7 @@ from modelsvc.dataset import FEATURES, NUMERIC_FEATURES
 from tests.fixtures._service import free_port
 from tests.serving_support import ServingDemo, build_serving_demo
 
-# KNOWN DEFECT (issue 12 stays open): these tests pass alone (18 passed) but, when tests/integration/test_registry.py
-# ran first in the same session, the serving fixture's promoted version is not found ("no 'production' alias"):
-# state leaks between the two modules. Marked xfail (not strict) so the rest of the suite lands; to be fixed first.
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600),
-              pytest.mark.xfail(reason="order-dependent after test_registry.py: MLflow state leak, see note",
-                                strict=False)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
 runner = CliRunner()
 
