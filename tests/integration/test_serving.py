@@ -109,11 +109,19 @@ def test_redis_online_reads_equal_feast_and_serve_like_sqlite(demo: ServingDemo,
     users = [*demo.users, 10**9]
     online = OnlineFeatures.open(settings)
     feast_df = get_online_features(settings, users).set_index("user_id")
-    for view, rows in zip(online.views, online.read_raw(users), strict=True):
+    batched = online.read_raw(users)  # every view of every user in one round trip (a Lua script)
+    assert online._redis is not None
+    assert online._redis.scripted
+    for view, rows in zip(online.views, batched, strict=True):
         for user, (_, values) in zip(users, rows, strict=True):
             for f in view.features:
                 got = None if values is None else values[f]
                 assert _equal(got, feast_df.loc[user, f]), (user, f, got, feast_df.loc[user, f])
+    # the same as Feast's own online_read, view by view, timestamps included; and as the pipeline without scripts
+    redis_batch, online._redis = online._redis, None
+    assert online.read_raw(users) == batched
+    online._redis, redis_batch.scripted = redis_batch, False
+    assert online.read_raw(users) == batched
     online.close()
     body = {"user_ids": demo.users}
     with _client(settings, clock=lambda: demo.at) as on_redis, _client(demo.settings, clock=lambda: demo.at) as local:
