@@ -8,6 +8,9 @@ values with Feast's own ``feast_value_type_to_python_type``: the values are thos
 (tests/integration/test_serving.py checks it). Then, as the point-in-time join of training does, a value whose
 feature row is older than its view's ttl at the instant of the prediction is treated as missing: the model's
 bundled preprocessor imputes it. Used by ``modelsvc.serving`` (through ``serving.sources``).
+
+On Redis every view of every user is read in one round trip (:class:`_RedisBatch`: one read-only Lua script, Feast's
+own keys, fields and value parsing) instead of Feast's pipeline per view with a reply parsed in Python per user.
 """
 
 from __future__ import annotations
