@@ -10,7 +10,8 @@ feature row is older than its view's ttl at the instant of the prediction is tre
 bundled preprocessor imputes it. Used by ``modelsvc.serving`` (through ``serving.sources``).
 
 On Redis every view of every user is read in one round trip (:class:`_RedisBatch`: one read-only Lua script, Feast's
-own keys, fields and value parsing) instead of Feast's pipeline per view with a reply parsed in Python per user.
+own keys and fields, its value parsing inlined) instead of Feast's pipeline per view, with a reply parsed in Python
+per user.
 """
 
 from __future__ import annotations
@@ -179,8 +180,9 @@ class _RedisBatch:
     and one timestamp field per view (``_ts:<view>``); its ``online_read`` sends one pipeline per view, a command
     per entity, and parses every reply in Python. Here the keys and fields come from Feast's own helpers, one
     read-only Lua script HMGETs every user's fields of every view on the server and returns them msgpack-encoded
-    (one reply to parse, in C), and each view's slice goes through Feast's own ``_get_features_for_entity``: the
-    values are those of ``online_read``. A server that refuses scripts gets the same commands as one pipeline.
+    (one reply to parse, in C), and each view's slice is parsed as Feast's ``_get_features_for_entity`` does
+    (inlined; tests/integration/test_serving.py checks the values and timestamps equal ``online_read``'s). A server
+    that refuses scripts gets the same commands as one pipeline.
     """
 
     SCRIPT = ("local out = {} for i, key in ipairs(KEYS) do out[i] = redis.call('HMGET', key, unpack(ARGV)) end "
@@ -247,15 +249,27 @@ class _RedisBatch:
              ) -> list[list[tuple[datetime | None, dict[str, Any] | None]]]:
         client = self.store._get_client(online.config.online_store)
         rows = self.hashes(client, [self.key(u) for u in user_ids])
+        from feast.protos.feast.types.Value_pb2 import Value
+        from google.protobuf.timestamp_pb2 import Timestamp
+
+        parse_value, parse_ts = Value.FromString, Timestamp.FromString
+        epoch = datetime.fromtimestamp(0, tz=timezone.utc)
         out: list[list[tuple[datetime | None, dict[str, Any] | None]]] = []
-        for (name, start, end, requested), v in zip(self.slices, online.views, strict=True):
+        for _, start, end, requested in self.slices:
+            # Feast's _get_features_for_entity, inlined: the last field is the view's timestamp (absent: the
+            # epoch), every requested feature gets a value (absent: an empty one, i.e. None)
+            names = requested[:-1]
             converted: list[tuple[datetime | None, dict[str, Any] | None]] = []
             for row in rows:
-                ts, values = self.store._get_features_for_entity(row[start:end], name, requested)
-                if values is None:
-                    converted.append((None, None))
-                    continue
-                converted.append((ts, {f: _python_value(values[f]) if f in values else None for f in v.features}))
+                ts_raw = row[end - 1]
+                if ts_raw:
+                    t = parse_ts(ts_raw)
+                    ts = datetime.fromtimestamp(t.seconds + t.nanos / 1_000_000_000.0, tz=timezone.utc)
+                else:
+                    ts = epoch
+                raw = row[start:end - 1]
+                converted.append((ts, {f: _python_value(parse_value(b)) if b else None
+                                       for f, b in zip(names, raw, strict=True)}))
             out.append(converted)
         return out
 

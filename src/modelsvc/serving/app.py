@@ -76,7 +76,7 @@ def parse_predict_body(body: bytes) -> tuple[list[Instance], str]:
     if type(data) is dict and len(data) == 1:
         ids = data.get("user_ids")
         if type(ids) is list and all(type(u) is int for u in ids):
-            return [Instance.model_construct(user_id=u, overrides={}) for u in ids], "user_ids"
+            return [Instance(u) for u in ids], "user_ids"
     try:
         request = PredictRequest.model_validate(data)
     except ValidationError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -25,11 +25,13 @@ class InputError(UsageError):
         self.detail = message
 
 
-class Instance(BaseModel):
-    """One request item: a user and optional feature values that replace the online ones."""
+@dataclass(slots=True)
+class Instance:
+    """One request item: a user and optional feature values that replace the online ones (a plain dataclass:
+    a request of 100 users builds 100 of them; the HTTP body is validated before, by ``parse_predict_body``)."""
 
     user_id: int
-    overrides: dict[str, Any] = Field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)
 
 
 class Prediction(BaseModel):
