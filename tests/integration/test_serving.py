@@ -79,6 +79,10 @@ def test_online_reads_equal_feast_get_online_features(demo: ServingDemo) -> None
     users = [*demo.users, 10**9]  # one user the store never saw
     online = OnlineFeatures.open(demo.settings)
     raw = online.read_raw(users)
+    assert online._sqlite is not None  # our read of Feast's tables: equal to Feast's online_read, timestamps too
+    sqlite_read, online._sqlite = online._sqlite, None
+    assert online.read_raw(users) == raw
+    online._sqlite = sqlite_read
     feast_df = get_online_features(demo.settings, users).set_index("user_id")
     compared = 0
     for view, rows in zip(online.views, raw, strict=True):

@@ -11,7 +11,8 @@ bundled preprocessor imputes it. Used by ``modelsvc.serving`` (through ``serving
 
 On Redis every view of every user is read in one round trip (:class:`_RedisBatch`: one read-only Lua script, Feast's
 own keys and fields, its value parsing inlined) instead of Feast's pipeline per view, with a reply parsed in Python
-per user.
+per user. On SQLite (:class:`_SqliteRead`) one query per view, as Feast, with the users' keys cached and only the
+model's features parsed.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class OnlineFeatures:
     views: list[ViewRead] = field(default_factory=list)
     _keys: dict[int, Any] = field(default_factory=dict)
     _redis: _RedisBatch | None = None
+    _sqlite: _SqliteRead | None = None
 
     @classmethod
     def open(cls, settings: Settings) -> OnlineFeatures:
@@ -77,6 +79,8 @@ class OnlineFeatures:
         self._tune_redis()
         if settings.features.online_store == "redis" and hasattr(self.online_store, "_client"):
             self._redis = _RedisBatch.plan(self)
+        elif settings.features.online_store == "sqlite" and hasattr(self.online_store, "_get_conn"):
+            self._sqlite = _SqliteRead.plan(self)
         return self
 
     @property
@@ -104,6 +108,9 @@ class OnlineFeatures:
         if self._redis is not None:
             with self._errors():
                 return self._redis.read(self, [int(u) for u in user_ids])
+        if self._sqlite is not None:
+            with self._errors():
+                return self._sqlite.read(self, [int(u) for u in user_ids])
         keys = [self._key(int(u)) for u in user_ids]
         out = []
         with self._errors():
@@ -270,6 +277,71 @@ class _RedisBatch:
                 raw = row[start:end - 1]
                 converted.append((ts, {f: _python_value(parse_value(b)) if b else None
                                        for f, b in zip(names, raw, strict=True)}))
+            out.append(converted)
+        return out
+
+
+class _SqliteRead:
+    """Feast's SQLite ``online_read`` (one query per view: every feature row of the users), without its per-call
+    key serialization (cached per user), its sort and its parsing of features the model does not ask for. The
+    values and timestamps are those of ``online_read`` (tests/integration/test_serving.py compares them)."""
+
+    def __init__(self, version: int, tables: list[tuple[str, frozenset[str]]]) -> None:
+        self.version, self.tables = version, tables
+        self.keys: dict[int, bytes] = {}
+
+    @classmethod
+    def plan(cls, online: OnlineFeatures) -> _SqliteRead:
+        from feast.infra.online_stores.sqlite import _quote_id, _table_id
+
+        config = online.config
+        versioning = config.registry.enable_online_feature_view_versioning
+        return cls(config.entity_key_serialization_version,
+                   [(_quote_id(_table_id(config.project, v.view, versioning)), frozenset(v.features))
+                    for v in online.views])
+
+    def key(self, user_id: int) -> bytes:
+        key = self.keys.get(user_id)
+        if key is None:
+            from feast.infra.key_encoding_utils import serialize_entity_key
+            from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+            from feast.protos.feast.types.Value_pb2 import Value
+
+            proto = EntityKey(join_keys=["user_id"], entity_values=[Value(int64_val=user_id)])
+            key = serialize_entity_key(proto, entity_key_serialization_version=self.version)
+            if len(self.keys) >= KEY_CACHE_SIZE:
+                self.keys.clear()
+            self.keys[user_id] = key
+        return key
+
+    def read(self, online: OnlineFeatures, user_ids: list[int]
+             ) -> list[list[tuple[datetime | None, dict[str, Any] | None]]]:
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        parse_value = Value.FromString
+        conn = online.online_store._get_conn(online.config)
+        keys = [self.key(u) for u in user_ids]
+        marks = ",".join("?" * len(keys))
+        out: list[list[tuple[datetime | None, dict[str, Any] | None]]] = []
+        for (table, wanted), v in zip(self.tables, online.views, strict=True):
+            found: dict[bytes, tuple[Any, dict[str, bytes]]] = {}
+            sql = f"SELECT entity_key, feature_name, value, event_ts FROM {table} WHERE entity_key IN ({marks})"
+            for key, name, value, ts in conn.execute(sql, keys):
+                entry = found.get(key)
+                values = entry[1] if entry is not None else {}
+                if name in wanted:
+                    values[name] = value
+                found[key] = (ts, values)  # as Feast: the timestamp of the entity's last row
+            converted: list[tuple[datetime | None, dict[str, Any] | None]] = []
+            for key in keys:
+                entry = found.get(key)
+                if entry is None:
+                    converted.append((None, None))
+                    continue
+                ts, values = entry
+                ts = ts.astimezone(timezone.utc) if ts.tzinfo is not None else ts.replace(tzinfo=timezone.utc)
+                converted.append((ts, {f: _python_value(parse_value(values[f])) if f in values else None
+                                       for f in v.features}))
             out.append(converted)
         return out
 
