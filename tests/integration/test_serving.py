@@ -378,22 +378,25 @@ def test_promote_and_rollback_under_load_fail_no_request(demo: ServingDemo) -> N
     from modelsvc.serving.app import create_app
 
     settings = demo.settings
-    results: list[tuple[float, float, int, str]] = []
+    # one list per connection: a connection's requests are answered in order, so its versions must go 1 -> new -> 1;
+    # across connections, the order of start times is not the order the server takes requests in (two requests
+    # waiting together are read in socket order), so a merged list may flip around a swap
+    per_conn: list[list[tuple[float, float, int, str]]] = [[], []]
     stop = threading.Event()
     app = create_app(settings, clock=lambda: demo.at)
     with _Server(app) as server:
-        threads = [threading.Thread(target=_load, args=(server.port, demo.users[i * 10:i * 10 + 10], stop, results,
-                                                        100.0)) for i in range(2)]
+        threads = [threading.Thread(target=_load, args=(server.port, demo.users[i * 10:i * 10 + 10], stop,
+                                                        per_conn[i], 100.0)) for i in range(2)]
         for t in threads:
             t.start()
         try:
             def wait_for(version: str, timeout: float = 60) -> float:
                 deadline = time.monotonic() + timeout
                 while time.monotonic() < deadline:
-                    if results and results[-1][3] == version:
+                    if all(conn and conn[-1][3] == version for conn in per_conn):
                         return time.perf_counter()
                     time.sleep(0.05)
-                raise AssertionError(f"version {version} never served; last: {results[-1:]}")
+                raise AssertionError(f"version {version} never served; last: {[c[-1:] for c in per_conn]}")
 
             wait_for("1")
             t_promote = time.perf_counter()
@@ -407,11 +410,13 @@ def test_promote_and_rollback_under_load_fail_no_request(demo: ServingDemo) -> N
             stop.set()
             for t in threads:
                 t.join(timeout=30)
+    results = sorted(per_conn[0] + per_conn[1])
     statuses = [r[2] for r in results]
     assert statuses.count(200) == len(results), [r for r in results if r[2] != 200][:5]
-    versions = [r[3] for r in sorted(results)]
-    changes = [v for i, v in enumerate(versions) if i == 0 or v != versions[i - 1]]
-    assert changes == ["1", moved.version, "1"], changes
+    for conn in per_conn:
+        versions = [r[3] for r in conn]
+        changes = [v for i, v in enumerate(versions) if i == 0 or v != versions[i - 1]]
+        assert changes == ["1", moved.version, "1"], changes
     steady = [r[1] for r in results if r[0] < t_promote]
     swapping = [r[1] for r in results if t_promote <= r[0] <= t_back]
     p99 = float(np.percentile(swapping, 99))
