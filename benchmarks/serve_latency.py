@@ -13,6 +13,11 @@ the requests around the swap and the requests in flight when it happened.
 
     python benchmarks/serve_latency.py                    # about 4 minutes (building the store: ~1.5 of them)
     python benchmarks/serve_latency.py --seconds 3 --skip-baseline
+    python benchmarks/serve_latency.py --before-src /tmp/old/src   # also "before": another checkout's code
+
+With ``--before-src``, a second model is trained by that source tree's code (its pyfunc bundles that code) and
+served by it (``modelsvc serve --run-id``), measured in the same run as this tree's: before and after under the
+same machine load.
 """
 
 from __future__ import annotations
@@ -133,11 +138,24 @@ def build(work: Path, users: int, redis_port: int) -> dict[str, Any]:
     return {"run_id": run.run_id, "tracking_uri": s.tracking_uri()}
 
 
-def service_env(work: Path, store: str, redis_port: int) -> dict[str, str]:
+def train_before(work: Path, src: Path, redis_port: int, log: Path) -> str:
+    """A model trained by the code under ``src`` (1 epoch, another batch size: its own run); its run id."""
+    env = service_env(work, "sqlite", redis_port, src=src)
+    env.update({"MODELSVC_TRAINING__EPOCHS": "1", "MODELSVC_TRAINING__BATCH_SIZE": "1023",
+                "MODELSVC_RAY__NUM_CPUS": "2"})
+    with log.open("ab") as fh:
+        out = subprocess.run([str(BIN / "modelsvc"), "train", "--config", str(work / "configs"), "--json"], env=env,
+                             cwd=work, stdout=subprocess.PIPE, stderr=fh, check=True, timeout=900)
+    return str(json.loads(out.stdout)["run_id"])
+
+
+def service_env(work: Path, store: str, redis_port: int, src: Path | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MODELSVC_", "MLFLOW_"))}
     env.update({"MODELSVC_CONFIG_DIR": str(work / "configs"), "MODELSVC_SERVING__RELOAD_INTERVAL_S": "1",
                 "MLFLOW_TRACKING_URI": "sqlite:///" + str(work / "data" / "mlflow" / "mlflow.db"),
                 "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"})
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
     if store == "redis":
         env.update({"MODELSVC_FEATURES__ONLINE_STORE": "redis", "MODELSVC_FEATURES__REDIS__PORT": str(redis_port),
                     "MODELSVC_PATHS__FEAST": str(work / "data" / "feast-redis")})
@@ -362,6 +380,9 @@ def main() -> None:
     ap.add_argument("--swap-every", type=float, default=2.5, help="seconds between two alias moves")
     ap.add_argument("--swap-only", action="store_true",
                     help="only the swap measurement (SQLite store), on the store of an earlier run's --work")
+    ap.add_argument("--before-src", type=Path, default=None,
+                    help="also measure 'modelsvc serve (before)': the modelsvc package under this src folder, "
+                         "serving a model it trained")
     ap.add_argument("--stores", default="sqlite,redis")
     ap.add_argument("--json-out", type=Path, default=None)
     ap.add_argument("--work", type=Path, default=None,
@@ -401,6 +422,15 @@ def main() -> None:
             else:
                 info = build(work, args.users, redis_port)
                 built.write_text(json.dumps({**info, "users": args.users}))
+            before_run = None
+            if args.before_src is not None:
+                before_src = args.before_src.resolve()
+                if info.get("before_src") == str(before_src):
+                    before_run = info["before_run_id"]
+                else:
+                    before_run = train_before(work, before_src, redis_port, logs / "train-before.log")
+                    info.update(before_src=str(before_src), before_run_id=before_run)
+                    built.write_text(json.dumps({**info, "users": info.get("users", args.users)}))
             users = list(range(1, int(info.get("users", args.users)) + 1))
             print(f"store built in {time.perf_counter() - t0:.0f}s under {work}", flush=True)
             for store in args.stores.split(","):
@@ -414,6 +444,15 @@ def main() -> None:
                     if store == "redis":
                         swap = swap_under_load(port, users, info, args)
                         print(f"  swap: {swap}", flush=True)
+                if before_run is not None:
+                    port = free_port()
+                    with process([str(BIN / "modelsvc"), "serve", "--host", "127.0.0.1", "--port", str(port),
+                                  "--workers", "1", "--run-id", before_run],
+                                 env=service_env(work, store, redis_port, src=args.before_src.resolve()), cwd=work,
+                                 log=logs / f"serve-before-{store}.log", ready=lambda p=port: http_ok(p, "/readyz"),
+                                 what="modelsvc serve (before)") as served:
+                        rows += measure(f"modelsvc serve before ({store})", lambda p=port: ModelsvcClient(p), users,
+                                        args, [served.pid])
                 if args.skip_baseline:
                     continue
                 fport, mport = free_port(), free_port()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,12 +21,32 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = REPO_ROOT / "configs"
 
 
+_ISOLATED_ENV = ("MODELSVC_", "MLFLOW_TRACKING", "MLFLOW_REGISTRY_URI", "RAY_ADDRESS")
+
+
+def _strip_isolated_env() -> None:
+    for key in [k for k in os.environ if k.startswith(_ISOLATED_ENV)]:
+        del os.environ[key]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_session_env() -> Iterator[None]:
+    """No test and no fixture (module-scoped ones included, built before any test's own fixtures) sees the
+    developer's MODELSVC_/MLFLOW_/RAY_ variables; they come back at the end of the session."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith(_ISOLATED_ENV)}
+    _strip_isolated_env()
+    yield
+    _strip_isolated_env()
+    os.environ.update(saved)
+
+
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test sees the developer's MODELSVC_/MLFLOW_/RAY_ variables."""
-    for key in list(os.environ):
-        if key.startswith(("MODELSVC_", "MLFLOW_TRACKING", "RAY_ADDRESS")):
-            monkeypatch.delenv(key, raising=False)
+def _isolated_env() -> Iterator[None]:
+    """Nor what an earlier test left behind: a variable set without monkeypatch (``mlflow.set_tracking_uri``
+    writes MLFLOW_TRACKING_URI) would otherwise reach the next module's fixtures, which then use another store."""
+    _strip_isolated_env()
+    yield
+    _strip_isolated_env()
 
 
 @pytest.fixture

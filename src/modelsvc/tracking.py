@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 _REACHED: set[tuple[str, int]] = set()  # servers this process already connected to
+_URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")  # mlflow.set_*_uri write these; mlflow_client restores
+_URI_LOCK = threading.Lock()
 
 # run tags written by evaluate (and read by promote)
 TAG_VERDICT = "modelsvc.eval.verdict"
@@ -62,7 +64,6 @@ def mlflow_client(settings: Settings) -> Any:
     are passed through MLflow's own environment variables, never logged. Artifact downloads draw no progress bars
     on stderr.
     """
-    import mlflow
     from mlflow.tracking import MlflowClient
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -75,10 +76,32 @@ def mlflow_client(settings: Settings) -> Any:
         os.environ["MLFLOW_TRACKING_USERNAME"] = settings.mlflow.username
     if settings.mlflow.password is not None:
         os.environ["MLFLOW_TRACKING_PASSWORD"] = settings.mlflow.password.get_secret_value()
-    mlflow.set_tracking_uri(uri)
     registry = settings.mlflow.registry_uri or uri
-    mlflow.set_registry_uri(registry)
+    set_mlflow_uris(uri, registry)
     return MlflowClient(tracking_uri=uri, registry_uri=registry)
+
+
+def set_mlflow_uris(tracking_uri: str, registry_uri: str) -> None:
+    """Point mlflow's fluent API (``mlflow.register_model``, ``pyfunc.load_model``...) at these stores, leaving
+    ``os.environ`` as it was.
+
+    ``mlflow.set_tracking_uri`` / ``set_registry_uri`` also write ``MLFLOW_TRACKING_URI`` / ``MLFLOW_REGISTRY_URI``
+    into the process environment, and :meth:`Settings.tracking_uri` reads ``MLFLOW_TRACKING_URI`` as the user's
+    choice: any settings loaded later in the process (another project folder, a test's) would silently use the
+    first one's store. The variables are put back under a lock (the serving reload thread calls this too)."""
+    import mlflow
+
+    with _URI_LOCK:
+        saved = {k: os.environ.get(k) for k in _URI_ENV}
+        try:
+            mlflow.set_tracking_uri(tracking_uri)
+            mlflow.set_registry_uri(registry_uri)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 def check_reachable(settings: Settings) -> None:

@@ -22,12 +22,7 @@ from modelsvc.dataset import FEATURES, NUMERIC_FEATURES
 from tests.fixtures._service import free_port
 from tests.serving_support import ServingDemo, build_serving_demo
 
-# KNOWN DEFECT (issue 12 stays open): these tests pass alone (18 passed) but, when tests/integration/test_registry.py
-# ran first in the same session, the serving fixture's promoted version is not found ("no 'production' alias"):
-# state leaks between the two modules. Marked xfail (not strict) so the rest of the suite lands; to be fixed first.
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600),
-              pytest.mark.xfail(reason="order-dependent after test_registry.py: MLflow state leak, see note",
-                                strict=False)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
 runner = CliRunner()
 
@@ -84,6 +79,10 @@ def test_online_reads_equal_feast_get_online_features(demo: ServingDemo) -> None
     users = [*demo.users, 10**9]  # one user the store never saw
     online = OnlineFeatures.open(demo.settings)
     raw = online.read_raw(users)
+    assert online._sqlite is not None  # our read of Feast's tables: equal to Feast's online_read, timestamps too
+    sqlite_read, online._sqlite = online._sqlite, None
+    assert online.read_raw(users) == raw
+    online._sqlite = sqlite_read
     feast_df = get_online_features(demo.settings, users).set_index("user_id")
     compared = 0
     for view, rows in zip(online.views, raw, strict=True):
@@ -114,11 +113,19 @@ def test_redis_online_reads_equal_feast_and_serve_like_sqlite(demo: ServingDemo,
     users = [*demo.users, 10**9]
     online = OnlineFeatures.open(settings)
     feast_df = get_online_features(settings, users).set_index("user_id")
-    for view, rows in zip(online.views, online.read_raw(users), strict=True):
+    batched = online.read_raw(users)  # every view of every user in one round trip (a Lua script)
+    assert online._redis is not None
+    assert online._redis.scripted
+    for view, rows in zip(online.views, batched, strict=True):
         for user, (_, values) in zip(users, rows, strict=True):
             for f in view.features:
                 got = None if values is None else values[f]
                 assert _equal(got, feast_df.loc[user, f]), (user, f, got, feast_df.loc[user, f])
+    # the same as Feast's own online_read, view by view, timestamps included; and as the pipeline without scripts
+    redis_batch, online._redis = online._redis, None
+    assert online.read_raw(users) == batched
+    online._redis, redis_batch.scripted = redis_batch, False
+    assert online.read_raw(users) == batched
     online.close()
     body = {"user_ids": demo.users}
     with _client(settings, clock=lambda: demo.at) as on_redis, _client(demo.settings, clock=lambda: demo.at) as local:
@@ -371,22 +378,25 @@ def test_promote_and_rollback_under_load_fail_no_request(demo: ServingDemo) -> N
     from modelsvc.serving.app import create_app
 
     settings = demo.settings
-    results: list[tuple[float, float, int, str]] = []
+    # one list per connection: a connection's requests are answered in order, so its versions must go 1 -> new -> 1;
+    # across connections, the order of start times is not the order the server takes requests in (two requests
+    # waiting together are read in socket order), so a merged list may flip around a swap
+    per_conn: list[list[tuple[float, float, int, str]]] = [[], []]
     stop = threading.Event()
     app = create_app(settings, clock=lambda: demo.at)
     with _Server(app) as server:
-        threads = [threading.Thread(target=_load, args=(server.port, demo.users[i * 10:i * 10 + 10], stop, results,
-                                                        100.0)) for i in range(2)]
+        threads = [threading.Thread(target=_load, args=(server.port, demo.users[i * 10:i * 10 + 10], stop,
+                                                        per_conn[i], 100.0)) for i in range(2)]
         for t in threads:
             t.start()
         try:
             def wait_for(version: str, timeout: float = 60) -> float:
                 deadline = time.monotonic() + timeout
                 while time.monotonic() < deadline:
-                    if results and results[-1][3] == version:
+                    if all(conn and conn[-1][3] == version for conn in per_conn):
                         return time.perf_counter()
                     time.sleep(0.05)
-                raise AssertionError(f"version {version} never served; last: {results[-1:]}")
+                raise AssertionError(f"version {version} never served; last: {[c[-1:] for c in per_conn]}")
 
             wait_for("1")
             t_promote = time.perf_counter()
@@ -400,11 +410,13 @@ def test_promote_and_rollback_under_load_fail_no_request(demo: ServingDemo) -> N
             stop.set()
             for t in threads:
                 t.join(timeout=30)
+    results = sorted(per_conn[0] + per_conn[1])
     statuses = [r[2] for r in results]
     assert statuses.count(200) == len(results), [r for r in results if r[2] != 200][:5]
-    versions = [r[3] for r in sorted(results)]
-    changes = [v for i, v in enumerate(versions) if i == 0 or v != versions[i - 1]]
-    assert changes == ["1", moved.version, "1"], changes
+    for conn in per_conn:
+        versions = [r[3] for r in conn]
+        changes = [v for i, v in enumerate(versions) if i == 0 or v != versions[i - 1]]
+        assert changes == ["1", moved.version, "1"], changes
     steady = [r[1] for r in results if r[0] < t_promote]
     swapping = [r[1] for r in results if t_promote <= r[0] <= t_back]
     p99 = float(np.percentile(swapping, 99))

@@ -159,3 +159,29 @@ def test_matches_the_scikit_learn_pipeline_it_stands_for():
                             encoded_missing_value=-1).fit(platform(train))
     np.testing.assert_allclose(num, sk_num.transform(numeric(test)), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(cat, sk_cat.transform(platform(test)).astype(np.int64) + 1)
+
+
+def test_columns_of_the_serving_path_transform_like_the_frame_of_training():
+    """The prediction service hands the transform columns (float64 with NaN, text or None), not a DataFrame: the
+    same code, the same numbers, bit for bit; any other column type goes through pandas' coercion as before."""
+    df = frame(total_orders_7d=[1, "n/a", np.inf, None], last_seen_platform=["web", None, "smart-fridge", np.nan])
+    pre = fit(frame())
+    num, cat = pre.transform(df)
+    columns = {"total_orders_7d": np.array([1.0, np.nan, np.inf, np.nan]),
+               "avg_purchase_value_30d": df["avg_purchase_value_30d"].to_numpy(dtype="float64"),
+               "current_page_views_10m": df["current_page_views_10m"].to_numpy(dtype="float64"),
+               "last_seen_platform": np.array(["web", None, "smart-fridge", None], dtype=object)}
+    num2, cat2 = pre.transform_columns(columns, 4)
+    assert (num2.dtype, cat2.dtype) == (np.float32, np.int64)
+    np.testing.assert_array_equal(num2, num)
+    np.testing.assert_array_equal(cat2, cat)
+    assert cat[:, 0].tolist() == [pre.categorical["last_seen_platform"].index("web") + 1, UNKNOWN_INDEX,
+                                  UNKNOWN_INDEX, UNKNOWN_INDEX]
+    # plain lists, text among numbers, pandas' NA in the categories: coerced as the frame path does
+    loose = {**columns, "total_orders_7d": [1, "n/a", float("inf"), None],
+             "last_seen_platform": ["web", pd.NA, "smart-fridge", float("nan")]}
+    num3, cat3 = pre.transform_columns(loose, 4)
+    np.testing.assert_array_equal(num3, num)
+    np.testing.assert_array_equal(cat3, cat)
+    with pytest.raises(DataError, match="feature column\\(s\\) missing from the input: last_seen_platform"):
+        pre.transform_columns({c: v for c, v in columns.items() if c != "last_seen_platform"}, 4)

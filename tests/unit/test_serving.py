@@ -126,3 +126,52 @@ def test_holder_swaps_only_when_the_alias_moves_and_keeps_serving_on_errors(sett
     assert holder.current.version == "2"
     assert holder.error == "registered model 'm' has no 'production' alias"
     assert swaps == [(None, "1"), ("1", "2")]
+
+
+def test_the_common_body_is_read_without_validation_and_every_other_like_the_request_model() -> None:
+    from fastapi.exceptions import RequestValidationError
+
+    from modelsvc.serving.app import parse_predict_body
+
+    assert parse_predict_body(b'{"user_ids": [3, 1, 3]}') == ([Instance(user_id=3), Instance(user_id=1),
+                                                               Instance(user_id=3)], "user_ids")
+    assert parse_predict_body(b'{"user_ids": []}') == ([], "user_ids")
+    assert parse_predict_body(b'{"instances": [{"user_id": 1, "orders": null}]}') == (
+        [Instance(user_id=1, overrides={"orders": None})], "instances")
+    cases = {b"{not json": "body", b"": "body", b"[1]": "body", b'{"user_ids": [1, true]}': "user_ids[1]",
+             b'{"user_ids": [1.0]}': "user_ids[0]", b'{"user_ids": 5}': "user_ids", b'{"users": [1]}': "users",
+             b'{"user_ids": [1], "instances": []}': "body", b'{"instances": [{"orders": 1}]}': "instances[0].user_id"}
+    from modelsvc.serving.app import _field
+
+    for body, field in cases.items():
+        with pytest.raises(RequestValidationError) as err:
+            parse_predict_body(body)
+        first = err.value.errors()[0]
+        assert (first["type"] == "json_invalid" and field == "body") or _field(tuple(first["loc"])) == field, body
+
+
+def test_rows_go_to_a_model_that_takes_columns_without_a_frame() -> None:
+    import numpy as np
+
+    seen: list[tuple[dict[str, Any], int]] = []
+
+    class Columns:
+        def predict_columns(self, columns: dict[str, Any], n: int) -> Any:
+            seen.append((columns, n))
+            return np.full(n, 0.25, dtype="float32")
+
+    class Pyfunc:
+        def unwrap_python_model(self) -> Any:
+            return Columns()
+
+    model = LoadedModel(sources.ModelRef("models:/m/1", "1", None), Pyfunc(), ["orders", "platform"],
+                        {"orders": "double", "platform": "string"}, 0.0)
+    p = model.predict_rows([{"orders": 2, "platform": None}, {"orders": None, "platform": "web"}])
+    assert p.dtype == np.float64
+    assert p.tolist() == [0.25, 0.25]
+    (columns, n), = seen
+    assert n == 2
+    assert columns["orders"].dtype == np.float64
+    assert np.isnan(columns["orders"][1])
+    assert columns["orders"][0] == 2.0
+    assert columns["platform"].tolist() == [None, "web"]

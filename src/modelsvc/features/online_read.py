@@ -8,6 +8,11 @@ values with Feast's own ``feast_value_type_to_python_type``: the values are thos
 (tests/integration/test_serving.py checks it). Then, as the point-in-time join of training does, a value whose
 feature row is older than its view's ttl at the instant of the prediction is treated as missing: the model's
 bundled preprocessor imputes it. Used by ``modelsvc.serving`` (through ``serving.sources``).
+
+On Redis every view of every user is read in one round trip (:class:`_RedisBatch`: one read-only Lua script, Feast's
+own keys and fields, its value parsing inlined) instead of Feast's pipeline per view, with a reply parsed in Python
+per user. On SQLite (:class:`_SqliteRead`) one query per view, as Feast, with the users' keys cached and only the
+model's features parsed.
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ class OnlineFeatures:
     config: Any = None
     views: list[ViewRead] = field(default_factory=list)
     _keys: dict[int, Any] = field(default_factory=dict)
+    _redis: _RedisBatch | None = None
+    _sqlite: _SqliteRead | None = None
 
     @classmethod
     def open(cls, settings: Settings) -> OnlineFeatures:
@@ -70,6 +77,10 @@ class OnlineFeatures:
                                       if hasattr(view, "with_projection") else view, names, view.ttl or None))
             self = cls(settings, store, store._get_provider().online_store, store.config, views)
         self._tune_redis()
+        if settings.features.online_store == "redis" and hasattr(self.online_store, "_client"):
+            self._redis = _RedisBatch.plan(self)
+        elif settings.features.online_store == "sqlite" and hasattr(self.online_store, "_get_conn"):
+            self._sqlite = _SqliteRead.plan(self)
         return self
 
     @property
@@ -94,6 +105,12 @@ class OnlineFeatures:
     def read_raw(self, user_ids: Sequence[int]) -> list[list[tuple[datetime | None, dict[str, Any] | None]]]:
         """Per view, per unique user: (feature row timestamp, feature values as Python values) as Feast holds
         them, before any ttl check. Users are in the order of ``unique(user_ids)``."""
+        if self._redis is not None:
+            with self._errors():
+                return self._redis.read(self, [int(u) for u in user_ids])
+        if self._sqlite is not None:
+            with self._errors():
+                return self._sqlite.read(self, [int(u) for u in user_ids])
         keys = [self._key(int(u)) for u in user_ids]
         out = []
         with self._errors():
@@ -161,6 +178,172 @@ class OnlineFeatures:
         client = getattr(self.online_store, "_client", None)
         if client is not None and hasattr(client, "close"):
             client.close()
+
+
+class _RedisBatch:
+    """All views of a list of users in one Redis round trip, in Feast's Redis layout.
+
+    Feast keeps one Redis hash per entity key and project, with a field per feature (``mmh3("<view>:<feature>")``)
+    and one timestamp field per view (``_ts:<view>``); its ``online_read`` sends one pipeline per view, a command
+    per entity, and parses every reply in Python. Here the keys and fields come from Feast's own helpers, one
+    read-only Lua script HMGETs every user's fields of every view on the server and returns them msgpack-encoded
+    (one reply to parse, in C), and each view's slice is parsed as Feast's ``_get_features_for_entity`` does
+    (inlined; tests/integration/test_serving.py checks the values and timestamps equal ``online_read``'s). A server
+    that refuses scripts gets the same commands as one pipeline.
+    """
+
+    SCRIPT = ("local out = {} for i, key in ipairs(KEYS) do out[i] = redis.call('HMGET', key, unpack(ARGV)) end "
+              "return cmsgpack.pack(out)")
+
+    def __init__(self, store: Any, project: bytes, version: int, fields: list[Any],
+                 slices: list[tuple[str, int, int, list[str]]]) -> None:
+        self.store, self.project, self.version, self.fields, self.slices = store, project, version, fields, slices
+        self.keys: dict[int, bytes] = {}
+        self.script: Any = None
+        self.scripted = True
+
+    @classmethod
+    def plan(cls, online: OnlineFeatures) -> _RedisBatch:
+        from feast.infra.online_stores.redis import _versioned_fv_name
+
+        store, config = online.online_store, online.config
+        fields: list[Any] = []
+        slices = []
+        for v in online.views:
+            name = _versioned_fv_name(v.view, config)
+            requested, hset_keys = store._generate_hset_keys_for_features(v.view, list(v.features),
+                                                                          fv_name_override=name)
+            slices.append((name, len(fields), len(fields) + len(hset_keys), requested))
+            fields += hset_keys
+        return cls(store, config.project.encode("utf-8"), config.entity_key_serialization_version, fields, slices)
+
+    def key(self, user_id: int) -> bytes:
+        key = self.keys.get(user_id)
+        if key is None:
+            from feast.infra.key_encoding_utils import serialize_entity_key
+            from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+            from feast.protos.feast.types.Value_pb2 import Value
+
+            proto = EntityKey(join_keys=["user_id"], entity_values=[Value(int64_val=user_id)])
+            key = serialize_entity_key(proto, entity_key_serialization_version=self.version) + self.project
+            if len(self.keys) >= KEY_CACHE_SIZE:
+                self.keys.clear()
+            self.keys[user_id] = key
+        return key
+
+    def hashes(self, client: Any, keys: list[bytes]) -> list[list[bytes | None]]:
+        """Every field of every key (one list per key, in ``fields`` order)."""
+        if self.scripted:
+            import msgpack
+            from redis.exceptions import ResponseError
+
+            try:
+                if self.script is None:
+                    self.script = client.register_script(self.SCRIPT)
+                packed = self.script(keys=keys, args=self.fields, client=client)
+            except ResponseError:  # scripting disabled or restricted (a managed Redis): a pipeline instead
+                self.scripted = False
+            else:
+                # cmsgpack packs an empty Lua table as a map and a nil field as false
+                return [[v if v else None for v in row] if row else [None] * len(self.fields)
+                        for row in (msgpack.unpackb(packed, raw=True) or [])]
+        with client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hmget(key, self.fields)
+            return list(pipe.execute())
+
+    def read(self, online: OnlineFeatures, user_ids: list[int]
+             ) -> list[list[tuple[datetime | None, dict[str, Any] | None]]]:
+        client = self.store._get_client(online.config.online_store)
+        rows = self.hashes(client, [self.key(u) for u in user_ids])
+        from feast.protos.feast.types.Value_pb2 import Value
+        from google.protobuf.timestamp_pb2 import Timestamp
+
+        parse_value, parse_ts = Value.FromString, Timestamp.FromString
+        epoch = datetime.fromtimestamp(0, tz=timezone.utc)
+        out: list[list[tuple[datetime | None, dict[str, Any] | None]]] = []
+        for _, start, end, requested in self.slices:
+            # Feast's _get_features_for_entity, inlined: the last field is the view's timestamp (absent: the
+            # epoch), every requested feature gets a value (absent: an empty one, i.e. None)
+            names = requested[:-1]
+            converted: list[tuple[datetime | None, dict[str, Any] | None]] = []
+            for row in rows:
+                ts_raw = row[end - 1]
+                if ts_raw:
+                    t = parse_ts(ts_raw)
+                    ts = datetime.fromtimestamp(t.seconds + t.nanos / 1_000_000_000.0, tz=timezone.utc)
+                else:
+                    ts = epoch
+                raw = row[start:end - 1]
+                converted.append((ts, {f: _python_value(parse_value(b)) if b else None
+                                       for f, b in zip(names, raw, strict=True)}))
+            out.append(converted)
+        return out
+
+
+class _SqliteRead:
+    """Feast's SQLite ``online_read`` (one query per view: every feature row of the users), without its per-call
+    key serialization (cached per user), its sort and its parsing of features the model does not ask for. The
+    values and timestamps are those of ``online_read`` (tests/integration/test_serving.py compares them)."""
+
+    def __init__(self, version: int, tables: list[tuple[str, frozenset[str]]]) -> None:
+        self.version, self.tables = version, tables
+        self.keys: dict[int, bytes] = {}
+
+    @classmethod
+    def plan(cls, online: OnlineFeatures) -> _SqliteRead:
+        from feast.infra.online_stores.sqlite import _quote_id, _table_id
+
+        config = online.config
+        versioning = config.registry.enable_online_feature_view_versioning
+        return cls(config.entity_key_serialization_version,
+                   [(_quote_id(_table_id(config.project, v.view, versioning)), frozenset(v.features))
+                    for v in online.views])
+
+    def key(self, user_id: int) -> bytes:
+        key = self.keys.get(user_id)
+        if key is None:
+            from feast.infra.key_encoding_utils import serialize_entity_key
+            from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+            from feast.protos.feast.types.Value_pb2 import Value
+
+            proto = EntityKey(join_keys=["user_id"], entity_values=[Value(int64_val=user_id)])
+            key = serialize_entity_key(proto, entity_key_serialization_version=self.version)
+            if len(self.keys) >= KEY_CACHE_SIZE:
+                self.keys.clear()
+            self.keys[user_id] = key
+        return key
+
+    def read(self, online: OnlineFeatures, user_ids: list[int]
+             ) -> list[list[tuple[datetime | None, dict[str, Any] | None]]]:
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        parse_value = Value.FromString
+        conn = online.online_store._get_conn(online.config)
+        keys = [self.key(u) for u in user_ids]
+        marks = ",".join("?" * len(keys))
+        out: list[list[tuple[datetime | None, dict[str, Any] | None]]] = []
+        for (table, wanted), v in zip(self.tables, online.views, strict=True):
+            found: dict[bytes, tuple[Any, dict[str, bytes]]] = {}
+            sql = f"SELECT entity_key, feature_name, value, event_ts FROM {table} WHERE entity_key IN ({marks})"
+            for key, name, value, ts in conn.execute(sql, keys):
+                entry = found.get(key)
+                values = entry[1] if entry is not None else {}
+                if name in wanted:
+                    values[name] = value
+                found[key] = (ts, values)  # as Feast: the timestamp of the entity's last row
+            converted: list[tuple[datetime | None, dict[str, Any] | None]] = []
+            for key in keys:
+                entry = found.get(key)
+                if entry is None:
+                    converted.append((None, None))
+                    continue
+                ts, values = entry
+                ts = ts.astimezone(timezone.utc) if ts.tzinfo is not None else ts.replace(tzinfo=timezone.utc)
+                converted.append((ts, {f: _python_value(parse_value(values[f])) if f in values else None
+                                       for f in v.features}))
+            out.append(converted)
+        return out
 
 
 _SCALARS = frozenset({"int64_val", "int32_val", "double_val", "float_val", "string_val", "bool_val", "bytes_val"})

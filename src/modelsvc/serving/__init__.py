@@ -72,6 +72,7 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
     require("fastapi", "serve")
     require("uvicorn", "serve")
     require("prometheus_client", "serve")
+    require("orjson", "serve")
     import uvicorn
 
     host = host or settings.serving.host

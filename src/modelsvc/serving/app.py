@@ -23,7 +23,7 @@ from modelsvc.config import Settings
 from modelsvc.errors import ModelsvcError, ServiceUnavailableError
 from modelsvc.serving.metrics import ServiceMetrics
 from modelsvc.serving.model import LoadedModel, ModelHolder
-from modelsvc.serving.predictor import InputError, Instance, predict_instances
+from modelsvc.serving.predictor import InputError, Instance, score_instances
 from modelsvc.serving.sources import OnlineFeatures
 
 log = logging.getLogger("modelsvc.serving")
@@ -57,6 +57,31 @@ class PredictRequest(BaseModel):
 
     def size(self) -> int:
         return len(self.user_ids if self.user_ids is not None else self.instances or [])
+
+
+def parse_predict_body(body: bytes) -> tuple[list[Instance], str]:
+    """The items of a ``/v1/predict`` body and the field that held them (``user_ids`` or ``instances``).
+
+    The common body, ``{"user_ids": [<int>, ...]}``, is read with orjson alone; any other goes through
+    :class:`PredictRequest`, whose errors (and a body that is not JSON) are the 422 of FastAPI's validation."""
+    import orjson
+    from fastapi.exceptions import RequestValidationError
+    from pydantic import ValidationError
+
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error",
+                                       "ctx": {"error": str(exc)}}]) from None
+    if type(data) is dict and len(data) == 1:
+        ids = data.get("user_ids")
+        if type(ids) is list and all(type(u) is int for u in ids):
+            return [Instance(u) for u in ids], "user_ids"
+    try:
+        request = PredictRequest.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
+    return request.to_instances(), "user_ids" if request.user_ids is not None else "instances"
 
 
 class Service:
@@ -228,24 +253,38 @@ def create_app(  # noqa: C901 - the routes are closures over one holder and metr
         data, content_type = svc.metrics.render()
         return Response(content=data, media_type=content_type)
 
-    @app.post("/v1/predict")
-    async def predict(body: PredictRequest, explain: bool = Query(False)) -> Any:
+    async def predict(request: Request, explain: bool = Query(False)) -> Any:
+        import orjson
+
+        instances, field = parse_predict_body(await request.body())
         limit = settings.serving.max_batch
-        if body.size() > limit:
-            field = "user_ids" if body.user_ids is not None else "instances"
-            return _error(413, f"{field}: {body.size()} users in one request, at most {limit} "
+        if len(instances) > limit:
+            return _error(413, f"{field}: {len(instances)} users in one request, at most {limit} "
                                "(serving.max_batch)", field)
-        if body.size() == 0:
-            field = "user_ids" if body.user_ids is not None else "instances"
+        if not instances:
             return _error(422, f"{field}: no users in the request", field)
         model = svc.model()
         online = svc._open_online()
-        batch = predict_instances(model, online, body.to_instances(), at=svc.clock(), explain=explain)
-        n = len(batch.predictions)
-        missing = sum(len(p.features_missing) for p in batch.predictions)
-        svc.metrics.observe_features(n * len(model.features), missing, batch.online_read_ms / 1000, n)
-        items = [p.model_dump(exclude_none=True) if not explain else p.model_dump() for p in batch.predictions]
-        return JSONResponse({"model_version": batch.model_version, "predictions": items})
+        scored = score_instances(model, online, instances, at=svc.clock())
+        n, version = len(instances), model.version
+        svc.metrics.observe_features(n * len(model.features), scored.n_missing, scored.online_read_s, n)
+        p = scored.p.tolist()
+        if explain:
+            items = [{"user_id": u, "p_click": p[i], "model_version": version,
+                      "features_missing": scored.missing[i], "features": scored.rows[i]}
+                     for i, u in enumerate(scored.user_ids)]
+        else:
+            items = [{"user_id": u, "p_click": p[i], "model_version": version, "features_missing": scored.missing[i]}
+                     for i, u in enumerate(scored.user_ids)]
+        return Response(content=orjson.dumps({"model_version": version, "predictions": items},
+                                             option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+
+    # the body is read by parse_predict_body (orjson), not by FastAPI's validation: the route takes the Request
+    # (the class itself: fastapi is imported here, so the string annotation would not resolve) and documents the
+    # body's schema itself
+    predict.__annotations__["request"] = Request
+    app.post("/v1/predict", openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": PredictRequest.model_json_schema()}}}})(predict)
 
     return app
 

@@ -50,16 +50,22 @@ class LoadedModel:
     types: dict[str, str]  # column -> MLflow type name ("double", "string", ...)
     loaded_at: float
     _direct: Callable[[pd.DataFrame], Any] | None = None
+    _by_columns: Callable[[dict[str, Any], int], Any] | None = None
 
     def __post_init__(self) -> None:
         # A Python-function model is called through its own predict, without MLflow's per-call schema
         # enforcement (about 0.5 ms a request): ``frame`` already builds the columns and types of the signature.
+        # Our CTRPyfunc (logged by this version on) also takes the columns themselves (``predict_columns``): the
+        # same transform and network without a DataFrame.
         try:
             python_model = self.pyfunc.unwrap_python_model()
         except Exception:  # another flavor: MLflow's predict
             return
         context = getattr(getattr(self.pyfunc, "_model_impl", None), "context", None)
         self._direct = lambda df: python_model.predict(context, df)
+        by_columns = getattr(python_model, "predict_columns", None)
+        if callable(by_columns):
+            self._by_columns = by_columns
 
     @property
     def version(self) -> str:
@@ -75,13 +81,13 @@ class LoadedModel:
             types = {f: "double" for f in sources.model_features()}
             types["last_seen_platform"] = "string"
         model = cls(ref, pyfunc, list(types), types, time.time())
-        model.predict(model.frame([{}]))  # warm up: the first call pays for lazy imports and allocations
+        model.predict_rows([{}])  # warm up: the first call pays for lazy imports and allocations
         return model
 
-    def frame(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
-        """Rows of raw feature values (None: missing) as the DataFrame the model's signature asks for."""
+    def columns(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Rows of raw feature values (None: missing) as the columns the model's signature asks for: numeric
+        ones as float64 (NaN: missing), the others as object arrays."""
         import numpy as np
-        import pandas as pd
 
         data: dict[str, Any] = {}
         for col in self.features:
@@ -92,7 +98,22 @@ class LoadedModel:
                 column = np.empty(len(values), dtype=object)  # not np.array(values): it would split sequences
                 column[:] = values
                 data[col] = column
-        return pd.DataFrame(data, copy=False)
+        return data
+
+    def frame(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
+        """Rows of raw feature values (None: missing) as the DataFrame the model's signature asks for."""
+        import pandas as pd
+
+        return pd.DataFrame(self.columns(rows), copy=False)
+
+    def predict_rows(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        """``p_click`` per row of raw feature values: straight from the columns when the model takes them (no
+        DataFrame), else through :meth:`frame` and :meth:`predict`."""
+        import numpy as np
+
+        if self._by_columns is None:
+            return self.predict(self.frame(rows))
+        return np.asarray(self._by_columns(self.columns(rows), len(rows)), dtype="float64").reshape(-1)
 
     def frame_from(self, df: pd.DataFrame) -> pd.DataFrame:
         """The model's columns of a feature table (nullable types, NA) as the DataFrame of :meth:`frame`."""

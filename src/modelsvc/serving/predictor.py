@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -24,11 +25,13 @@ class InputError(UsageError):
         self.detail = message
 
 
-class Instance(BaseModel):
-    """One request item: a user and optional feature values that replace the online ones."""
+@dataclass(slots=True)
+class Instance:
+    """One request item: a user and optional feature values that replace the online ones (a plain dataclass:
+    a request of 100 users builds 100 of them; the HTTP body is validated before, by ``parse_predict_body``)."""
 
     user_id: int
-    overrides: dict[str, Any] = Field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)
 
 
 class Prediction(BaseModel):
@@ -68,11 +71,27 @@ def check_overrides(model: LoadedModel, instances: list[Instance]) -> None:
                 raise InputError(where, f"expected a string or null, got {value!r}")
 
 
-def predict_instances(model: LoadedModel, online: OnlineFeatures, instances: list[Instance], *,
-                      at: datetime | None = None, explain: bool = False) -> PredictionBatch:
-    """Score ``instances`` with ``model`` on the online features fresh at ``at`` (default: now)."""
-    t0 = time.perf_counter()
-    at = at or datetime.now(timezone.utc)
+@dataclass
+class Scored:
+    """One request scored, before it becomes pydantic values (the service renders it to JSON directly)."""
+
+    user_ids: list[int]
+    p: Any  # float64 array, one per item
+    rows: list[dict[str, Any]]  # per item: feature -> the value the model was given (None: missing)
+    missing: list[list[str]]  # per item: the features with no value
+    n_missing: int
+    online_read_s: float
+
+    @property
+    def missing_share(self) -> float:
+        total = sum(len(r) for r in self.rows)
+        return self.n_missing / total if total else 0.0
+
+
+def score_instances(model: LoadedModel, online: OnlineFeatures, instances: list[Instance], *,
+                    at: datetime) -> Scored:
+    """Score ``instances`` with ``model`` on the online features fresh at ``at``: the one path of ``serve`` and
+    ``predict``."""
     check_overrides(model, instances)
     rows = online.read([inst.user_id for inst in instances], at=at)
     features = model.features
@@ -81,17 +100,26 @@ def predict_instances(model: LoadedModel, online: OnlineFeatures, instances: lis
     n_missing = 0
     for inst, values in zip(instances, rows.values, strict=True):
         row = {f: values.get(f) for f in features}
-        row.update(inst.overrides)
+        if inst.overrides:
+            row.update(inst.overrides)
         gone = [f for f in features if row[f] is None]
         n_missing += len(gone)
         merged.append(row)
         missing.append(gone)
-    p: Any = model.predict(model.frame(merged)) if merged else []
+    p: Any = model.predict_rows(merged) if merged else []
+    return Scored([inst.user_id for inst in instances], p, merged, missing, n_missing, rows.read_s)
+
+
+def predict_instances(model: LoadedModel, online: OnlineFeatures, instances: list[Instance], *,
+                      at: datetime | None = None, explain: bool = False) -> PredictionBatch:
+    """Score ``instances`` with ``model`` on the online features fresh at ``at`` (default: now)."""
+    t0 = time.perf_counter()
+    at = at or datetime.now(timezone.utc)
+    scored = score_instances(model, online, instances, at=at)
     version = model.version
-    preds = [Prediction(user_id=inst.user_id, p_click=float(p[i]), model_version=version,
-                        features_missing=missing[i], features=merged[i] if explain else None)
-             for i, inst in enumerate(instances)]
-    total = len(instances) * len(features)
+    preds = [Prediction(user_id=u, p_click=float(scored.p[i]), model_version=version,
+                        features_missing=scored.missing[i], features=scored.rows[i] if explain else None)
+             for i, u in enumerate(scored.user_ids)]
     return PredictionBatch(model_uri=model.ref.uri, model_version=version, at=at, predictions=preds,
-                           online_read_ms=rows.read_s * 1000, total_ms=(time.perf_counter() - t0) * 1000,
-                           missing_share=n_missing / total if total else 0.0)
+                           online_read_ms=scored.online_read_s * 1000, total_ms=(time.perf_counter() - t0) * 1000,
+                           missing_share=scored.missing_share)

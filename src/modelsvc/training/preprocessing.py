@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,25 +83,60 @@ class Preprocessor:
 
     # -- transforming ----------------------------------------------------------------------------------------
     def transform(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """(numeric float32 [n, 2k], categorical int64 [n, c]) for the rows of ``df``; other columns ignored."""
+        """(numeric float32 [n, 2k], categorical int64 [n, c]) for the rows of ``df``; other columns ignored.
+
+        The columns are normalised (numbers as float64, text or None) and go through :meth:`transform_columns`,
+        the one transform that training, batch scoring and the prediction service all run."""
         _require_columns(df, self.input_columns)
-        n = len(df)
-        num = np.zeros((n, self.num_numeric_outputs), dtype=np.float32)
-        k = len(self.numeric)
-        for i, (col, st) in enumerate(self.numeric.items()):
-            values = _numeric(df[col])
-            missing = ~np.isfinite(values)
-            scaled = (values - st.mean) / st.std
-            scaled[missing] = 0.0  # = the train mean after standardising
-            num[:, i] = scaled
-            num[:, k + i] = missing
-        cat = np.zeros((n, len(self.categorical)), dtype=np.int64)
-        for j, (col, vocab) in enumerate(self.categorical.items()):
-            lookup = pd.Index(vocab)
+        columns: dict[str, Any] = {col: _numeric(df[col]) for col in self.numeric}
+        for col in self.categorical:
             series = df[col]
-            idx = lookup.get_indexer(series.astype(str).where(series.notna(), None))
-            cat[:, j] = np.where(idx >= 0, idx + 1, UNKNOWN_INDEX)
+            columns[col] = series.astype(str).where(series.notna(), None).to_numpy(dtype=object)
+        return self.transform_columns(columns, len(df))
+
+    def transform_columns(self, columns: Mapping[str, Any], n: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`transform` on ``n`` rows given as columns (numpy arrays or sequences): numeric columns of numbers
+        (NaN, inf or None: missing), categorical columns of text (None or NaN: missing). Vectorised over the
+        numeric features at once; no pandas for float64 numeric and text/None categorical columns (the serving
+        path)."""
+        missing_cols = [c for c in self.input_columns if c not in columns]
+        if missing_cols:
+            raise DataError(f"feature column(s) missing from the input: {', '.join(missing_cols)}")
+        k = len(self.numeric)
+        num = np.empty((n, 2 * k), dtype=np.float32)
+        if k:
+            values = np.empty((n, k), dtype=np.float64)
+            for i, col in enumerate(self.numeric):
+                values[:, i] = _as_float(columns[col])
+            missing = ~np.isfinite(values)
+            means, stds = self._scales()
+            scaled = (values - means) / stds
+            scaled[missing] = 0.0  # = the train mean after standardising
+            num[:, :k] = scaled
+            num[:, k:] = missing
+        cat = np.empty((n, len(self.categorical)), dtype=np.int64)
+        for j, col in enumerate(self.categorical):
+            lookup = self._lookup(col)
+            cat[:, j] = [lookup.get(v if type(v) is str else _text(v), UNKNOWN_INDEX) for v in columns[col]]
         return num, cat
+
+    def _scales(self) -> tuple[np.ndarray, np.ndarray]:
+        """Means and standard deviations as arrays (built once; the stats are not changed after fitting)."""
+        cached = self.__dict__.get("_scales_cache")
+        if cached is None:
+            cached = (np.array([s.mean for s in self.numeric.values()], dtype=np.float64),
+                      np.array([s.std for s in self.numeric.values()], dtype=np.float64))
+            self.__dict__["_scales_cache"] = cached
+        return cached
+
+    def _lookup(self, col: str) -> dict[str | None, int]:
+        """Category -> embedding index (vocabulary position + 1); None (missing) -> the unknown bucket."""
+        lookups = self.__dict__.setdefault("_lookups", {})
+        lookup = lookups.get(col)
+        if lookup is None:
+            lookup = {v: i + 1 for i, v in enumerate(self.categorical[col])}
+            lookups[col] = lookup
+        return lookup
 
     # -- serialisation (JSON, never pickle) ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -124,6 +160,25 @@ class Preprocessor:
     @classmethod
     def from_json(cls, text: str) -> Preprocessor:
         return cls.from_dict(json.loads(text))
+
+
+def _as_float(values: Any) -> np.ndarray:
+    """A numeric column as float64 (missing: NaN): float arrays as they are, anything else through pandas'
+    coercion (text and null become NaN)."""
+    if isinstance(values, np.ndarray) and values.dtype.kind == "f":
+        return values
+    return _numeric(pd.Series(values, dtype=object) if not isinstance(values, pd.Series) else values)
+
+
+def _text(value: Any) -> str | None:
+    """A categorical value as its text, None when missing (None, NaN, NA), as ``Series.astype(str)`` after
+    ``notna``."""
+    if value is None:
+        return None
+    na = pd.isna(value)
+    if isinstance(na, (bool, np.bool_)) and na:
+        return None
+    return str(value)
 
 
 def _numeric(series: pd.Series) -> np.ndarray:

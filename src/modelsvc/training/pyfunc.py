@@ -8,6 +8,7 @@ This module, ``preprocessing`` and ``model`` are bundled as code with the logged
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +41,26 @@ class CTRPyfunc(PythonModel):
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         return self.predict_frame(self.pre, self.model, df)
 
+    def predict_columns(self, columns: Mapping[str, Any], n: int) -> Any:
+        """``p_click`` (float64 array) for ``n`` rows given as feature columns: the prediction service's path, the
+        same transform and network as :meth:`predict`, without building a DataFrame (see
+        ``Preprocessor.transform_columns`` for the column types)."""
+        return self.scores(self.model, *self.pre.transform_columns(columns, n))
+
     @staticmethod
     def predict_frame(pre: Any, model: Any, df: Any) -> Any:
         """``p_click`` for the rows of ``df`` (the same transform as in training)."""
         import pandas as pd
+
+        model.eval()
+        p = CTRPyfunc.scores(model, *pre.transform(df))
+        return pd.DataFrame({"p_click": p}, index=df.index)
+
+    @staticmethod
+    def scores(model: Any, num: Any, cat: Any) -> Any:
+        """The network (in eval mode) on transformed features: p_click as float64."""
         import torch
 
-        num, cat = pre.transform(df)
-        model.eval()
-        with torch.no_grad():
+        with torch.inference_mode():
             p = torch.sigmoid(model(torch.from_numpy(num), torch.from_numpy(cat))).numpy()
-        return pd.DataFrame({"p_click": p.astype("float64")}, index=df.index)
+        return p.astype("float64")
