@@ -21,6 +21,8 @@ HOMES = {
     "fastapi": ["serving/"],
     "uvicorn": ["serving/"],
     "boto3": ["storage.py"],
+    "orjson": ["serving/"],
+    "msgpack": ["features/online_read.py"],
 }
 
 
