@@ -181,3 +181,43 @@ def test_roc_auc_matches_pairwise_definition():
     assert roc_auc([1, 1, 0, 0], [0.1, 0.2, 0.3, 0.4]) == 0.0
     assert roc_auc([0, 1], [0.5, 0.5]) == 0.5
     assert np.isnan(roc_auc([1, 1], [0.1, 0.2]))
+
+
+# validation losses of the default demo's 14 epochs before min_delta (docs/performance.md, "Time to quality")
+DEMO_VAL_LOSSES = [0.36351, 0.35931, 0.3548, 0.35417, 0.35391, 0.35455, 0.35403, 0.35389, 0.35381, 0.35387,
+                   0.35357, 0.35372, 0.35393, 0.35458]
+
+
+def _stop_epoch(losses: list[float], min_delta: float, patience: int) -> tuple[int, int]:
+    """(last epoch run, best epoch) under the worker's early-stopping rule."""
+    from modelsvc.training.worker import TrainState, observe
+
+    state, best = TrainState(), -1
+    for epoch, loss in enumerate(losses):
+        if observe(state, loss, min_delta):
+            best = epoch
+        if state.bad_epochs >= patience:
+            return epoch, best
+    return len(losses) - 1, best
+
+
+def test_early_stopping_ignores_improvements_below_min_delta():
+    # the demo's loss creeps down by 0.0002-0.0006 an epoch after epoch 2: those epochs do not count ...
+    assert _stop_epoch(DEMO_VAL_LOSSES, min_delta=0.001, patience=2) == (4, 4)
+    # ... but the best epoch is still the lowest loss, meaningful or not
+    assert _stop_epoch(DEMO_VAL_LOSSES, min_delta=0.001, patience=3) == (5, 4)
+    # min_delta 0 is the previous rule: any improvement resets the patience (the demo ran all 14 epochs)
+    assert _stop_epoch(DEMO_VAL_LOSSES, min_delta=0.0, patience=3) == (13, 10)
+    assert _stop_epoch([0.5, 0.5, 0.5], min_delta=0.0, patience=2) == (2, 0)  # equal is no improvement
+
+
+def test_min_delta_reference_is_the_last_meaningful_loss():
+    from modelsvc.training.worker import TrainState, observe
+
+    state = TrainState()
+    observe(state, 1.0, 0.01)
+    for loss in (0.995, 0.992, 0.9905):  # each a new best, none 0.01 below 1.0
+        assert observe(state, loss, 0.01)
+    assert (state.bad_epochs, state.stop_ref_loss, state.best_val_loss) == (3, 1.0, 0.9905)
+    observe(state, 0.989, 0.01)  # 0.011 below the reference: meaningful
+    assert (state.bad_epochs, state.stop_ref_loss) == (0, 0.989)

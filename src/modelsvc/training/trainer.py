@@ -183,7 +183,7 @@ def fit_workers(settings: Settings, manifest: DatasetManifest, pre: Any, train_r
     config = WorkerConfig(
         data_file=str(manifest.data_path), label=manifest.label, preprocessor=pre.to_dict(), model=settings.model,
         train_rows=train_rows, lr=t.lr, weight_decay=t.weight_decay, batch_size=t.batch_size, epochs=t.epochs,
-        seed=t.seed, patience=t.early_stopping_patience, data_path_mode=t.data_path,
+        seed=t.seed, patience=t.early_stopping_patience, min_delta=t.min_delta, data_path_mode=t.data_path,
         resident_max_bytes=t.resident_max_bytes, use_gpu=use_gpu if local else None,
         checkpoint_uri=_local_checkpoint_uri(settings, run_name) if local else None,
         fail_at_epoch=int(fail_at) if fail_at else None,
