@@ -23,3 +23,51 @@ def test_only_tracking_errors_are_mapped(settings):
     # not MLflow's: left alone, whatever the text says
     assert tracking_error(settings, OSError("s3: Connection refused")) is None
     assert tracking_error(settings, MlflowException("model version 401 not found")) is None
+
+
+def test_local_store_is_created_once_with_mlflows_schema(tmp_path):
+    """The fast creation of a new local store (migrations without a disk sync per commit, then linked into place)
+    leaves the store MLflow itself would: every table, the head schema revision, usable by MLflow's client."""
+    import sqlite3
+
+    from mlflow.store.db.utils import _get_latest_schema_revision
+    from mlflow.tracking import MlflowClient
+
+    from modelsvc.tracking import create_local_store
+
+    db = tmp_path / "mlflow.db"
+    assert create_local_store(db) is True
+    assert create_local_store(db) is False  # there already: left alone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]  # no temporary file left
+    con = sqlite3.connect(db)
+    assert con.execute("select version_num from alembic_version").fetchall() == [(_get_latest_schema_revision(),)]
+    tables = {r[0] for r in con.execute("select name from sqlite_master where type = 'table'")}
+    assert {"experiments", "runs", "metrics", "registered_models", "model_versions", "logged_models"} <= tables
+    con.close()
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    exp = client.create_experiment("e", artifact_location=str(tmp_path / "artifacts"))
+    assert client.get_experiment(exp).name == "e"
+
+
+def test_an_existing_local_store_is_never_replaced(tmp_path, monkeypatch):
+    import os
+
+    from modelsvc import tracking
+
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"another process's store")
+    assert tracking.create_local_store(db) is False
+    assert db.read_bytes() == b"another process's store"
+
+    # another process creates it while this one runs the migrations: its store stays, ours is dropped
+    db.unlink()
+    real_fsync = os.fsync
+
+    def racing_fsync(fd: int) -> None:
+        real_fsync(fd)
+        db.write_bytes(b"the winner's store")
+
+    monkeypatch.setattr(tracking.os, "fsync", racing_fsync)
+    assert tracking.create_local_store(db) is False
+    assert db.read_bytes() == b"the winner's store"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
