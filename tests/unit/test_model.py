@@ -21,7 +21,7 @@ from modelsvc.training.loop import (
     train_one_epoch,
     worker_batch_size,
 )
-from modelsvc.training.model import CTRModel
+from modelsvc.training.model import CTRModel, Dropout
 from modelsvc.training.preprocessing import Preprocessor
 from tests.datasets import synthetic_frame
 
@@ -41,7 +41,33 @@ def test_shapes_and_layers():
     assert model.embeddings[0].embedding_dim == 4
     linears = [m for m in model.mlp if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(6 + 4, 16), (16, 8), (8, 1)]
-    assert not any(isinstance(m, torch.nn.Dropout) for m in small_model(dropout=0.0).mlp)
+    assert not any(isinstance(m, (torch.nn.Dropout, Dropout)) for m in small_model(dropout=0.0).mlp)
+    assert sum(isinstance(m, Dropout) for m in model.mlp) == 2
+
+
+def test_dropout_drops_p_of_the_values_and_keeps_the_mean():
+    torch.manual_seed(0)
+    drop = Dropout(0.1).train()
+    x = torch.ones(1_000, 1_001)  # an odd count: the last 64-bit word is only partly used
+    y = drop(x)
+    dropped = (y == 0).flatten().float()
+    assert abs(dropped.mean().item() - 0.1) < 0.002
+    for k in range(4):  # each of the four values drawn from one 64-bit word (the top one has a constant sign bit)
+        assert abs(dropped[k::4].mean().item() - 0.1) < 0.003
+    assert torch.unique(y).tolist() == [0.0, pytest.approx(1 / (1 - 3277 / 32768))]
+    assert abs(y.mean().item() - 1.0) < 0.003
+    # the gradient flows through the kept values only, with the same scale
+    x = torch.randn(64, 32, requires_grad=True)
+    out = drop(x)
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, (out != 0).float() / (1 - 3277 / 32768))
+    # seeded like nn.Dropout; the identity in eval mode and at p=0
+    torch.manual_seed(5)
+    a = drop(torch.ones(100, 100))
+    torch.manual_seed(5)
+    assert torch.equal(a, drop(torch.ones(100, 100)))
+    assert torch.equal(drop.eval()(x), x)
+    assert torch.equal(Dropout(0.0).train()(x), x)
 
 
 def test_from_config_round_trip():
