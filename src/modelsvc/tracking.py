@@ -13,6 +13,8 @@ import functools
 import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 F = TypeVar("F", bound=Callable[..., Any])
+_CREATING: dict[Path, subprocess.Popen[bytes]] = {}  # local stores a child process is creating (see below)
 _REACHED: set[tuple[str, int]] = set()  # servers this process already connected to
 
 # run tags written by evaluate (and read by promote)
@@ -70,7 +73,9 @@ def mlflow_client(settings: Settings) -> Any:
     uri = settings.tracking_uri()
     if uri.startswith("sqlite:///"):
         settings.paths.resolve("mlflow").mkdir(parents=True, exist_ok=True)
-        create_local_store(Path(uri[len("sqlite:///"):]))
+        db = Path(uri[len("sqlite:///"):])
+        _wait_for_creation(db)
+        create_local_store(db)
     check_reachable(settings)
     if settings.mlflow.username:
         os.environ["MLFLOW_TRACKING_USERNAME"] = settings.mlflow.username
@@ -124,6 +129,43 @@ def create_local_store(db: Path) -> bool:
     finally:
         engine.dispose()
         tmp.unlink(missing_ok=True)
+
+
+def start_local_store(settings: Settings) -> bool:
+    """Start creating a missing local SQLite store in a child process; True when one was started.
+
+    Creating the store is about 2.5 s of CPU (importing MLflow and its migrations) that need nothing from the
+    caller: ``train`` and ``run`` start it first, so that the other core does it while this process reads the
+    data and imports torch (or runs the ETL). :func:`mlflow_client` waits for the child before it opens the store,
+    and creates the store itself if the child failed. A separate process, not a thread: imports hold the GIL,
+    and MLflow's imports in a thread beside torch's ran into Python's import-lock deadlock detection before."""
+    uri = settings.tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        return False
+    db = Path(uri[len("sqlite:///"):])
+    if db in _CREATING or db.exists():
+        return False
+    db.parent.mkdir(parents=True, exist_ok=True)
+    code = "import sys, pathlib; from modelsvc.tracking import create_local_store; " \
+           "create_local_store(pathlib.Path(sys.argv[1]))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # this process's modelsvc
+    try:
+        _CREATING[db] = subprocess.Popen([sys.executable, "-c", code, str(db)], env=env, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        return False
+    return True
+
+
+def _wait_for_creation(db: Path, timeout: float = 300.0) -> None:
+    proc = _CREATING.pop(db, None)
+    if proc is None:
+        return
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:  # the caller creates the store itself; the child's file never replaces it
+        proc.kill()
+        proc.wait()
 
 
 def check_reachable(settings: Settings) -> None:

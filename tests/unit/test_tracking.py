@@ -71,3 +71,22 @@ def test_an_existing_local_store_is_never_replaced(tmp_path, monkeypatch):
     assert tracking.create_local_store(db) is False
     assert db.read_bytes() == b"the winner's store"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
+
+
+def test_a_child_process_creates_the_local_store_and_the_client_waits_for_it(settings, monkeypatch):
+    from pathlib import Path
+
+    from modelsvc import tracking
+
+    db = Path(settings.tracking_uri()[len("sqlite:///"):])
+    assert not db.exists()
+    assert tracking.start_local_store(settings) is True
+    assert tracking.start_local_store(settings) is False  # under way already
+    seen = []
+    real = tracking.create_local_store
+    monkeypatch.setattr(tracking, "create_local_store", lambda path: seen.append(path.exists()) or real(path))
+    client = tracking.mlflow_client(settings)
+    assert seen == [True]  # the child had created it when the client went to
+    assert client.search_experiments()[0].name == "Default"
+    assert tracking.start_local_store(settings) is False  # there already
+    assert sorted(p.name for p in db.parent.iterdir() if p.name.startswith(".")) == []
