@@ -140,8 +140,8 @@ def start_local_store(settings: Settings) -> bool:
     and creates the store itself if the child failed. A separate process, not a thread: imports hold the GIL,
     and MLflow's imports in a thread beside torch's ran into Python's import-lock deadlock detection before."""
     uri = settings.tracking_uri()
-    if not uri.startswith("sqlite:///"):
-        return False
+    if not uri.startswith("sqlite:///") or "mlflow" in sys.modules:
+        return False  # with MLflow imported here already, creating it here costs less than a child importing it
     db = Path(uri[len("sqlite:///"):])
     if db in _CREATING or db.exists():
         return False

@@ -74,17 +74,23 @@ def test_an_existing_local_store_is_never_replaced(tmp_path, monkeypatch):
 
 
 def test_a_child_process_creates_the_local_store_and_the_client_waits_for_it(settings, monkeypatch):
+    import sys
     from pathlib import Path
 
     from modelsvc import tracking
 
     db = Path(settings.tracking_uri()[len("sqlite:///"):])
     assert not db.exists()
+    import mlflow
+
+    assert tracking.start_local_store(settings) is False  # MLflow imported here: cheaper to create it here
+    monkeypatch.delitem(sys.modules, "mlflow")  # as in a fresh `modelsvc train`
     assert tracking.start_local_store(settings) is True
     assert tracking.start_local_store(settings) is False  # under way already
     seen = []
     real = tracking.create_local_store
     monkeypatch.setattr(tracking, "create_local_store", lambda path: seen.append(path.exists()) or real(path))
+    monkeypatch.setitem(sys.modules, "mlflow", mlflow)
     client = tracking.mlflow_client(settings)
     assert seen == [True]  # the child had created it when the client went to
     assert client.search_experiments()[0].name == "Default"
