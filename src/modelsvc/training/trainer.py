@@ -55,7 +55,11 @@ def train(settings: Settings, *, dataset: str | None = None, version: str | None
     storage = settings.ray_storage_path()
     run_state = RunState(storage, run_name)
     workers = num_workers(settings)
-    local_gpu = local_use_gpu(settings) if workers == 0 else None  # imports torch while the child works
+    local_gpu = None
+    if workers == 0:
+        local_gpu = local_use_gpu(settings)  # imports torch while the store's child process works
+        if not run_state.read().get("result"):  # not a finished training (that returns below)
+            import torch._dynamo  # noqa: F401  (the first torch.optim.Adam imports it, about 1 s: meanwhile too)
 
     # One MLflow run per training; a rerun continues it.
     experiment_id = ensure_experiment(settings)
