@@ -332,7 +332,11 @@ class TrainingLoopSettings(Section):
                             "rows a step, so lr and steps per epoch do not change with num_workers")
     weight_decay: float = Field(0.0, ge=0)
     seed: int = 42
-    early_stopping_patience: int = Field(3, ge=1)
+    early_stopping_patience: int = Field(2, ge=1, description="stop after this many epochs in a row without "
+                                         "a meaningful improvement (see min_delta)")
+    min_delta: float = Field(0.001, ge=0, description="an epoch improves meaningfully when its validation log loss "
+                             "is more than this below the last meaningful one; the best (lowest) epoch is the model "
+                             "either way (0: any improvement counts)")
     max_failures: int = Field(1, ge=0)
     data_path: Literal["auto", "resident", "streaming"] = Field(
         "auto", description="resident: shard in device memory; streaming: pinned batches with prefetch"

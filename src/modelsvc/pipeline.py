@@ -67,6 +67,9 @@ def run_pipeline(settings: Settings, *, start_date: str | date | None, end_date:
 
     what = f"modelsvc run {days[0]}..{days[-1]}"
     with data_root_lock(settings, what):
+        from modelsvc.tracking import start_local_store
+
+        start_local_store(settings)  # a new local MLflow store: created by a child process while the ETL runs
         pipeline = _Pipeline(settings, days, skip_etl, reporter, forced, plan=False)
         try:
             report = pipeline.execute()

@@ -13,6 +13,8 @@ import functools
 import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 F = TypeVar("F", bound=Callable[..., Any])
+_CREATING: dict[Path, subprocess.Popen[bytes]] = {}  # local stores a child process is creating (see below)
 _REACHED: set[tuple[str, int]] = set()  # servers this process already connected to
 _URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")  # mlflow.set_*_uri write these; mlflow_client restores
 _URI_LOCK = threading.Lock()
@@ -71,6 +74,9 @@ def mlflow_client(settings: Settings) -> Any:
     uri = settings.tracking_uri()
     if uri.startswith("sqlite:///"):
         settings.paths.resolve("mlflow").mkdir(parents=True, exist_ok=True)
+        db = Path(uri[len("sqlite:///"):])
+        _wait_for_creation(db)
+        create_local_store(db)
     check_reachable(settings)
     if settings.mlflow.username:
         os.environ["MLFLOW_TRACKING_USERNAME"] = settings.mlflow.username
@@ -102,6 +108,87 @@ def set_mlflow_uris(tracking_uri: str, registry_uri: str) -> None:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
+
+
+def create_local_store(db: Path) -> bool:
+    """Create the local SQLite store ``db`` with MLflow's schema when it does not exist; True when this call did.
+
+    MLflow creates a new store by running its ~60 Alembic migrations, and SQLite syncs the file to disk at every
+    commit of them: 6.2 s of wall time for 1.1 s of CPU here (docs/performance.md, "Time to quality"). This runs
+    the same migrations (MLflow's own ``_initialize_tables``) on a file beside ``db`` with syncing off, syncs it
+    once, then links it into place: a crash leaves no half-migrated store, and of two processes creating it at
+    once one wins and the other finds it whole. Where that MLflow function is missing (another MLflow version),
+    MLflow creates the store itself at its first use, as before."""
+    if db.exists():
+        return False
+    try:
+        import sqlalchemy
+        from mlflow.store.db.utils import _initialize_tables
+    except ImportError:
+        return False
+    tmp = db.with_name(f".{db.name}.{os.getpid()}.{threading.get_ident()}.init")
+    tmp.unlink(missing_ok=True)
+    engine = sqlalchemy.create_engine(f"sqlite:///{tmp}", poolclass=sqlalchemy.pool.NullPool)
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _no_sync(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.execute("PRAGMA synchronous=OFF")
+        dbapi_conn.execute("PRAGMA journal_mode=MEMORY")
+
+    try:
+        _initialize_tables(engine)
+        engine.dispose()
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, db)  # never replaces a store another process created meanwhile
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links on this file system
+            if db.exists():
+                return False
+            os.replace(tmp, db)
+        return True
+    finally:
+        engine.dispose()
+        tmp.unlink(missing_ok=True)
+
+
+def start_local_store(settings: Settings) -> bool:
+    """Start creating a missing local SQLite store in a child process; True when one was started.
+
+    Creating the store is about 2.5 s of CPU (importing MLflow and its migrations) that need nothing from the
+    caller: ``train`` and ``run`` start it first, so that the other core does it while this process reads the
+    data and imports torch (or runs the ETL). :func:`mlflow_client` waits for the child before it opens the store,
+    and creates the store itself if the child failed. A separate process, not a thread: imports hold the GIL,
+    and MLflow's imports in a thread beside torch's ran into Python's import-lock deadlock detection before."""
+    uri = settings.tracking_uri()
+    if not uri.startswith("sqlite:///") or "mlflow" in sys.modules:
+        return False  # with MLflow imported here already, creating it here costs less than a child importing it
+    db = Path(uri[len("sqlite:///"):])
+    if db in _CREATING or db.exists():
+        return False
+    db.parent.mkdir(parents=True, exist_ok=True)
+    code = "import sys, pathlib; from modelsvc.tracking import create_local_store; " \
+           "create_local_store(pathlib.Path(sys.argv[1]))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # this process's modelsvc
+    try:
+        _CREATING[db] = subprocess.Popen([sys.executable, "-c", code, str(db)], env=env, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        return False
+    return True
+
+
+def _wait_for_creation(db: Path, timeout: float = 300.0) -> None:
+    proc = _CREATING.pop(db, None)
+    if proc is None:
+        return
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:  # the caller creates the store itself; the child's file never replaces it
+        proc.kill()
+        proc.wait()
 
 
 def check_reachable(settings: Settings) -> None:

@@ -9,8 +9,8 @@ import pytest
 from modelsvc.config import ENV_PREFIX, Settings, config_files, load_settings
 from modelsvc.errors import ConfigError
 
-TRAINING_KEYS = ("batch_size, data_path, early_stopping_patience, epochs, lr, max_failures, resident_max_bytes, "
-                 "seed, weight_decay")
+TRAINING_KEYS = ("batch_size, data_path, early_stopping_patience, epochs, lr, max_failures, min_delta, "
+                 "resident_max_bytes, seed, weight_decay")
 TOP_KEYS = ("dataset, etl, evaluation, features, hive, mlflow, model, paths, prefect, profile, ray, "
             "scaling, serving, tables, training, warehouse")
 

@@ -21,7 +21,7 @@ from modelsvc.training.loop import (
     train_one_epoch,
     worker_batch_size,
 )
-from modelsvc.training.model import CTRModel
+from modelsvc.training.model import CTRModel, Dropout
 from modelsvc.training.preprocessing import Preprocessor
 from tests.datasets import synthetic_frame
 
@@ -41,7 +41,33 @@ def test_shapes_and_layers():
     assert model.embeddings[0].embedding_dim == 4
     linears = [m for m in model.mlp if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(6 + 4, 16), (16, 8), (8, 1)]
-    assert not any(isinstance(m, torch.nn.Dropout) for m in small_model(dropout=0.0).mlp)
+    assert not any(isinstance(m, (torch.nn.Dropout, Dropout)) for m in small_model(dropout=0.0).mlp)
+    assert sum(isinstance(m, Dropout) for m in model.mlp) == 2
+
+
+def test_dropout_drops_p_of_the_values_and_keeps_the_mean():
+    torch.manual_seed(0)
+    drop = Dropout(0.1).train()
+    x = torch.ones(1_000, 1_001)  # an odd count: the last 64-bit word is only partly used
+    y = drop(x)
+    dropped = (y == 0).flatten().float()
+    assert abs(dropped.mean().item() - 0.1) < 0.002
+    for k in range(4):  # each of the four values drawn from one 64-bit word (the top one has a constant sign bit)
+        assert abs(dropped[k::4].mean().item() - 0.1) < 0.003
+    assert torch.unique(y).tolist() == [0.0, pytest.approx(1 / (1 - 3277 / 32768))]
+    assert abs(y.mean().item() - 1.0) < 0.003
+    # the gradient flows through the kept values only, with the same scale
+    x = torch.randn(64, 32, requires_grad=True)
+    out = drop(x)
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, (out != 0).float() / (1 - 3277 / 32768))
+    # seeded like nn.Dropout; the identity in eval mode and at p=0
+    torch.manual_seed(5)
+    a = drop(torch.ones(100, 100))
+    torch.manual_seed(5)
+    assert torch.equal(a, drop(torch.ones(100, 100)))
+    assert torch.equal(drop.eval()(x), x)
+    assert torch.equal(Dropout(0.0).train()(x), x)
 
 
 def test_from_config_round_trip():
@@ -181,3 +207,43 @@ def test_roc_auc_matches_pairwise_definition():
     assert roc_auc([1, 1, 0, 0], [0.1, 0.2, 0.3, 0.4]) == 0.0
     assert roc_auc([0, 1], [0.5, 0.5]) == 0.5
     assert np.isnan(roc_auc([1, 1], [0.1, 0.2]))
+
+
+# validation losses of the default demo's 14 epochs before min_delta (docs/performance.md, "Time to quality")
+DEMO_VAL_LOSSES = [0.36351, 0.35931, 0.3548, 0.35417, 0.35391, 0.35455, 0.35403, 0.35389, 0.35381, 0.35387,
+                   0.35357, 0.35372, 0.35393, 0.35458]
+
+
+def _stop_epoch(losses: list[float], min_delta: float, patience: int) -> tuple[int, int]:
+    """(last epoch run, best epoch) under the worker's early-stopping rule."""
+    from modelsvc.training.worker import TrainState, observe
+
+    state, best = TrainState(), -1
+    for epoch, loss in enumerate(losses):
+        if observe(state, loss, min_delta):
+            best = epoch
+        if state.bad_epochs >= patience:
+            return epoch, best
+    return len(losses) - 1, best
+
+
+def test_early_stopping_ignores_improvements_below_min_delta():
+    # the demo's loss creeps down by 0.0002-0.0006 an epoch after epoch 2: those epochs do not count ...
+    assert _stop_epoch(DEMO_VAL_LOSSES, min_delta=0.001, patience=2) == (4, 4)
+    # ... but the best epoch is still the lowest loss, meaningful or not
+    assert _stop_epoch(DEMO_VAL_LOSSES, min_delta=0.001, patience=3) == (5, 4)
+    # min_delta 0 is the previous rule: any improvement resets the patience (the demo ran all 14 epochs)
+    assert _stop_epoch(DEMO_VAL_LOSSES, min_delta=0.0, patience=3) == (13, 10)
+    assert _stop_epoch([0.5, 0.5, 0.5], min_delta=0.0, patience=2) == (2, 0)  # equal is no improvement
+
+
+def test_min_delta_reference_is_the_last_meaningful_loss():
+    from modelsvc.training.worker import TrainState, observe
+
+    state = TrainState()
+    observe(state, 1.0, 0.01)
+    for loss in (0.995, 0.992, 0.9905):  # each a new best, none 0.01 below 1.0
+        assert observe(state, loss, 0.01)
+    assert (state.bad_epochs, state.stop_ref_loss, state.best_val_loss) == (3, 1.0, 0.9905)
+    observe(state, 0.989, 0.01)  # 0.011 below the reference: meaningful
+    assert (state.bad_epochs, state.stop_ref_loss) == (0, 0.989)

@@ -54,3 +54,76 @@ def test_a_client_leaves_the_environment_to_settings_loaded_later(tmp_path, monk
     mlflow_client(load_settings(CONFIGS, paths={"root": str(tmp_path / "c")}, mlflow={"tracking_uri": third_uri}))
     assert (os.environ["MLFLOW_TRACKING_URI"], os.environ["MLFLOW_REGISTRY_URI"]) == (mine, mine)
     assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == (third_uri, third_uri)
+
+
+def test_local_store_is_created_once_with_mlflows_schema(tmp_path):
+    """The fast creation of a new local store (migrations without a disk sync per commit, then linked into place)
+    leaves the store MLflow itself would: every table, the head schema revision, usable by MLflow's client."""
+    import sqlite3
+
+    from mlflow.store.db.utils import _get_latest_schema_revision
+    from mlflow.tracking import MlflowClient
+
+    from modelsvc.tracking import create_local_store
+
+    db = tmp_path / "mlflow.db"
+    assert create_local_store(db) is True
+    assert create_local_store(db) is False  # there already: left alone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]  # no temporary file left
+    con = sqlite3.connect(db)
+    assert con.execute("select version_num from alembic_version").fetchall() == [(_get_latest_schema_revision(),)]
+    tables = {r[0] for r in con.execute("select name from sqlite_master where type = 'table'")}
+    assert {"experiments", "runs", "metrics", "registered_models", "model_versions", "logged_models"} <= tables
+    con.close()
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    exp = client.create_experiment("e", artifact_location=str(tmp_path / "artifacts"))
+    assert client.get_experiment(exp).name == "e"
+
+
+def test_an_existing_local_store_is_never_replaced(tmp_path, monkeypatch):
+    import os
+
+    from modelsvc import tracking
+
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"another process's store")
+    assert tracking.create_local_store(db) is False
+    assert db.read_bytes() == b"another process's store"
+
+    # another process creates it while this one runs the migrations: its store stays, ours is dropped
+    db.unlink()
+    real_fsync = os.fsync
+
+    def racing_fsync(fd: int) -> None:
+        real_fsync(fd)
+        db.write_bytes(b"the winner's store")
+
+    monkeypatch.setattr(tracking.os, "fsync", racing_fsync)
+    assert tracking.create_local_store(db) is False
+    assert db.read_bytes() == b"the winner's store"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
+
+
+def test_a_child_process_creates_the_local_store_and_the_client_waits_for_it(settings, monkeypatch):
+    import sys
+    from pathlib import Path
+
+    from modelsvc import tracking
+
+    db = Path(settings.tracking_uri()[len("sqlite:///"):])
+    assert not db.exists()
+    import mlflow
+
+    assert tracking.start_local_store(settings) is False  # MLflow imported here: cheaper to create it here
+    monkeypatch.delitem(sys.modules, "mlflow")  # as in a fresh `modelsvc train`
+    assert tracking.start_local_store(settings) is True
+    assert tracking.start_local_store(settings) is False  # under way already
+    seen = []
+    real = tracking.create_local_store
+    monkeypatch.setattr(tracking, "create_local_store", lambda path: seen.append(path.exists()) or real(path))
+    monkeypatch.setitem(sys.modules, "mlflow", mlflow)
+    client = tracking.mlflow_client(settings)
+    assert seen == [True]  # the child had created it when the client went to
+    assert client.search_experiments()[0].name == "Default"
+    assert tracking.start_local_store(settings) is False  # there already
+    assert sorted(p.name for p in db.parent.iterdir() if p.name.startswith(".")) == []

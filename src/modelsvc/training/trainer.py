@@ -46,15 +46,22 @@ def train(settings: Settings, *, dataset: str | None = None, version: str | None
     """Train on a dataset version (default: the latest of ``settings.dataset.name``); see the module doc."""
     reporter = reporter or NULL
     t_start = time.perf_counter()
+    from modelsvc.tracking import ensure_experiment, mlflow_client, start_local_store
+
+    start_local_store(settings)  # a new local MLflow store is created by a child process meanwhile
     manifest = load_dataset(settings, dataset, version)
     pre, train_rows = _fit_preprocessor(manifest)
     run_name = run_name_for(settings, manifest)
     storage = settings.ray_storage_path()
     run_state = RunState(storage, run_name)
+    workers = num_workers(settings)
+    local_gpu = None
+    if workers == 0:
+        local_gpu = local_use_gpu(settings)  # imports torch while the store's child process works
+        if not run_state.read().get("result"):  # not a finished training (that returns below)
+            import torch._dynamo  # noqa: F401  (the first torch.optim.Adam imports it, about 1 s: meanwhile too)
 
     # One MLflow run per training; a rerun continues it.
-    from modelsvc.tracking import ensure_experiment, mlflow_client
-
     experiment_id = ensure_experiment(settings)
     client = mlflow_client(settings)
     stored = run_state.read()
@@ -62,9 +69,8 @@ def train(settings: Settings, *, dataset: str | None = None, version: str | None
     if run_id and stored.get("result") and client.get_run(run_id).info.status == "FINISHED":
         reporter.log(f"training {run_name} already finished: MLflow run {run_id}")
         return TrainResult.model_validate(stored["result"])
-    workers = num_workers(settings)
     # before there is a run to mark FAILED
-    use_gpu = local_use_gpu(settings) if workers == 0 else prepare_ray(settings, reporter)
+    use_gpu = local_gpu if local_gpu is not None else prepare_ray(settings, reporter)
     resumed = run_id is not None
     _end_orphaned_runs(client, experiment_id, run_name, keep=run_id)  # [ops] SIGKILLed earlier attempts
     with _ends_run_on_failure(client) as open_run:  # [ops] no path leaves the run RUNNING
@@ -176,7 +182,7 @@ def fit_workers(settings: Settings, manifest: DatasetManifest, pre: Any, train_r
     config = WorkerConfig(
         dataset=manifest, label=manifest.label, preprocessor=pre.to_dict(), model=settings.model,
         train_rows=train_rows, lr=t.lr, weight_decay=t.weight_decay, batch_size=t.batch_size, epochs=t.epochs,
-        seed=t.seed, patience=t.early_stopping_patience, data_path_mode=t.data_path,
+        seed=t.seed, patience=t.early_stopping_patience, min_delta=t.min_delta, data_path_mode=t.data_path,
         resident_max_bytes=t.resident_max_bytes, use_gpu=use_gpu if local else None,
         checkpoint_uri=_local_checkpoint_uri(settings, run_name) if local else None,
         fail_at_epoch=int(fail_at) if fail_at else None,
