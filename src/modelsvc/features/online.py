@@ -301,11 +301,15 @@ def _timestamps(column: pa.ChunkedArray | pa.Array) -> list[tuple[bytes, int] | 
     return [None if i is None else out[i] for i in positions]
 
 
-# one round trip per chunk instead of one command per entity: the stored timestamps of KEYS (false: none) ...
+# one round trip per chunk instead of one command per entity: the stored timestamps of KEYS, as one string
+# (each: a 4-byte big-endian length, then the bytes; length 0: none) ...
 _READ_TS = """
 local out = {}
-for i, key in ipairs(KEYS) do out[i] = redis.call('HGET', key, ARGV[1]) end
-return out
+for i, key in ipairs(KEYS) do
+  local v = redis.call('HGET', key, ARGV[1])
+  if v then out[i] = struct.pack('>I4', #v) .. v else out[i] = '\\0\\0\\0\\0' end
+end
+return table.concat(out)
 """
 # ... and the hashes: ARGV = ttl (0: none), the n field names, then n values per key, in KEYS order
 _WRITE_HASHES = """
@@ -332,13 +336,61 @@ for k, key in ipairs(KEYS) do
 end
 return #KEYS
 """
+_END_OF_NAMES = b"__modelsvc_end_of_names__"
 
 
-def write_redis(store: Any, view: Any, table: pa.Table, *, chunk: int = 5_000) -> int:
+class _Resp:
+    """RESP bulk strings (``$<len>\\r\\n<bytes>\\r\\n``), each distinct value framed once."""
+
+    def __init__(self) -> None:
+        self._cache: dict[bytes, bytes] = {}
+
+    def one(self, value: bytes) -> bytes:
+        framed = self._cache.get(value)
+        if framed is None:
+            framed = b"$%d\r\n%b\r\n" % (len(value), value)
+            if len(self._cache) < 100_000:
+                self._cache[value] = framed
+        return framed
+
+    def many(self, values: list[bytes]) -> np.ndarray:
+        """``values`` framed, as an object array: few distinct values go through a dict, others one by one."""
+        distinct = set(values)
+        if len(distinct) * 2 < len(values):
+            table = {v: self.one(v) for v in distinct}
+            return _objects(list(map(table.__getitem__, values)))
+        return _objects([b"$%d\r\n%b\r\n" % (len(v), v) for v in values])
+
+
+def _evalsha(resp: _Resp, sha: bytes, keys: list[bytes], args: list[bytes]) -> bytes:
+    """The packed ``EVALSHA`` command (keys and args already framed by ``resp``)."""
+    head = [b"*%d\r\n" % (3 + len(keys) + len(args)), resp.one(b"EVALSHA"), resp.one(sha),
+            resp.one(str(len(keys)).encode())]
+    return b"".join(head + keys + args)
+
+
+def _unpack_stamps(packed: bytes, count: int) -> list[bytes | None]:
+    """The stored timestamps of the read script's reply (None: none)."""
+    if packed == b"\0\0\0\0" * count:
+        return [None] * count
+    out: list[bytes | None] = []
+    pos = 0
+    for _ in range(count):
+        (size,) = struct.unpack_from(">I", packed, pos)
+        pos += 4
+        out.append(packed[pos:pos + size] if size else None)
+        pos += size
+    if pos != len(packed):
+        raise ValueError("unexpected reply of the timestamp read script")
+    return out
+
+
+def write_redis(store: Any, view: Any, table: pa.Table, *, chunk: int = 10_000) -> int:
     """Write the latest rows ``table`` for ``view`` into the Redis online store as Feast does; returns the entity
     rows sent (Feast counts the rows it skips as stale too). Each chunk is two Lua scripts: read the stored
     timestamps, then write the newer rows' hashes (``HSET``, ``EXPIRE``): what Feast's pipeline sends, without a
-    command per entity."""
+    command per entity. The ``EVALSHA`` commands are packed here (each distinct value framed once: redis-py's
+    per-argument packing was most of the time) and sent on a connection of Feast's own client."""
     from feast.infra.online_stores.helpers import _mmh3
 
     if table.num_rows == 0:
@@ -347,38 +399,61 @@ def write_redis(store: Any, view: Any, table: pa.Table, *, chunk: int = 5_000) -
     online = config.online_store
     keys = [(c.name, _KEY_TYPES[c.dtype.to_value_type().name]) for c in view.entity_columns]
     project = config.project.encode("utf-8")
+    resp = _Resp()
     redis_keys = [k + project for k in _entity_keys(table, keys)]
+    framed_keys = resp.many(redis_keys)
     stamps = _timestamps(table[view.batch_source.timestamp_field])
-    ts_field = f"_ts:{view.name}"
-    features = [(_mmh3(f"{view.name}:{f.name}"), _encode(table[f.name], str(f.dtype))[0]) for f in view.features]
-    ttl = online.key_ttl_seconds
+    if any(s is None for s in stamps):
+        raise ValueError(f"feature view {view.name}: a row has no event timestamp")
+    framed_stamps = resp.many([s[0] for s in stamps])  # type: ignore[index]
+    ts_field = f"_ts:{view.name}".encode()
+    features = [(_mmh3(f"{view.name}:{f.name}"), resp.many(_encode(table[f.name], str(f.dtype))[0]))
+                for f in view.features]
+    names = [resp.one(v) for v in (str(online.key_ttl_seconds or 0).encode(), ts_field,
+                                   *(field for field, _ in features), _END_OF_NAMES)]
     # Feast's own client for the configured connection string (not closed: Feast's store keeps it)
     client = store._get_provider().online_store._get_client(online)
-    read = client.register_script(_READ_TS)
-    write = client.register_script(_WRITE_HASHES)
-    names = [ts_field.encode(), *(field for field, _ in features)]
+    read_sha, write_sha = (sha if isinstance(sha, bytes) else str(sha).encode()
+                           for sha in (client.script_load(_READ_TS), client.script_load(_WRITE_HASHES)))
+    unique = len(set(redis_keys)) == len(redis_keys)
     latest: dict[bytes, int] = {}
-    for lo in range(0, table.num_rows, chunk):
-        hi = min(lo + chunk, table.num_rows)
-        chunk_keys = redis_keys[lo:hi]
-        previous = [None] * (hi - lo) if online.skip_dedup else read(keys=chunk_keys, args=[ts_field])
-        keys_out: list[bytes] = []
-        values_out: list[bytes] = []
-        for i in range(lo, hi):
-            stamp = stamps[i]
-            if stamp is None:
-                raise ValueError(f"feature view {view.name}: a row has no event timestamp")
-            key = redis_keys[i]
+    conn = client.connection_pool.get_connection()
+    try:
+        for lo in range(0, table.num_rows, chunk):
+            hi = min(lo + chunk, table.num_rows)
+            previous: list[bytes | None] = [None] * (hi - lo)
             if not online.skip_dedup:
-                seen = max(_nanos(previous[i - lo]), latest.get(key, 0))
-                if seen and stamp[1] <= seen:
-                    continue  # Feast: the stored row is as new or newer
-                latest[key] = stamp[1]
-            keys_out.append(key)
-            values_out.append(stamp[0])
-            values_out.extend(blobs[i] for _, blobs in features)
-        if keys_out:
-            write(keys=keys_out, args=[ttl or 0, *names, b"__modelsvc_end_of_names__", *values_out])
+                conn.send_packed_command([_evalsha(resp, read_sha, framed_keys[lo:hi].tolist(), [resp.one(ts_field)])])
+                previous = _unpack_stamps(conn.read_response(disable_decoding=True), hi - lo)
+            rows: range | list[int]
+            if unique and all(p is None for p in previous):
+                rows = range(lo, hi)  # nothing stored: every row is written
+            else:
+                rows = []
+                for i in range(lo, hi):
+                    stamp, key = stamps[i], redis_keys[i]
+                    assert stamp is not None
+                    if not online.skip_dedup:
+                        seen = max(_nanos(previous[i - lo]), latest.get(key, 0))
+                        if seen and stamp[1] <= seen:
+                            continue  # Feast: the stored row is as new or newer
+                        latest[key] = stamp[1]
+                    rows.append(i)
+            if not rows:
+                continue
+            index = np.asarray(rows, dtype=np.intp)
+            values = np.empty((len(index), 1 + len(features)), dtype=object)  # per key: timestamp, then features
+            values[:, 0] = framed_stamps[index]
+            for j, (_, blobs) in enumerate(features):
+                values[:, j + 1] = blobs[index]
+            conn.send_packed_command([_evalsha(resp, write_sha, framed_keys[index].tolist(),
+                                               names + values.ravel().tolist())])
+            conn.read_response(disable_decoding=True)
+    except BaseException:
+        conn.disconnect()  # a reply may be left unread: the connection is not reused as is
+        raise
+    finally:
+        client.connection_pool.release(conn)
     return table.num_rows
 
 
