@@ -279,3 +279,35 @@ def test_bulk_entity_keys_are_feasts():
     assert texts[0] == str(Value(float_val=0.1).float_val)
     blobs, _ = _encode(pa.array([True, False, None]), "Bool")
     assert blobs == [Value(bool_val=True).SerializeToString(), Value(bool_val=False).SerializeToString(), b""]
+
+
+def test_bulk_sqlite_insert_is_the_same_with_apsw_and_sqlite3(tmp_path, monkeypatch):
+    """The bulk writer inserts through apsw when installed and the standard sqlite3 module otherwise: the same
+    upsert, the same file content."""
+    import sqlite3
+
+    pytest.importorskip("apsw")
+    from modelsvc.features.online import _executemany
+
+    ddl = ("CREATE TABLE t (entity_key BLOB, feature_name TEXT, value BLOB, value_text TEXT, event_ts timestamp, "
+           "PRIMARY KEY(entity_key, feature_name))")
+    sql = ("INSERT INTO t VALUES (?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
+           "value = excluded.value, value_text = excluded.value_text, event_ts = excluded.event_ts")
+    rows = [(b"\x01\x00k", "a", b"\x20\x05", "5", 1_700_000_000), (b"\x01\x00k", "b", b"", None, None),
+            (b"\x02", "a", b"\x12\x03w\xc3\xa9", "wé", 1), (b"\x01\x00k", "a", b"\x20\x06", "6", 2)]
+    got = {}
+    for lib in ("apsw", "sqlite3"):
+        path = tmp_path / f"{lib}.db"
+        with sqlite3.connect(path) as conn:
+            conn.execute(ddl)
+        conn.close()
+        with monkeypatch.context() as m:
+            if lib == "sqlite3":
+                m.setitem(sys.modules, "apsw", None)  # import apsw fails: the fallback
+            _executemany(path, sql, iter(rows))
+        conn = sqlite3.connect(path)
+        got[lib] = conn.execute("SELECT * FROM t ORDER BY entity_key, feature_name").fetchall()
+        conn.close()
+    assert got["apsw"] == got["sqlite3"] == [(b"\x01\x00k", "a", b"\x20\x06", "6", 2),
+                                             (b"\x01\x00k", "b", b"", None, None),
+                                             (b"\x02", "a", b"\x12\x03w\xc3\xa9", "wé", 1)]

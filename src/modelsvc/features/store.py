@@ -8,7 +8,8 @@ with the same settings, so ``feast apply`` in the repo and ``modelsvc materializ
 A copy of the configuration is written to ``<root>/feast/feature_store.yaml`` for use with the ``feast`` CLI
 (``feast -c feature_repo -f data/feast/feature_store.yaml …``).
 
-feast is imported lazily, inside the functions.
+feast is imported lazily, inside the functions, through :func:`modelsvc.features.runtime.import_feast` (without
+typeguard's instrumentation and torch; the definitions are type-checked when they are registered).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pydantic import BaseModel, Field
 from modelsvc.config import Settings
 from modelsvc.errors import ConfigError, DataError, NotFoundError, ServiceUnavailableError
 from modelsvc.features.names import FEATURE_TS_TAG, LOCAL_OFFLINE_STORE
+from modelsvc.features.runtime import enable_type_checks, import_feast, type_checks_deferred
 from modelsvc.progress import NULL, Reporter
 from modelsvc.timeutil import parse_timestamp
 
@@ -92,6 +94,7 @@ def settings_for_repo(repo_dir: Path) -> Settings:
 
 def _offline_store_config(settings: Settings, *, for_file: bool = False) -> dict[str, Any]:
     if settings.warehouse.engine == "hive":
+        import_feast()
         from modelsvc.features.hive import offline_store_config
 
         return dict(offline_store_config(settings, for_file=for_file))
@@ -126,6 +129,7 @@ def store_config(settings: Settings, *, for_file: bool = False) -> dict[str, Any
 
 def repo_config(settings: Settings) -> Any:
     """A Feast ``RepoConfig`` for ``settings``."""
+    import_feast()
     from feast.repo_config import RepoConfig
 
     return RepoConfig(repo_path=repo_path(settings), **store_config(settings))
@@ -149,6 +153,7 @@ def write_store_yaml(settings: Settings) -> Path:
 
 def batch_source(settings: Settings, table: str, *, feature_ts_column: str) -> Any:
     """The Feast data source of a feature table for the configured engine (called by the repo definitions)."""
+    import_feast()
     tags = {FEATURE_TS_TAG: feature_ts_column}
     if settings.warehouse.engine == "hive":
         from modelsvc.features.hive import hive_source
@@ -170,8 +175,12 @@ def batch_source(settings: Settings, table: str, *, feature_ts_column: str) -> A
 
 
 def load_definitions(settings: Settings) -> list[Any]:
-    """The Feast objects of the repo, built for ``settings``."""
+    """The Feast objects of the repo, built for ``settings``. A wrong argument is a ConfigError when Feast's type
+    checks are on (see :func:`apply_definitions`)."""
+    from typeguard import TypeCheckError
+
     path = repo_path(settings) / DEFINITIONS_FILE
+    import_feast()
     spec = importlib.util.spec_from_file_location("_modelsvc_feature_definitions", path)
     assert spec is not None
     assert spec.loader is not None
@@ -181,7 +190,10 @@ def load_definitions(settings: Settings) -> list[Any]:
         build = module.build_definitions
     except (ImportError, AttributeError, SyntaxError) as exc:
         raise ConfigError(f"feature definitions {path} cannot be loaded: {exc}") from exc
-    return list(build(settings))
+    try:
+        return list(build(settings))
+    except TypeCheckError as exc:
+        raise ConfigError(f"feature definitions {path} are invalid: {exc}") from exc
 
 
 # -- the store -------------------------------------------------------------------------------------------------
@@ -230,6 +242,7 @@ def _online_store(settings: Settings) -> Iterator[None]:
 
 def feature_store(settings: Settings, *, apply: bool = True) -> Any:
     """A ``FeatureStore`` for ``settings``; with ``apply``, the definitions are registered when they changed."""
+    import_feast()
     from feast import FeatureStore
 
     settings.paths.resolve("feast").mkdir(parents=True, exist_ok=True)
@@ -243,10 +256,21 @@ def feature_store(settings: Settings, *, apply: bool = True) -> Any:
 def apply_definitions(settings: Settings, store: Any) -> bool:
     """Register the repo's objects unless the registry already holds the same ones; True when it applied.
 
-    Re-applying an unchanged view would keep working, but skipping it keeps the registry untouched."""
-    objects = load_definitions(settings)
-    if all(_same(_registered(store, obj), obj) for obj in objects):
-        return False
+    Re-applying an unchanged view would keep working, but skipping it keeps the registry untouched. Objects that
+    are registered are first built again with Feast's type checks of their arguments (typeguard's, deferred by
+    :func:`~modelsvc.features.runtime.import_feast`), as are definitions that fail to load or compare."""
+    try:
+        objects = load_definitions(settings)
+        if all(_same(_registered(store, obj), obj) for obj in objects):
+            return False
+    except Exception:
+        if not type_checks_deferred():
+            raise
+        enable_type_checks()
+        load_definitions(settings)  # reports a wrong argument as Feast's checks do
+        raise
+    if enable_type_checks():
+        objects = load_definitions(settings)
     with _quiet():
         store.apply(objects)
     return True
@@ -339,6 +363,7 @@ def materialize(settings: Settings, *, end: str | datetime | date | None = None,
     (:func:`modelsvc.features.online.bulk_supported`: SQLite or Redis, plain types) is written by
     :mod:`modelsvc.features.online`: the same rows and bytes as Feast's materialization, several times faster;
     ``bulk=False`` runs Feast's own."""
+    import_feast()
     from feast.utils import make_tzaware
 
     from modelsvc.features.online import bulk_supported
