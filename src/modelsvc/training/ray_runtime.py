@@ -166,6 +166,44 @@ class ProgressSink:
         return self._epochs[n:]
 
 
+# -- where Ray Train keeps checkpoints and run state ----------------------------------------------------------
+
+
+def storage_location(settings: Settings) -> str:
+    """``ray.storage_path`` (default ``<root>/ray``), checked: a supported scheme, and on an object store a
+    bucket that exists and takes our credentials, so a bad location fails at once with one line (66, 69, 77)
+    instead of a retryable training failure (75) that a CronJob would keep retrying."""
+    from modelsvc import storage
+
+    location = storage.check_location(settings.ray_storage_path(), setting="ray.storage_path")
+    if storage.scheme(location) in ("s3", "gs", "gcs"):
+        import pyarrow.fs as pafs
+
+        from modelsvc.errors import NotFoundError
+
+        fs, inner = storage.filesystem(location)
+        bucket = inner.split("/", 1)[0]
+        with storage.errors(location):
+            if fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+                raise NotFoundError(f"bucket '{bucket}' of ray.storage_path does not exist "
+                                    f"({storage.display(location)})")
+    return location
+
+
+def run_config_storage(location: str) -> dict[str, Any]:
+    """``RunConfig`` keywords for a storage location: a local folder as a path; a URI as the path inside
+    modelsvc's own pyarrow filesystem (``storage.filesystem``), so Ray Train's controller and workers use the
+    same endpoint (``AWS_ENDPOINT_URL``) and bounded retries. The filesystem travels to them pickled without
+    credentials (they come from each node's own AWS_* variables or instance role)."""
+    from modelsvc import storage
+
+    if not storage.is_uri(location):
+        local = storage.local_path(location)
+        return {"storage_path": str(local.absolute() if local is not None else location)}
+    fs, inner = storage.filesystem(location)
+    return {"storage_path": inner, "storage_filesystem": fs}
+
+
 # -- readiness check (modelsvc doctor) -------------------------------------------------------------------------
 
 RAY_FIX = "start the cluster (ray start --head) or fix ray.address / RAY_ADDRESS"
