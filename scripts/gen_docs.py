@@ -33,6 +33,11 @@ STANDARD_VARIABLES = {
     "MLFLOW_TRACKING_URI": "MLflow tracking server, used when mlflow.tracking_uri is unset "
                            "(e.g. http://mlflow.internal:5000).",
     "RAY_ADDRESS": "Ray cluster to join, used when ray.address is unset (e.g. 10.0.0.5:6379 or ray://head:10001).",
+    "AWS_ACCESS_KEY_ID": "Object-store key for s3:// locations (unset: the instance role or AWS_PROFILE). Never "
+                         "printed.",
+    "AWS_SECRET_ACCESS_KEY": "Its secret (set it here or in the environment only).",
+    "AWS_REGION": "Region of the bucket (S3-compatible stores: any, e.g. us-east-1).",
+    "AWS_ENDPOINT_URL": "S3-compatible endpoint (MinIO, Ceph, ...), e.g. http://minio.internal:9000; unset: AWS.",
 }
 
 

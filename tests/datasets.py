@@ -1,14 +1,17 @@
 """Synthetic training datasets in the real on-disk format, with a known click model (reusable by any test).
 
 ``write_synthetic_dataset(settings, rows=…)`` writes ``<datasets>/<name>/<version>/`` through
-``modelsvc.dataset.write_dataset_version`` and returns the manifest plus the full frame, which also holds the
+``modelsvc.dataset.write_dataset_version`` (``as_single_file`` turns it into the older one-file layout) and
+returns the manifest plus the full frame, which also holds the
 true click probability ``p_true`` of every row (not written to disk) so a test can compute the oracle AUC.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -98,3 +101,21 @@ def write_synthetic_dataset(settings, *, rows: int = 5000, seed: int = 0, name: 
         extra={"synthetic": True, "seed": seed},
     )
     return write_dataset_version(settings, name, version, on_disk, manifest), df
+
+
+def as_single_file(manifest: DatasetManifest) -> Path:
+    """Turn a written (local) version into the older single-file layout (format 1: one ``data.parquet`` of all
+    splits, a manifest without files) and return that file: how versions built before the folder layout look,
+    and a file a test can rewrite (a corrupt label, a missing split) whatever the manifest says."""
+    import pyarrow.parquet as pq
+
+    from modelsvc.dataset import DATA_FILE, MANIFEST_FILE, read_table
+
+    folder = Path(manifest.path)
+    table = read_table(manifest)
+    for f in manifest.files:
+        (folder / f.path).unlink()
+    pq.write_table(table, folder / DATA_FILE, row_group_size=1_000_000)
+    old = manifest.model_dump(mode="json", exclude={"format", "files"})
+    (folder / MANIFEST_FILE).write_text(json.dumps(old, indent=2))
+    return folder / DATA_FILE

@@ -54,21 +54,46 @@ class Section(BaseModel):
 
 
 class PathsSettings(Section):
-    """Where local state lives. Every relative path is resolved against ``root``.
+    """Where state lives. Every relative path is resolved against ``root``.
+
+    ``root``, ``datasets`` and ``reports`` are *locations*: a local path or a URI (``s3://bucket/prefix`` with
+    ``AWS_ENDPOINT_URL`` for MinIO/Ceph, ``gs://``, ``hdfs://``, ``file://``); a relative sub-path under a URI root
+    is ``<root URI>/<sub>``. ``warehouse`` (local engine), ``feast`` (SQLite online store), ``mlflow`` (SQLite
+    store) and ``state`` (run lock, command logs) need a local disk: when ``root`` is a URI each must be an
+    absolute local path of its own, or the command that needs it fails with exit 78 naming the setting.
 
     A relative ``root`` starts at the project folder (the folder holding the config directory), so a command
     run from another folder finds the same state."""
 
-    root: Path = Field(Path("data"), description="one folder for all local state")
-    warehouse: Path = Field(Path("warehouse"), description="Parquet tables (local engine)")
-    datasets: Path = Field(Path("datasets"), description="versioned training datasets")
+    root: str = Field("data", description="one folder (or URI: s3://bucket/prefix, gs://, hdfs://, file://) for "
+                      "all state")
+    warehouse: Path = Field(Path("warehouse"), description="Parquet tables (local engine; a local folder)")
+    datasets: str = Field("datasets", description="versioned training datasets (local path or URI)")
     feast: Path = Field(Path("feast"), description="Feast registry and SQLite online store")
     mlflow: Path = Field(Path("mlflow"), description="local MLflow store (SQLite + artifacts)")
-    ray: Path = Field(Path("ray"), description="Ray Train storage (checkpoints)")
-    reports: Path = Field(Path("reports"), description="evaluation reports and run summaries")
+    ray: Path = Field(Path("ray"), description="Ray Train storage (checkpoints); see ray.storage_path for a URI")
+    reports: str = Field("reports", description="evaluation reports and run summaries (local path or URI)")
+    state: Path | None = Field(None, description="local folder for the run lock and command logs (default: root; "
+                               "required, absolute, when root is a URI)")
 
     # the project folder (set by load_settings: the parent of the config directory); None: the working directory
     _base: Path | None = PrivateAttr(default=None)
+
+    @field_validator("root", "datasets", "reports", mode="before")
+    @classmethod
+    def _location(cls, v: Any, info: Any) -> Any:
+        from modelsvc.storage import check_location
+
+        if isinstance(v, os.PathLike):
+            v = os.fspath(v)
+        if isinstance(v, str):
+            if not v.strip():
+                raise ValueError("must not be empty")
+            try:
+                check_location(v, setting=f"paths.{info.field_name}")
+            except ConfigError as exc:  # reported with the source that set it (78)
+                raise ValueError(str(exc).split(": ", 1)[1]) from None
+        return v
 
     def __eq__(self, other: object) -> bool:  # the values only: where the settings were loaded from is no value
         return isinstance(other, PathsSettings) and self.__dict__ == other.__dict__
@@ -79,13 +104,59 @@ class PathsSettings(Section):
         """The folder relative paths (``root``, ``features.repo_path``) start from."""
         return self._base if self._base is not None else Path.cwd()
 
-    def resolve(self, name: str) -> Path:
-        """Absolute path of one of the folders above (``root`` itself included)."""
-        root = self.root if self.root.is_absolute() else self.base() / self.root
+    def root_is_uri(self) -> bool:
+        from modelsvc.storage import is_uri
+
+        return is_uri(self.root)
+
+    def location(self, name: str) -> str:
+        """Where one of the folders above lives (``root`` itself included): a URI, or an absolute local path."""
+        from modelsvc.storage import is_uri, join, local_path
+
+        root_local = local_path(self.root)
+        root = self.root if root_local is None else str(
+            root_local if root_local.is_absolute() else self.base() / root_local)
         if name == "root":
             return root
-        sub: Path = getattr(self, name)
-        return sub if sub.is_absolute() else root / sub
+        if name == "state":
+            if self.state is None:
+                return root
+            sub: str = str(self.state)
+        else:
+            sub = str(getattr(self, name))
+        if is_uri(sub):
+            return sub
+        sub_local = local_path(sub)
+        assert sub_local is not None
+        if sub_local.is_absolute():
+            return str(sub_local)
+        return join(root, str(sub_local))
+
+    def resolve(self, name: str) -> Path:
+        """The absolute local path of one of the folders above, for what needs a local disk; a ConfigError
+        (78) naming the setting to use when it is a URI (``root`` a URI and the folder not set to a local path)."""
+        from modelsvc.storage import display, is_uri, local_path
+
+        where = self.location(name)
+        if is_uri(where):
+            setting = "paths.state" if name == "root" else f"paths.{name}"
+            if name in ("datasets", "reports", "root") and is_uri(getattr(self, name)):
+                raise ConfigError(f"paths.{name} is a URI ({display(where)}); this needs a local folder")
+            hint = _LOCAL_ONLY.get(name, "")
+            raise ConfigError(f"{setting} must be a local folder when paths.root is a URI ({display(self.root)}); "
+                              f"set it to an absolute path{hint}")
+        path = local_path(where)
+        assert path is not None
+        return path
+
+
+# what each local-disk folder is for when paths.root is a URI, and the alternative to setting it
+_LOCAL_ONLY = {
+    "warehouse": ", or use warehouse.engine: hive",
+    "mlflow": ", or set mlflow.tracking_uri (MLFLOW_TRACKING_URI) to a tracking server",
+    "feast": ", or use features.online_store: redis",
+    "state": " (the run lock and command logs; e.g. MODELSVC_PATHS__STATE=/var/lib/modelsvc)",
+}
 
 
 class TablesSettings(Section):
@@ -193,6 +264,10 @@ class DatasetSettings(Section):
     name: str = Field("ctr_training", pattern=IDENTIFIER_PATTERN)
     label: str = Field("is_clicked", pattern=IDENTIFIER_PATTERN)
     split: SplitSettings = SplitSettings()
+    file_rows: int = Field(1_000_000, ge=1, description="most rows in one Parquet file of a version (each file "
+                           "holds one split): the unit Ray workers read in parallel")
+    row_group_rows: int = Field(262_144, ge=1, description="rows per Parquet row group: the smallest part a "
+                                "worker reads of a file")
 
 
 class MlflowSettings(Section):
@@ -412,7 +487,15 @@ class Settings(BaseSettings):
         return path if path.is_absolute() else self.paths.base() / path
 
     def ray_storage_path(self) -> str:
-        return self.ray.storage_path or str(self.paths.resolve("ray"))
+        return self.ray.storage_path or self.paths.location("ray")
+
+    @staticmethod
+    def _or_error(fn: Callable[[], str]) -> str:
+        """``fn()``, or the one-line reason it cannot be resolved (``config show`` shows what is wrong)."""
+        try:
+            return fn()
+        except ConfigError as exc:
+            return _error_text(exc)
 
     def masked_dump(self) -> dict[str, Any]:
         """The resolved settings as plain JSON-able data, secrets masked."""
@@ -420,14 +503,27 @@ class Settings(BaseSettings):
         for key in ("tracking_uri", "registry_uri"):
             if data["mlflow"].get(key):
                 data["mlflow"][key] = mask_uri(data["mlflow"][key])
+        from modelsvc.storage import display
+
+        for key in ("root", "datasets", "reports"):  # a URI's user info (a key) is never shown
+            data["paths"][key] = display(data["paths"][key])
+        if data["ray"].get("storage_path"):
+            data["ray"]["storage_path"] = display(data["ray"]["storage_path"])
         data["resolved"] = {
-            "root": str(self.paths.resolve("root")),
-            "warehouse": str(self.paths.resolve("warehouse")),
-            "mlflow_tracking_uri": mask_uri(self.tracking_uri()),
+            "root": display(self.paths.location("root")),
+            "warehouse": display(self.paths.location("warehouse")),
+            "datasets": display(self.paths.location("datasets")),
+            "reports": display(self.paths.location("reports")),
+            "state": display(self.paths.location("state")),
+            "mlflow_tracking_uri": mask_uri(self._or_error(self.tracking_uri)),
             "ray_address": self.ray_address() or "local",
-            "ray_storage_path": self.ray_storage_path(),
+            "ray_storage_path": display(self.ray_storage_path()),
         }
         return data
+
+
+def _error_text(exc: ConfigError) -> str:
+    return f"(not usable: {exc})"
 
 
 def mask_uri(uri: str) -> str:
@@ -629,10 +725,13 @@ def _secret_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[
 
 
 def _check_paths(settings: Settings, origin: Mapping[tuple[str, ...], str]) -> None:
-    """Every folder of ``paths`` is a folder or not there yet (created on demand), never a file."""
+    """Every local folder of ``paths`` is a folder or not there yet (created on demand), never a file (a URI is
+    checked when it is used: an object store needs no folder)."""
+    from modelsvc.storage import local_path
+
     for name in PathsSettings.model_fields:
-        path = settings.paths.resolve(name)
-        if path.exists() and not path.is_dir():
+        path = local_path(settings.paths.location(name))
+        if path is not None and path.exists() and not path.is_dir():
             source = _source_of(("paths", name), origin)
             raise ConfigError(f"{source}: paths.{name}: '{path}' is a file, not a folder")
 

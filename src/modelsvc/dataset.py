@@ -2,23 +2,31 @@
 
 ``build_dataset`` (the ``build-dataset`` command) joins the impressions of a day range to the features of the
 model's feature service through Feast (``modelsvc.features.historical_features``); this module also holds the
-on-disk format every later step reads: ``load_dataset`` and ``DatasetManifest``.
+format every later step reads: ``load_dataset``, ``DatasetManifest`` and the readers.
+
+A version is a folder ``<paths.datasets>/<name>/<version>/`` (a local folder or an object-store prefix, through
+``modelsvc.storage``): Parquet files of at most ``dataset.file_rows`` rows, each one split's rows only
+(``train-00000.parquet``, ``validation-00000.parquet``…), in row groups of ``dataset.row_group_rows``, the splits
+in time order; then ``manifest.json``, written last, lists every file with its split and row count. The manifest
+commits the version: a folder without one (a killed build) does not exist for any reader. A worker reads rows
+``[start, stop)`` of a split by opening only the files, and in them only the row groups, that hold them.
+
+Versions written before this layout (``format`` 1: one ``data.parquet`` of all splits) are still read.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
+import re
 import time
-import uuid
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
+from modelsvc import storage
 from modelsvc.config import Settings, SplitSettings
 from modelsvc.errors import ConfigError, DataError, NotFoundError
 from modelsvc.progress import NULL, Reporter
@@ -27,6 +35,8 @@ from modelsvc.warehouse.base import check_identifier
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
 FEATURES = ["total_orders_7d", "avg_purchase_value_30d", "last_seen_platform", "current_page_views_10m"]
 NUMERIC_FEATURES = ["total_orders_7d", "avg_purchase_value_30d", "current_page_views_10m"]
@@ -34,8 +44,11 @@ CATEGORICAL_FEATURES = ["last_seen_platform"]
 SPLITS = ("train", "validation", "test")
 ENTITY_COLUMNS = ["event_id", "user_id", "event_timestamp"]
 IMPRESSION = "impression"
-DATA_FILE = "data.parquet"
+DATA_FILE = "data.parquet"  # format 1: the one file of a version
 MANIFEST_FILE = "manifest.json"
+FORMAT = 2  # a folder of per-split Parquet files listed in the manifest
+ORPHAN_AGE = timedelta(days=1)  # a version folder without a manifest this old is a killed build's: removed
+_VERSION = re.compile(r"^(\d{8}T\d{6})(\d{0,6})Z$")
 
 
 class SplitStats(BaseModel):
@@ -45,12 +58,24 @@ class SplitStats(BaseModel):
     end: datetime | None = None
 
 
+class DataFile(BaseModel):
+    """One Parquet file of a version, in read order."""
+
+    path: str = Field(description="relative to the version's folder")
+    split: str | None = Field(description="the one split its rows belong to (None: format 1, all splits)")
+    rows: int
+    bytes: int = 0
+
+
 class DatasetManifest(BaseModel):
-    """What a dataset version holds; written beside its data as manifest.json."""
+    """What a dataset version holds; written last into its folder as manifest.json (that commits it)."""
 
     name: str
     version: str
-    path: str = Field(description="folder of this version (data.parquet, manifest.json)")
+    path: str = Field(description="the version's folder, a local path or a URI (set when it is loaded)")
+    format: int = Field(1, description="2: files listed below; 1 (older): one data.parquet of all splits")
+    files: list[DataFile] = Field(default_factory=list, description="format 2: the Parquet files, splits in "
+                                  "order train, validation, test, each split's rows in file order")
     created_at: datetime
     start_date: str
     end_date: str
@@ -66,22 +91,69 @@ class DatasetManifest(BaseModel):
     fingerprint: str
     extra: dict[str, Any] = Field(default_factory=dict)
 
+    def data_files(self, split: str | None = None) -> list[DataFile]:
+        """The files to read for ``split`` (all splits: None), in order; format 1: its one file."""
+        if not self.files:
+            return [DataFile(path=DATA_FILE, split=None, rows=self.rows)]
+        return [f for f in self.files if split is None or f.split in (split, None)]
+
+    def location_of(self, file: DataFile) -> str:
+        return storage.join(self.path, file.path)
+
     @property
-    def data_path(self) -> Path:
-        return Path(self.path) / DATA_FILE
+    def data_location(self) -> str:
+        """What to name in a message about the data: format 1's file, else the version's folder."""
+        return self.location_of(self.data_files()[0]) if self.format < 2 else self.path
 
 
-def datasets_root(settings: Settings) -> Path:
-    return settings.paths.resolve("datasets")
+def datasets_root(settings: Settings) -> str:
+    """``paths.datasets``: a local folder or a URI."""
+    return settings.paths.location("datasets")
 
 
 def list_versions(settings: Settings, name: str | None = None) -> list[str]:
-    """Versions of a dataset, oldest first (version names sort by creation time)."""
+    """Committed versions of a dataset (those with a manifest), oldest first (names sort by creation time)."""
     name = check_identifier(name or settings.dataset.name, what="dataset name")
-    base = datasets_root(settings) / name
-    if not base.is_dir():
-        return []
-    return sorted(p.name for p in base.iterdir() if p.is_dir() and (p / MANIFEST_FILE).is_file())
+    base = storage.join(datasets_root(settings), name)
+    return [v for v in storage.list_dir(base)
+            if not v.startswith(".") and storage.is_file(storage.join(base, v, MANIFEST_FILE))]
+
+
+class DatasetVersion(BaseModel):
+    """One committed version, as ``modelsvc datasets`` lists it."""
+
+    name: str
+    version: str
+    created_at: datetime
+    start_date: str
+    end_date: str
+    rows: int
+    files: int
+    fingerprint: str
+    location: str = Field(description="the version's folder (credentials never shown)")
+
+
+class DatasetList(BaseModel):
+    """The committed versions under ``paths.datasets`` (a version without its manifest is not one)."""
+
+    location: str
+    versions: list[DatasetVersion]
+
+
+def list_datasets(settings: Settings, name: str | None = None) -> DatasetList:
+    """Every committed version of ``name`` (default: every dataset), oldest first per dataset."""
+    root = datasets_root(settings)
+    names = [check_identifier(name, what="dataset name")] if name else [
+        n for n in storage.list_dir(root) if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", n)]
+    out = []
+    for n in names:
+        for v in list_versions(settings, n):
+            folder = storage.join(root, n, v)
+            m = DatasetManifest.model_validate_json(storage.read_text(storage.join(folder, MANIFEST_FILE)))
+            out.append(DatasetVersion(name=n, version=v, created_at=m.created_at, start_date=m.start_date,
+                                      end_date=m.end_date, rows=m.rows, files=len(m.data_files()),
+                                      fingerprint=m.fingerprint, location=storage.display(folder)))
+    return DatasetList(location=storage.display(root), versions=out)
 
 
 def load_dataset(settings: Settings, name: str | None = None, version: str | None = None) -> DatasetManifest:
@@ -94,11 +166,11 @@ def load_dataset(settings: Settings, name: str | None = None, version: str | Non
             hint="build it with: modelsvc build-dataset --start-date D1 --end-date D2",
         )
     chosen = version or versions[-1]
-    folder = datasets_root(settings) / name / chosen
+    folder = storage.join(datasets_root(settings), name, chosen)
     if chosen not in versions:
         raise NotFoundError(f"dataset '{name}' has no version '{chosen}' (latest: {versions[-1]})")
-    manifest = DatasetManifest.model_validate_json((folder / MANIFEST_FILE).read_text())
-    manifest.path = str(folder)
+    manifest = DatasetManifest.model_validate_json(storage.read_text(storage.join(folder, MANIFEST_FILE)))
+    manifest.path = folder  # where it is now, wherever it was written
     check_labels(manifest)
     return manifest
 
@@ -108,58 +180,237 @@ def check_labels(manifest: DatasetManifest) -> None:
     dataset written by another tool, or by a modelsvc before the raw-event check of ``is_clicked``)."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     try:
-        labels = pq.read_table(manifest.data_path, columns=[manifest.label]).column(0)
-    except FileNotFoundError:
-        raise NotFoundError(f"dataset file {manifest.data_path} is missing") from None
-    except (KeyError, ValueError, OSError) as exc:  # pyarrow: no such column, or not Parquet
-        raise DataError(f"{manifest.data_path}: cannot read the label column '{manifest.label}' "
-                        f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        labels = read_table(manifest, columns=[manifest.label]).column(0)
+    except (KeyError, ValueError, pa.ArrowInvalid) as exc:  # pyarrow: no such column, or not Parquet
+        raise DataError(f"{storage.display(manifest.data_location)}: cannot read the label column "
+                        f"'{manifest.label}' ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                        ) from None
     # null, NaN or anything but 0/1 is refused
     numeric = pc.cast(labels, pa.float64()) if pa.types.is_integer(labels.type) or pa.types.is_floating(
         labels.type) or pa.types.is_boolean(labels.type) else pa.nulls(len(labels), pa.float64())
     bad = pc.fill_null(pc.invert(pc.is_in(numeric, value_set=pa.array([0.0, 1.0]))), True)
     n = pc.sum(bad).as_py() or 0
     if n:
-        raise DataError(f"{manifest.data_path}: label '{manifest.label}' has {n} value(s) other than 0 and 1 "
-                        f"(e.g. {labels.filter(bad)[0].as_py()})")
+        raise DataError(f"{storage.display(manifest.data_location)}: label '{manifest.label}' has {n} value(s) "
+                        f"other than 0 and 1 (e.g. {labels.filter(bad)[0].as_py()})")
 
 
 def read_dataset(manifest: DatasetManifest, *, split: str | None = None,
                  columns: list[str] | None = None) -> pd.DataFrame:
     """The rows of a dataset version (optionally one split) as pandas."""
+    return read_table(manifest, split=split, columns=columns).to_pandas()
+
+
+# -- reading: whole splits, or a worker's rows, from the version's location ------------------------------------
+
+def open_file(location: str) -> pq.ParquetFile:
+    """A Parquet file of a version, local or on an object store (its footer read; row groups read on demand)."""
     import pyarrow.parquet as pq
 
-    filters = [("split", "=", split)] if split else None
+    fs, path = storage.filesystem(location)
+    missing = NotFoundError(f"dataset file {storage.display(location)} is missing")
     try:
-        table = pq.read_table(manifest.data_path, columns=columns, filters=filters)
-    except FileNotFoundError:
-        raise NotFoundError(f"dataset file {manifest.data_path} is missing") from None
-    return table.to_pandas()
+        with storage.errors(location):
+            try:
+                return pq.ParquetFile(fs.open_input_file(path), pre_buffer=True)
+            except FileNotFoundError:
+                if not storage.is_uri(location):
+                    raise missing from None
+                raise  # on a store: the bucket may be what is missing (66 naming it)
+    except NotFoundError as exc:
+        if exc is missing or "bucket" in exc.message:
+            raise
+        raise missing from None
 
 
-def write_dataset_version(settings: Settings, name: str, version: str, df: pd.DataFrame,
+def read_table(manifest: DatasetManifest, *, split: str | None = None,
+               columns: list[str] | None = None) -> pa.Table:
+    """Every row of ``split`` (all splits: None), in order, as one Arrow table."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    tables = []
+    for f in manifest.data_files(split):
+        pf = open_file(manifest.location_of(f))
+        mixed = f.split is None and split is not None  # format 1: filter its split column
+        cols = None if columns is None else ([*columns, "split"] if mixed and "split" not in columns else columns)
+        with storage.errors(manifest.location_of(f)):
+            t = pf.read(columns=cols)
+        if mixed:
+            t = t.filter(pc.equal(t.column("split"), split))
+            if columns is not None and "split" not in columns:
+                t = t.drop(["split"])
+        tables.append(t)
+    if not tables:
+        return pa.table({c: [] for c in columns or []})
+    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+
+def count_rows(manifest: DatasetManifest, split: str) -> int:
+    """Rows of ``split``: from the manifest (format 2), else by reading the split column."""
+    if manifest.files and all(f.split is not None for f in manifest.files):
+        return sum(f.rows for f in manifest.data_files(split))
+    return read_table(manifest, split=split, columns=["split"]).num_rows
+
+
+def split_row_groups(pf: pq.ParquetFile, split: str, start: int, stop: int) -> tuple[list[int], int]:
+    """The row groups holding rows ``[start, stop)`` of ``split`` (counted in file order) of a file that mixes
+    splits (format 1), and how many rows of ``split`` precede the first of them: a worker reads its shard, not the
+    whole file. A row group whose ``split`` statistics say it holds one value is counted without reading it."""
+    import pyarrow.compute as pc
+
+    col = pf.schema_arrow.get_field_index("split")
+    groups: list[int] = []
+    before, seen = 0, 0
+    for i in range(pf.num_row_groups):
+        if seen >= stop:
+            break
+        meta = pf.metadata.row_group(i)
+        stats = meta.column(col).statistics
+        if stats is not None and stats.has_min_max and stats.min == stats.max and not stats.null_count:
+            n = meta.num_rows if stats.min == split else 0
+        else:
+            n = int(pc.sum(pc.equal(pf.read_row_group(i, columns=["split"]).column(0), split)).as_py() or 0)
+        if n and seen + n > start:
+            if not groups:
+                before = seen
+            groups.append(i)
+        seen += n
+    return groups, before
+
+
+def _row_groups(pf: pq.ParquetFile, start: int, stop: int) -> tuple[list[int], int]:
+    """The row groups of a one-split file holding its rows ``[start, stop)``, and the rows before the first."""
+    groups: list[int] = []
+    before, seen = 0, 0
+    for i in range(pf.num_row_groups):
+        n = pf.metadata.row_group(i).num_rows
+        if seen >= stop:
+            break
+        if seen + n > start:
+            if not groups:
+                before = seen
+            groups.append(i)
+        seen += n
+    return groups, before
+
+
+def iter_rows(manifest: DatasetManifest, split: str, columns: list[str], start: int = 0, stop: int | None = None,
+              *, batch_rows: int | None = None) -> Iterator[pa.Table]:
+    """Rows ``[start, stop)`` of ``split`` in file order, as tables (of about ``batch_rows`` rows each, else one
+    per file): only the files, and in them only the row groups, that hold those rows are read."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    offset = 0  # rows of the split before the current file
+    for f in manifest.data_files(split):
+        end = offset + f.rows if f.split is not None else None
+        if stop is not None and offset >= stop:
+            return
+        if end is not None and end <= start:
+            offset = end
+            continue
+        location = manifest.location_of(f)
+        pf = open_file(location)
+        lo = max(start - offset, 0)
+        hi = (f.rows if stop is None else min(stop - offset, f.rows)) if f.split is not None else (
+            pf.metadata.num_rows if stop is None else stop - offset)
+        if f.split is None:  # format 1: rows of every split in one file
+            groups, first = split_row_groups(pf, split, lo, hi)
+            cols = [*columns, "split"]
+        else:
+            groups, first = _row_groups(pf, lo, hi)
+            cols = columns
+        if groups:
+            skip, want = lo - first, hi - lo
+            with storage.errors(location):
+                batches = (pf.iter_batches(batch_size=batch_rows, columns=cols, row_groups=groups)
+                           if batch_rows else iter([pf.read_row_groups(groups, columns=cols)]))
+                for part in batches:
+                    t = part if isinstance(part, pa.Table) else pa.Table.from_batches([part])
+                    if f.split is None:
+                        t = t.filter(pc.equal(t.column("split"), split)).drop(["split"])
+                    if skip >= t.num_rows:
+                        skip -= t.num_rows
+                        continue
+                    t = t.slice(skip, want)
+                    skip = 0
+                    want -= t.num_rows
+                    if t.num_rows:
+                        yield t
+                    if want <= 0:
+                        break
+        if end is None:
+            return  # format 1 has one file
+        offset = end
+
+
+def read_rows(manifest: DatasetManifest, split: str, columns: list[str], start: int = 0,
+              stop: int | None = None) -> pa.Table:
+    """Rows ``[start, stop)`` of ``split`` (all by default) as one table, reading only the files and row groups
+    that hold them."""
+    import pyarrow as pa
+
+    if start == 0 and stop is None:
+        return read_table(manifest, split=split, columns=columns)
+    tables = list(iter_rows(manifest, split, columns, start, stop))
+    if not tables:
+        schema = open_file(manifest.location_of(manifest.data_files()[0])).schema_arrow
+        return pa.Table.from_batches([], schema=pa.schema([schema.field(c) for c in columns]))
+    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+
+# -- writing ---------------------------------------------------------------------------------------------------
+
+def write_dataset_version(settings: Settings, name: str, version: str, df: pd.DataFrame | pa.Table,
                           manifest: DatasetManifest) -> DatasetManifest:
-    """Write data + manifest to a temporary folder, then rename it into place (never a half dataset)."""
+    """Write the rows as per-split Parquet files of at most ``dataset.file_rows`` rows straight to the version's
+    location, then the manifest, last: a reader sees the whole version or none of it (never a half dataset,
+    also on object stores, which have no rename). Unmanifested folders of builds killed long ago are removed."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     name = check_identifier(name, what="dataset name")
-    base = datasets_root(settings) / name
-    base.mkdir(parents=True, exist_ok=True)
-    final = base / version
-    if final.exists():
-        raise DataError(f"dataset version {final} already exists")
-    tmp = base / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        df.to_parquet(tmp / DATA_FILE, index=False, row_group_size=1_000_000)
-        manifest.path = str(final)
-        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest.model_dump(mode="json"), indent=2))
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    base = storage.join(datasets_root(settings), name)
+    folder = storage.join(base, version)
+    if storage.exists(folder):
+        raise DataError(f"dataset version {storage.display(folder)} already exists")
+    _remove_orphans(base, now=datetime.now(timezone.utc))
+    table = df if isinstance(df, pa.Table) else pa.Table.from_pandas(df, preserve_index=False)
+    file_rows, group_rows = settings.dataset.file_rows, min(settings.dataset.row_group_rows,
+                                                          settings.dataset.file_rows)
+    files: list[DataFile] = []
+    for split in SPLITS:
+        part = table.filter(pc.equal(table.column("split"), split))
+        for i, lo in enumerate(range(0, part.num_rows, file_rows)):
+            chunk = part.slice(lo, file_rows)
+            rel = f"{split}-{i:05d}.parquet"
+            location = storage.join(folder, rel)
+            with storage.open_output(location) as sink, storage.errors(location):
+                with pq.ParquetWriter(sink, table.schema) as writer:
+                    writer.write_table(chunk, row_group_size=group_rows)
+                size = sink.tell()  # type: ignore[attr-defined]
+            files.append(DataFile(path=rel, split=split, rows=chunk.num_rows, bytes=int(size)))
+    manifest.path = folder
+    manifest.format = FORMAT
+    manifest.files = files
+    storage.write_text(storage.join(folder, MANIFEST_FILE), json.dumps(manifest.model_dump(mode="json"), indent=2))
     return manifest
+
+
+def _remove_orphans(base: str, *, now: datetime) -> None:
+    """Delete version folders without a manifest whose name (their creation time) is older than ORPHAN_AGE: the
+    leftovers of killed builds (a younger one may be a build still running)."""
+    for v in storage.list_dir(base):
+        m = _VERSION.match(v)
+        if m is None:
+            continue
+        created = datetime.strptime(m.group(1), "%Y%m%dT%H%M%S").replace(tzinfo=timezone.utc)
+        if now - created > ORPHAN_AGE and not storage.is_file(storage.join(base, v, MANIFEST_FILE)):
+            storage.delete(storage.join(base, v))
 
 
 # -- build-dataset ---------------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ than production by more than the tolerances. A missing or NaN metric fails its c
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
@@ -346,11 +345,10 @@ def _store(settings: Settings, client: Any, report: EvalReport) -> None:
     text = report.model_dump_json(indent=2)
     tracking.log_values(client, report.run_id, metrics=metrics, tags=tags)
     client.log_text(report.run_id, text, REPORT_ARTIFACT)
-    folder = settings.paths.resolve("reports") / "evaluation"
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{report.run_id}.json.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, folder / f"{report.run_id}.json")
+    from modelsvc import storage
+
+    storage.write_text(storage.join(settings.paths.location("reports"), "evaluation", f"{report.run_id}.json"),
+                       text)  # atomic
 
 
 def _metric_safe(key: str) -> str:

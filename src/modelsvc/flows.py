@@ -113,7 +113,7 @@ def _etl_key(ctx: TaskRunContext, p: dict[str, Any]) -> str | None:
     raw = partition_files(s, s.tables.raw_events, raw_start, p["end_date"])
     if raw is None:
         return None
-    return _digest("etl", str(s.paths.resolve("warehouse")), p["start_date"], p["end_date"], raw,
+    return _digest("etl", s.paths.location("warehouse"), p["start_date"], p["end_date"], raw,
                    _sections(s, "tables", "warehouse", "etl"))
 
 
@@ -128,7 +128,7 @@ def _materialize_key(ctx: TaskRunContext, p: dict[str, Any]) -> str | None:
     tables = _feature_tables(s, end - timedelta(days=s.features.offline_ttl_days + 1), end)
     if tables is None:
         return None
-    return _digest("materialize", str(s.paths.resolve("feast")), p["end"], p["etl"].model_dump(mode="json"), tables,
+    return _digest("materialize", s.paths.location("feast"), p["end"], p["etl"].model_dump(mode="json"), tables,
                    _feature_repo(s), _sections(s, "tables", "features"))
 
 
@@ -139,7 +139,7 @@ def _dataset_key(ctx: TaskRunContext, p: dict[str, Any]) -> str | None:
     tables = _feature_tables(s, start - timedelta(days=s.features.offline_ttl_days + 1), end)
     if raw is None or tables is None:
         return None
-    return _digest("build-dataset", str(s.paths.resolve("datasets")), start, end, raw, tables, _feature_repo(s),
+    return _digest("build-dataset", s.paths.location("datasets"), start, end, raw, tables, _feature_repo(s),
                    _sections(s, "tables", "warehouse", "features", "dataset"))
 
 
@@ -228,7 +228,7 @@ def _configured(settings: Settings, t: Any) -> Any:
     options: dict[str, Any] = {"retries": settings.prefect.retries, "retry_delay_seconds": retry_delays(settings)}
     if t.cache_policy not in (None, NO_CACHE):
         if settings.prefect.cache:
-            options["result_storage"] = settings.paths.resolve("root") / "prefect"
+            options["result_storage"] = settings.paths.resolve("state") / "prefect"
         else:
             options["cache_policy"] = NO_CACHE
     return t.with_options(**options)

@@ -7,10 +7,10 @@ import json
 import os
 import socket
 from datetime import datetime, timezone
-from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+from modelsvc import storage
 from modelsvc.config import Settings
 from modelsvc.pipeline import PipelineReport
 
@@ -32,34 +32,31 @@ class RunRecord(BaseModel):
         return failed.status if failed else "failed"
 
 
-def runs_dir(settings: Settings) -> Path:
-    return settings.paths.resolve("reports") / "runs"
+def runs_dir(settings: Settings) -> str:
+    return storage.join(settings.paths.location("reports"), "runs")
 
 
-def record_run(settings: Settings, report: PipelineReport) -> Path:
+def record_run(settings: Settings, report: PipelineReport) -> str:
     started = report.started_at or datetime.now(timezone.utc)
     run_id = f"{started:%Y%m%dT%H%M%S%fZ}-{os.getpid()}"
     record = RunRecord(id=run_id, host=socket.gethostname(), pid=os.getpid(),
                        finished_at=datetime.now(timezone.utc), report=report)
-    folder = runs_dir(settings)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{run_id}.json"
-    tmp = folder / f".{run_id}.tmp"
-    tmp.write_text(record.model_dump_json(indent=2))
-    os.replace(tmp, path)
+    path = storage.join(runs_dir(settings), f"{run_id}.json")
+    storage.write_text(path, record.model_dump_json(indent=2))  # atomic
     return path
 
 
 def list_runs(settings: Settings, *, limit: int | None = 20) -> list[RunRecord]:
     """The most recent runs first (unreadable files are skipped)."""
     folder = runs_dir(settings)
-    files = sorted(folder.glob("*.json"), reverse=True) if folder.is_dir() else []
+    files = sorted((n for n in storage.list_dir(folder) if n.endswith(".json") and not n.startswith(".")),
+                   reverse=True)
     out: list[RunRecord] = []
     for f in files:
         if limit is not None and len(out) >= limit:
             break
         try:
-            out.append(RunRecord.model_validate(json.loads(f.read_text())))
+            out.append(RunRecord.model_validate(json.loads(storage.read_text(storage.join(folder, f)))))
         except (OSError, ValueError, ValidationError):
             continue
     return out

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Any
 
-from modelsvc import __version__
+from modelsvc import __version__, storage
 from modelsvc.config import Settings
 
 STATE_FILE = "pipeline.json"
@@ -30,24 +28,24 @@ def _hash(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def state_path(settings: Settings) -> Path:
-    return settings.paths.resolve("reports") / "state" / STATE_FILE
+def state_path(settings: Settings) -> str:
+    """``<reports>/state/pipeline.json`` (a local path or a URI: ``paths.reports`` may be on object storage)."""
+    return storage.join(settings.paths.location("reports"), "state", STATE_FILE)
 
 
 def load_state(settings: Settings) -> dict[str, Any]:
+    path = state_path(settings)
+    if not storage.is_file(path):
+        return {}
     try:
-        return dict(json.loads(state_path(settings).read_text()))
+        return dict(json.loads(storage.read_text(path)))
     except (OSError, ValueError):
         return {}
 
 
 def save_state(settings: Settings, state: dict[str, Any]) -> None:
     """Atomically (a reader never sees half a file)."""
-    path = state_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    storage.write_text(state_path(settings), json.dumps(state, indent=2, sort_keys=True, default=str))
 
 
 def _local_warehouse(settings: Settings) -> Any | None:

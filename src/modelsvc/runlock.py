@@ -44,7 +44,8 @@ class LockHeldError(RetryableError):
 
 
 def lock_path(settings: Any) -> Path:
-    return Path(settings.paths.resolve("root")) / LOCK_FILE
+    """The lock file in ``paths.state`` (the root when local; a local folder of its own when the root is a URI)."""
+    return Path(settings.paths.resolve("state")) / LOCK_FILE
 
 
 def holder(settings: Any) -> LockHolder | None:

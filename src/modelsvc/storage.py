@@ -101,6 +101,8 @@ def display(location: str | os.PathLike[str]) -> str:
     host = parts.hostname or ""
     if parts.port:
         host = f"{host}:{parts.port}"
+    if not host:  # urlunsplit would drop the '//' of 's3:///x'
+        return f"{parts.scheme}://{parts.path}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 

@@ -40,7 +40,9 @@ def test_materialize_then_build_dataset_json(workdir, tables):
     assert manifest["name"] == "cli_ds"
     assert manifest["rows"] == len(tables)
     assert sum(s["rows"] for s in manifest["splits"].values()) == len(tables)
-    assert (workdir / "data" / "datasets" / "cli_ds" / manifest["version"] / "data.parquet").is_file()
+    folder = workdir / "data" / "datasets" / "cli_ds" / manifest["version"]
+    written = sorted(["manifest.json", *(f["path"] for f in manifest["files"])])
+    assert sorted(p.name for p in folder.iterdir()) == written
 
     # human output: a table per split and the manifest
     result = runner.invoke(app, ["build-dataset", "--start-date", days.min(), "--end-date", days.max(),

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -117,7 +118,7 @@ def test_plan_changes_nothing_and_etl_is_skipped_until_its_inputs_change(setting
     step._decide_etl()
     step._etl()
     step._save_state()
-    assert state_path(settings).is_file()
+    assert Path(state_path(settings)).is_file()
     assert _plan()["etl"] == ("skipped", "inputs of all 2 days unchanged since their last ETL")
     assert _plan("--force", "etl")["etl"] == ("planned", "--force etl")
 

@@ -27,12 +27,13 @@ def test_train_with_a_missing_version_names_it(settings, workdir):
 def test_train_refuses_a_dataset_without_validation_rows(settings, workdir):
     import pandas as pd
 
-    from tests.datasets import write_synthetic_dataset
+    from tests.datasets import as_single_file, write_synthetic_dataset
 
     manifest, _ = write_synthetic_dataset(settings, rows=200)
-    df = pd.read_parquet(manifest.data_path)
+    path = as_single_file(manifest)
+    df = pd.read_parquet(path)
     df.loc[df["split"] == "validation", "split"] = "test"
-    df.to_parquet(manifest.data_path, index=False)
+    df.to_parquet(path, index=False)
     result = CliRunner().invoke(app, ["train", "--json"])
     assert result.exit_code == 65
     assert result.stderr.splitlines()[0] == (
@@ -44,16 +45,17 @@ def test_train_refuses_a_dataset_whose_label_is_not_0_or_1(settings, workdir):
     """A dataset written by another tool (or before the raw-event check) with is_clicked 2: 65, not a model."""
     import pandas as pd
 
-    from tests.datasets import write_synthetic_dataset
+    from tests.datasets import as_single_file, write_synthetic_dataset
 
     manifest, _ = write_synthetic_dataset(settings, rows=200)
-    df = pd.read_parquet(manifest.data_path)
+    path = as_single_file(manifest)
+    df = pd.read_parquet(path)
     df.loc[df.index[:7], "is_clicked"] = 2
-    df.to_parquet(manifest.data_path, index=False)
+    df.to_parquet(path, index=False)
     result = CliRunner().invoke(app, ["train", "--json"])
     assert result.exit_code == 65
     assert result.stderr.splitlines() == [
-        f"Error: {manifest.data_path}: label 'is_clicked' has 7 value(s) other than 0 and 1 (e.g. 2)"]
+        f"Error: {path}: label 'is_clicked' has 7 value(s) other than 0 and 1 (e.g. 2)"]
     assert result.stdout == ""
 
 

@@ -76,7 +76,8 @@ def test_demo_etl_materialize_build_dataset(workdir):
     assert manifest["rows"] > 0
     assert all(manifest["splits"][s]["rows"] > 0 for s in ("train", "validation", "test"))
     assert manifest["null_rate"]["total_orders_7d"] < 1
-    data = pd.read_parquet(workdir / "data" / "datasets" / manifest["name"] / manifest["version"] / "data.parquet")
+    folder = workdir / "data" / "datasets" / manifest["name"] / manifest["version"]
+    data = pd.concat([pd.read_parquet(folder / f["path"]) for f in manifest["files"]], ignore_index=True)
     raw = _read(root, "raw_events")
     imp = raw[(raw["event_type"] == "impression") & (raw["ds"].astype(str) >= etl_start)]
     assert len(data) == len(imp) == manifest["rows"]

@@ -389,3 +389,93 @@ def test_a_password_in_yaml_is_an_error(cfg, section):
 def test_env_prefix_is_the_documented_one():
     assert ENV_PREFIX == "MODELSVC_"
 
+
+
+# -- locations: a local path or a URI (issue 10) ---------------------------------------------------------------
+def test_a_uri_root_puts_datasets_and_reports_under_it_and_local_folders_stay_local(cfg, monkeypatch, tmp_path):
+    monkeypatch.setenv("MODELSVC_PATHS__ROOT", "s3://bucket/modelsvc/")
+    monkeypatch.setenv("MODELSVC_PATHS__WAREHOUSE", str(tmp_path / "wh"))
+    monkeypatch.setenv("MODELSVC_PATHS__STATE", str(tmp_path / "state"))
+    s = load_settings(cfg)
+    assert s.paths.location("root") == "s3://bucket/modelsvc/"
+    assert s.paths.location("datasets") == "s3://bucket/modelsvc/datasets"
+    assert s.paths.location("reports") == "s3://bucket/modelsvc/reports"
+    assert s.ray_storage_path() == "s3://bucket/modelsvc/ray"
+    assert s.paths.resolve("warehouse") == tmp_path / "wh"
+    assert s.paths.resolve("state") == tmp_path / "state"
+    resolved = s.masked_dump()["resolved"]
+    assert resolved["datasets"] == "s3://bucket/modelsvc/datasets"
+    assert resolved["mlflow_tracking_uri"].startswith("(not usable: paths.mlflow must be a local folder")
+
+
+def test_each_location_may_be_its_own_uri_or_absolute_path(cfg, tmp_path):
+    write(cfg / "base.yaml", f"paths: {{root: state, datasets: 'gs://data/ds', reports: '{tmp_path / 'rep'}'}}\n")
+    s = load_settings(cfg)
+    assert s.paths.location("datasets") == "gs://data/ds"
+    assert s.paths.location("reports") == str(tmp_path / "rep")
+    assert s.paths.location("state") == str(cfg.parent / "state")  # the root by default: today's layout
+    assert s.paths.resolve("reports") == tmp_path / "rep"
+    with pytest.raises(ConfigError, match=r"^paths.datasets is a URI \(gs://data/ds\); this needs a local folder$"):
+        s.paths.resolve("datasets")
+
+
+def test_a_file_uri_root_is_a_local_folder(cfg, tmp_path):
+    write(cfg / "base.yaml", f"paths: {{root: 'file://{tmp_path / 'r'}'}}\n")
+    s = load_settings(cfg)
+    assert s.paths.resolve("warehouse") == tmp_path / "r" / "warehouse"
+    assert s.paths.resolve("state") == tmp_path / "r"
+
+
+@pytest.mark.parametrize(("name", "setting_hint"), [
+    ("warehouse", "set it to an absolute path, or use warehouse.engine: hive"),
+    ("mlflow", "set it to an absolute path, or set mlflow.tracking_uri (MLFLOW_TRACKING_URI) to a tracking server"),
+    ("feast", "set it to an absolute path, or use features.online_store: redis"),
+    ("state", "set it to an absolute path (the run lock and command logs; e.g. "
+              "MODELSVC_PATHS__STATE=/var/lib/modelsvc)"),
+    ("ray", "set it to an absolute path"),
+])
+def test_what_needs_a_local_disk_under_a_uri_root_is_one_line_exit_78_naming_the_setting(cfg, monkeypatch, name,
+                                                                                           setting_hint):
+    monkeypatch.setenv("MODELSVC_PATHS__ROOT", "s3://bucket/p")
+    s = load_settings(cfg)  # loading succeeds: only a command that needs the folder fails
+    with pytest.raises(ConfigError) as info:
+        s.paths.resolve(name)
+    assert info.value.exit_code == 78
+    assert info.value.message == (f"paths.{name} must be a local folder when paths.root is a URI (s3://bucket/p); "
+                                  f"{setting_hint}")
+
+
+def test_the_local_stores_under_a_uri_root_fail_where_they_are_used(cfg, monkeypatch):
+    from modelsvc.runlock import lock_path
+
+    monkeypatch.setenv("MODELSVC_PATHS__ROOT", "s3://bucket/p")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    s = load_settings(cfg)
+    with pytest.raises(ConfigError, match=r"^paths.mlflow must be a local folder"):
+        s.tracking_uri()
+    with pytest.raises(ConfigError, match=r"^paths.state must be a local folder"):
+        lock_path(s)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    assert load_settings(cfg).tracking_uri() == "http://mlflow:5000"
+
+
+def test_credentials_in_a_location_uri_are_never_shown(cfg, monkeypatch, tmp_path):
+    monkeypatch.setenv("MODELSVC_PATHS__ROOT", "s3://AKIA:hunter2@bucket/p")
+    monkeypatch.setenv("MODELSVC_PATHS__STATE", str(tmp_path))
+    s = load_settings(cfg)
+    assert "hunter2" not in str(s.masked_dump())
+    with pytest.raises(ConfigError) as info:
+        s.paths.resolve("warehouse")
+    assert "hunter2" not in info.value.message
+    assert "AKIA" not in info.value.message
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("ftp://host/x", "environment MODELSVC_PATHS__DATASETS: paths.datasets: Value error, unsupported URI scheme "
+                     "'ftp://' in ftp://host/x (use a local path, file://, s3://, gs:// or hdfs://) (got 'ftp://host/x')"),
+    ("s3:///nobucket", "environment MODELSVC_PATHS__DATASETS: paths.datasets: Value error, s3:///nobucket names no "
+                       "bucket or host (got 's3:///nobucket')"),
+])
+def test_a_bad_location_is_a_config_error_naming_its_source(cfg, monkeypatch, value, message):
+    monkeypatch.setenv("MODELSVC_PATHS__DATASETS", value)
+    assert error_of(cfg) == message

@@ -222,15 +222,15 @@ def test_events_outside_their_partition_day_are_refused(settings, built, canonic
 
 def test_a_dataset_whose_label_is_not_0_or_1_is_refused_by_load_dataset(settings, workdir):
     """What train reads: a dataset written by another tool (or before the check) with is_clicked 2."""
-    from tests.datasets import write_synthetic_dataset
+    from tests.datasets import as_single_file, write_synthetic_dataset
 
     manifest, _ = write_synthetic_dataset(settings, rows=200)
-    table = pq.read_table(manifest.data_path)
-    pq.write_table(_set(_set(_set(table, "is_clicked", 0, 2), "is_clicked", 5, 2), "is_clicked", 9, 2),
-                   manifest.data_path)
+    path = as_single_file(manifest)  # an older version, one file
+    table = pq.read_table(path)
+    pq.write_table(_set(_set(_set(table, "is_clicked", 0, 2), "is_clicked", 5, 2), "is_clicked", 9, 2), path)
     with pytest.raises(DataError) as exc:
         load_dataset(settings)
-    assert exc.value.message == (f"{manifest.data_path}: label 'is_clicked' has 3 value(s) other than 0 and 1 "
+    assert exc.value.message == (f"{path}: label 'is_clicked' has 3 value(s) other than 0 and 1 "
                                  "(e.g. 2)")
 
 

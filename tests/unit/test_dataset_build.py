@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -56,7 +57,7 @@ def test_build_dataset_output_and_manifest(settings, case):
     assert t["validation"].max() < t["test"].min()
 
     # manifest
-    on_disk = json.loads((m.data_path.parent / "manifest.json").read_text())
+    on_disk = json.loads((Path(m.path) / "manifest.json").read_text())
     assert on_disk["fingerprint"] == m.fingerprint
     assert len(m.fingerprint) == 64
     assert m.name == settings.dataset.name

@@ -107,15 +107,17 @@ def test_bad_format_version_is_refused():
 def test_fit_on_the_train_split_only(settings):
     """Validation/test rows with a very different distribution must not move the fitted statistics."""
     from modelsvc.training.trainer import _fit_preprocessor
-    from tests.datasets import write_synthetic_dataset
+    from tests.datasets import as_single_file, write_synthetic_dataset
 
     manifest, df = write_synthetic_dataset(settings, rows=600, seed=3)
+    path = as_single_file(manifest)
+    manifest.files = []  # as loaded from the older layout
     # rewrite the data file with shifted validation/test values and a platform only seen outside train
-    shifted = pd.read_parquet(manifest.data_path)
+    shifted = pd.read_parquet(path)
     outside = shifted["split"] != "train"
     shifted.loc[outside, "avg_purchase_value_30d"] = 1e6
     shifted.loc[outside, "last_seen_platform"] = "only-in-validation"
-    shifted.to_parquet(manifest.data_path, index=False)
+    shifted.to_parquet(path, index=False)
 
     pre, train_rows = _fit_preprocessor(manifest)
     train = df[df["split"] == "train"]

@@ -256,7 +256,7 @@ def settings_for(config: Path, profile: str | None = None, **overrides: Any) -> 
 
     settings = run(lambda: load_settings(config, profile=profile, **overrides))
     with suppress(Exception):
-        _state["root"] = settings.paths.resolve("root")
+        _state["root"] = settings.paths.resolve("state")  # logs/ of unexpected failures
     return settings
 
 

@@ -1,4 +1,4 @@
-"""Feature-store commands: materialize, build-dataset."""
+"""Feature-store commands: materialize, build-dataset, datasets."""
 
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ def build_dataset_cmd(
 ) -> None:
     """Join a day range's impressions to their point-in-time features, split by time, write a dataset version.
 
-    Writes data.parquet and manifest.json to <root>/datasets/<name>/<version>/.
+    Writes Parquet files (each split its own, at most dataset.file_rows rows each) and, last, manifest.json to
+    <paths.datasets>/<name>/<version>/ (a local folder or a URI such as s3://bucket/datasets).
 
     Example: modelsvc build-dataset --start-date 2026-01-08 --end-date 2026-01-28 --name ctr_training
     """
@@ -54,3 +55,21 @@ def build_dataset_cmd(
     manifest = run(lambda: build_dataset(settings, start_date=start_date, end_date=end_date, name=name,
                                          reporter=reporter(as_json)), lock=settings)
     show(manifest, as_json)
+
+
+@app.command("datasets")
+def datasets_cmd(
+    name: Annotated[str | None, typer.Option("--name", help="Only this dataset (default: every dataset).")] = None,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    profile: ProfileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the committed dataset versions under paths.datasets, oldest first (a version commits when its
+    manifest is written: an interrupted build-dataset is never listed).
+
+    Example: modelsvc datasets --name ctr_training --json
+    """
+    from modelsvc.dataset import list_datasets
+
+    settings = settings_for(config, profile)
+    show(run(lambda: list_datasets(settings, name)), as_json)

@@ -182,7 +182,19 @@ def _dataset(m: Any) -> None:
         ("label rate", m.label_rate),
         *((f"null rate {f}", rate) for f, rate in m.null_rate.items()),
     ]))
-    console.print(f"path: {m.path}\nfingerprint: {m.fingerprint}", soft_wrap=True)
+    from modelsvc.storage import display
+
+    console.print(f"path: {display(m.path)} ({len(m.files) or 1} files)\nfingerprint: {m.fingerprint}",
+                  soft_wrap=True)
+
+
+def _datasets(r: Any) -> None:
+    console.print(rows_table(
+        f"Datasets under {r.location} ({len(r.versions)} versions)",
+        ["name", "version", "days", "rows", "files", "fingerprint"],
+        ((v.name, v.version, f"{v.start_date}..{v.end_date}", v.rows, v.files, v.fingerprint[:12])
+         for v in r.versions),
+    ))
 
 
 def _train(r: Any) -> None:
@@ -298,7 +310,7 @@ _TABLES: dict[str, Any] = {
     "DemoDataReport": _demo_data, "EtlReport": _etl, "MaterializeReport": _materialize,
     "DatasetManifest": _dataset, "TrainResult": _train, "EvalReport": _evaluation, "Promotion": _promotion,
     "DoctorReport": _doctor, "PipelineReport": _pipeline, "PredictionBatch": _predictions,
-    "ScoreReport": _score,
+    "ScoreReport": _score, "DatasetList": _datasets,
 }
 _JSON: dict[str, Any] = {"DoctorReport": lambda r: r.model_dump(mode="json") | {"ok": r.ok}}
 

@@ -81,8 +81,11 @@ def settings_for_repo(repo_dir: Path) -> Settings:
 
     project_dir = repo_dir.resolve().parent
     settings = load_settings(os.environ.get("MODELSVC_CONFIG_DIR") or project_dir / "configs")
-    if not settings.paths.root.is_absolute():
-        settings.paths.root = project_dir / settings.paths.root
+    from modelsvc.storage import local_path
+
+    root = local_path(settings.paths.root)
+    if root is not None and not root.is_absolute():
+        settings.paths.root = str(project_dir / root)
     settings.features.repo_path = repo_dir.resolve()
     return settings
 

@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 from torch import nn
 
+from modelsvc.dataset import DataFile, DatasetManifest, iter_rows, read_rows
+from modelsvc.dataset import split_row_groups as split_row_groups  # re-exported: format 1 files
 from modelsvc.metrics import rank_auc
 from modelsvc.training.preprocessing import Preprocessor
 
@@ -47,42 +47,22 @@ def shard_bounds(n_total: int, rank: int, world: int) -> tuple[int, int]:
     return rank * per_rank, (rank + 1) * per_rank
 
 
-def split_row_groups(pf: pq.ParquetFile, split: str, start: int, stop: int) -> tuple[list[int], int]:
-    """The row groups holding rows ``[start, stop)`` of ``split`` (counted in file order), and how many rows of
-    ``split`` precede the first of them: a worker reads its shard, not the whole file. A row group whose ``split``
-    statistics say it holds one value is counted without reading it."""
-    col = pf.schema_arrow.get_field_index("split")
-    groups: list[int] = []
-    before, seen = 0, 0
-    for i in range(pf.num_row_groups):
-        if seen >= stop:
-            break
-        meta = pf.metadata.row_group(i)
-        stats = meta.column(col).statistics
-        if stats is not None and stats.has_min_max and stats.min == stats.max and not stats.null_count:
-            n = meta.num_rows if stats.min == split else 0
-        else:
-            n = int(pc.sum(pc.equal(pf.read_row_group(i, columns=["split"]).column(0), split)).as_py() or 0)
-        if n and seen + n > start:
-            if not groups:
-                before = seen
-            groups.append(i)
-        seen += n
-    return groups, before
+def as_dataset(source: str | Path | DatasetManifest) -> DatasetManifest:
+    """A version's manifest as it is, or one Parquet file with a ``split`` column (a local path or a URI) seen as a
+    version of that one file."""
+    if isinstance(source, DatasetManifest):
+        return source
+    text = str(source)
+    folder, _, name = text.rstrip("/").rpartition("/")
+    return DatasetManifest.model_construct(path=folder or ".", format=1, rows=0,
+                                           files=[DataFile(path=name, split=None, rows=0)])
 
 
-def read_split(path: str | Path, split: str, columns: list[str], start: int = 0,
+def read_split(source: str | Path | DatasetManifest, split: str, columns: list[str], start: int = 0,
                stop: int | None = None) -> pd.DataFrame:
-    """Rows ``[start, stop)`` of ``split`` in file order (all of them by default), reading only their row groups."""
-    if stop is None and not start:
-        table = pq.read_table(path, columns=[*columns, "split"], filters=[("split", "=", split)])
-        return table.drop(["split"]).to_pandas()
-    pf = pq.ParquetFile(path)
-    stop = pf.metadata.num_rows if stop is None else stop
-    groups, before = split_row_groups(pf, split, start, stop)
-    table = pf.read_row_groups(groups, columns=[*columns, "split"])
-    table = table.filter(pc.equal(table.column("split"), split))
-    return table.slice(start - before, max(0, stop - start)).drop(["split"]).to_pandas()
+    """Rows ``[start, stop)`` of ``split`` in file order (all of them by default), reading only the files and row
+    groups that hold them, straight from the dataset's location."""
+    return read_rows(as_dataset(source), split, columns, start, stop).to_pandas()
 
 
 def to_tensors(pre: Preprocessor, df: pd.DataFrame, label: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -157,10 +137,10 @@ class StreamingBatches:
     """A shard too large for the device: read row-group chunks, preprocess, shuffle within the chunk, pin and
     copy large batches to the device on a side stream while the previous batch trains (prefetch thread)."""
 
-    def __init__(self, path: str | Path, pre: Preprocessor, label: str, *, start: int, stop: int,
-                 batch_size: int, seed: int, rank: int, device: torch.device, chunk_rows: int | None = None,
-                 prefetch: int = 4) -> None:
-        self.path = str(path)
+    def __init__(self, source: str | Path | DatasetManifest, pre: Preprocessor, label: str, *, start: int,
+                 stop: int, batch_size: int, seed: int, rank: int, device: torch.device,
+                 chunk_rows: int | None = None, prefetch: int = 4) -> None:
+        self.dataset = as_dataset(source)
         self.pre = pre
         self.label = label
         self.start, self.stop = start, stop
@@ -179,22 +159,10 @@ class StreamingBatches:
         return math.ceil(self.rows / self.batch_size)
 
     def _chunks(self) -> Iterator[pd.DataFrame]:
-        """The shard's train rows in file order, a chunk at a time."""
-        pf = pq.ParquetFile(self.path)
-        columns = [*self.pre.input_columns, self.label, "split"]
-        groups, offset = split_row_groups(pf, "train", self.start, self.stop)
-        if not groups:
-            return
-        for rb in pf.iter_batches(batch_size=self.chunk_rows, columns=columns, row_groups=groups):
-            df = rb.to_pandas()
-            df = df[df["split"] == "train"]
-            lo, hi = offset, offset + len(df)
-            offset = hi
-            s, e = max(lo, self.start) - lo, min(hi, self.stop) - lo
-            if e > s:
-                yield df.iloc[s:e]
-            if offset >= self.stop:
-                break
+        """The shard's train rows in file order, a chunk at a time (only its files and row groups are read)."""
+        columns = [*self.pre.input_columns, self.label]
+        for table in iter_rows(self.dataset, "train", columns, self.start, self.stop, batch_rows=self.chunk_rows):
+            yield table.to_pandas()
 
     def _to_device(self, arrays: tuple[np.ndarray, ...], stream: Any) -> tuple[Batch, Any]:
         tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]

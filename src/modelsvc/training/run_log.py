@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from modelsvc import __version__
+from modelsvc import __version__, storage
 from modelsvc.config import Settings
 from modelsvc.dataset import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES, DatasetManifest
 from modelsvc.tracking import TAG_DATASET_FINGERPRINT, TAG_DATASET_NAME, TAG_DATASET_VERSION
@@ -102,7 +102,7 @@ def create_run(client: Any, settings: Settings, experiment_id: str, run_name: st
     params["dataset.label"] = settings.dataset.label
     client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
     dataset = Dataset(name=f"{manifest.name}/{manifest.version}", digest=manifest.fingerprint[:36],
-                      source_type="local", source=json.dumps({"uri": str(manifest.data_path)}),
+                      source_type="local", source=json.dumps({"uri": storage.display(manifest.path)}),
                       schema=json.dumps({"features": manifest.features, "label": manifest.label}),
                       profile=json.dumps({"rows": manifest.rows, "label_rate": manifest.label_rate}))
     client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])])

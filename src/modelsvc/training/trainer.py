@@ -136,24 +136,17 @@ def run_name_for(settings: Settings, manifest: DatasetManifest) -> str:
 # -- preprocessing ---------------------------------------------------------------------------------------------
 def _fit_preprocessor(manifest: DatasetManifest) -> tuple[Any, int]:
     """Fit on the train split only; check the dataset has what training needs."""
-    import pyarrow.parquet as pq
-
-    from modelsvc.dataset import read_dataset
+    from modelsvc.dataset import count_rows, open_file, read_dataset
     from modelsvc.training.preprocessing import Preprocessor
 
-    try:
-        schema = pq.read_schema(manifest.data_path)
-    except FileNotFoundError:
-        from modelsvc.errors import NotFoundError
-
-        raise NotFoundError(f"dataset file {manifest.data_path} is missing") from None
+    schema = open_file(manifest.location_of(manifest.data_files()[0])).schema_arrow
     missing = [c for c in [*FEATURES, manifest.label, "split"] if c not in schema.names]
     if missing:
         raise DataError(f"dataset {manifest.name}/{manifest.version} lacks column(s): {', '.join(missing)}")
     train_df = read_dataset(manifest, split="train", columns=FEATURES)
     if train_df.empty:
         raise DataError(f"dataset {manifest.name}/{manifest.version} has no train rows")
-    val_rows = pq.read_table(manifest.data_path, columns=["split"], filters=[("split", "=", "validation")]).num_rows
+    val_rows = count_rows(manifest, "validation")
     if val_rows == 0:
         raise DataError(f"dataset {manifest.name}/{manifest.version} has no validation rows (needed to stop early)")
     pre = Preprocessor.fit(train_df, NUMERIC_FEATURES, CATEGORICAL_FEATURES)
@@ -183,7 +176,7 @@ def fit_workers(settings: Settings, manifest: DatasetManifest, pre: Any, train_r
     fail_at = os.environ.get(FAIL_AT_EPOCH_ENV)
     t = settings.training
     config = WorkerConfig(
-        data_file=str(manifest.data_path), label=manifest.label, preprocessor=pre.to_dict(), model=settings.model,
+        dataset=manifest, label=manifest.label, preprocessor=pre.to_dict(), model=settings.model,
         train_rows=train_rows, lr=t.lr, weight_decay=t.weight_decay, batch_size=t.batch_size, epochs=t.epochs,
         seed=t.seed, patience=t.early_stopping_patience, data_path_mode=t.data_path,
         resident_max_bytes=t.resident_max_bytes, use_gpu=use_gpu if local else None,

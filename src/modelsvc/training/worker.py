@@ -28,6 +28,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelsvc.config import ModelSettings
+from modelsvc.dataset import DatasetManifest
 from modelsvc.training.loop import (
     STATE_FILE,
     ResidentBatches,
@@ -54,7 +55,8 @@ class WorkerConfig(BaseModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
 
-    data_file: str
+    dataset: DatasetManifest = Field(description="the dataset version's manifest, by value: each worker reads its "
+                                     "own files and row groups straight from the location it names")
     label: str
     preprocessor: dict[str, Any] = Field(description="Preprocessor.to_dict() of the fitted preprocessor")
     model: ModelSettings
@@ -164,16 +166,16 @@ def batches(config: WorkerConfig, pre: Preprocessor, rank: int, world: int,
     mode = choose_data_path(config.data_path_mode, stop - start, row_bytes(pre), device, config.resident_max_bytes)
     batch_size = worker_batch_size(config.batch_size, world)
     if mode == "resident":
-        df = read_split(config.data_file, "train", [*pre.input_columns, config.label], start, stop)
+        df = read_split(config.dataset, "train", [*pre.input_columns, config.label], start, stop)
         return ResidentBatches(*to_tensors(pre, df, config.label), batch_size=batch_size, seed=config.seed,
                                rank=rank, device=device), mode
-    return StreamingBatches(config.data_file, pre, config.label, start=start, stop=stop, batch_size=batch_size,
+    return StreamingBatches(config.dataset, pre, config.label, start=start, stop=stop, batch_size=batch_size,
                             seed=config.seed, rank=rank, device=device), mode
 
 
 def validation(config: WorkerConfig, pre: Preprocessor, device: torch.device) -> tuple[torch.Tensor, ...]:
     """The validation split as device tensors (rank 0 evaluates each epoch)."""
-    vdf = read_split(config.data_file, "validation", [*pre.input_columns, config.label])
+    vdf = read_split(config.dataset, "validation", [*pre.input_columns, config.label])
     return tuple(torch.from_numpy(a).to(device) for a in to_tensors(pre, vdf, config.label))
 
 
