@@ -176,17 +176,7 @@ def storage_location(settings: Settings) -> str:
     from modelsvc import storage
 
     location = storage.check_location(settings.ray_storage_path(), setting="ray.storage_path")
-    if storage.scheme(location) in ("s3", "gs", "gcs"):
-        import pyarrow.fs as pafs
-
-        from modelsvc.errors import NotFoundError
-
-        fs, inner = storage.filesystem(location)
-        bucket = inner.split("/", 1)[0]
-        with storage.errors(location):
-            if fs.get_file_info(bucket).type == pafs.FileType.NotFound:
-                raise NotFoundError(f"bucket '{bucket}' of ray.storage_path does not exist "
-                                    f"({storage.display(location)})")
+    storage.require_bucket(location, setting="ray.storage_path")
     return location
 
 
