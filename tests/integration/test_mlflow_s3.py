@@ -24,6 +24,21 @@ OVERRIDES = {
 }
 
 
+def test_an_artifact_logged_through_the_server_lands_in_the_bucket(
+        tmp_path, mlflow_server_s3, s3_server: S3Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+
+    for key in [k for k in os.environ if k.startswith("AWS_")]:
+        monkeypatch.delenv(key)
+    mlflow.set_tracking_uri(mlflow_server_s3.url)
+    note = tmp_path / "note.txt"
+    note.write_text("hello")
+    with mlflow.start_run() as run:
+        mlflow.log_artifact(str(note))
+    bucket, prefix = str(mlflow_server_s3.artifacts).removeprefix("s3://").split("/", 1)
+    assert any(k.endswith(f"{run.info.run_id}/artifacts/note.txt") for k in s3_server.keys(bucket, f"{prefix}/"))
+
+
 def test_model_logged_evaluated_promoted_and_loaded_through_proxied_s3_artifacts(
         workdir, mlflow_server_s3, s3_server: S3Service, monkeypatch: pytest.MonkeyPatch) -> None:
     from modelsvc.evaluation import evaluate
