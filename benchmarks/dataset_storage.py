@@ -5,11 +5,13 @@
 
 What it times, in CPU seconds of this process (the machine may be shared: wall seconds are printed too, and the
 load average), plus the S3 server's own CPU seconds:
-- ``write``: ``write_dataset_version`` of a synthetic frame of ``--rows`` impressions (the part of
-  ``build-dataset`` after the point-in-time join, which on the Hive engine runs on the server);
+- ``write``: ``tests.datasets.write_synthetic_dataset``: synthesize a frame of ``--rows`` impressions and write it
+  as a version with ``write_dataset_version`` (the part of ``build-dataset`` after the point-in-time join, which
+  on the Hive engine runs on the server); the synthesis is the same on both locations, so the difference between
+  them is the storage's;
 - ``train``: ``modelsvc.training.train`` for one epoch in Ray Train's local mode (resident data path), which reads
   the version back from the location, fits the preprocessor, trains and logs to a local MLflow store.
-Frame generation is not timed. A moto server is no real object store: its figures bound the client's cost and
+A moto server is no real object store: its figures bound the client's cost and
 show what crosses the wire, not S3's latency.
 """
 

@@ -12,6 +12,7 @@ import pytest
 from modelsvc.config import load_settings
 from tests.datasets import write_synthetic_dataset
 from tests.fixtures.s3 import S3Service
+from tests.integration.test_production_pipeline import PROXIED_ARTIFACTS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -48,6 +49,8 @@ def test_model_logged_evaluated_promoted_and_loaded_through_proxied_s3_artifacts
 
     for key in [k for k in os.environ if k.startswith("AWS_")]:  # only the server talks to the store
         monkeypatch.delenv(key)
+    for key, value in PROXIED_ARTIFACTS.items():
+        monkeypatch.setenv(key, value)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server_s3.url)
     settings = load_settings(workdir / "configs", **OVERRIDES)
     write_synthetic_dataset(settings, rows=2000, seed=6)
