@@ -193,8 +193,9 @@ def test_pipeline_on_s3_with_no_shared_disk(workdir, tmp_path_factory, hive_serv
     workers = json.loads(run.data.tags["modelsvc.train.workers"])
     assert len({w["node_id"] for w in workers}) == 2, workers  # both nodes trained
     artifacts_bucket, prefix = str(mlflow_server_s3.artifacts).removeprefix("s3://").split("/", 1)
-    assert any(k.endswith(f"{train['run_id']}/artifacts/model/MLmodel")
-               for k in s3_server.keys(artifacts_bucket, f"{prefix}/"))
+    # MLflow 3 keeps a logged model under <experiment>/models/<model id>/artifacts/
+    assert any(k.endswith("/artifacts/MLmodel")
+               for k in s3_server.keys(artifacts_bucket, f"{prefix}/{run.info.experiment_id}/models/"))
 
     # no dataset file was ever written outside the bucket: not by the driver, not by the nodes
     outside = _local_files(workdir, local, ray_cluster_s3.cwd, *ray_cluster_s3.temp_dirs, suffix=".parquet")
