@@ -235,10 +235,29 @@ class FeaturesSettings(Section):
                             "which holds the config directory)")
     project: str = Field("modelsvc", pattern=IDENTIFIER_PATTERN)
     online_store: Literal["sqlite", "redis"] = "sqlite"
+    registry: str | None = Field(None, description="the Feast registry file: a local path or a URI (s3://bucket/"
+                                 "feast/registry.db, gs://, hdfs://; relative: under paths.root); "
+                                 "default <paths.feast>/registry.db")
     feature_service: str = Field("ctr_model_v1", pattern=IDENTIFIER_PATTERN)
     offline_ttl_days: int = Field(7, ge=1)
     realtime_ttl_minutes: int = Field(30, ge=1)
     redis: RedisSettings = RedisSettings()
+
+    @field_validator("registry", mode="before")
+    @classmethod
+    def _registry_location(cls, v: Any) -> Any:
+        from modelsvc.storage import check_location
+
+        if isinstance(v, os.PathLike):
+            v = os.fspath(v)
+        if isinstance(v, str):
+            if not v.strip():
+                raise ValueError("must not be empty")
+            try:
+                check_location(v, setting="features.registry")
+            except ConfigError as exc:  # reported with the source that set it (78)
+                raise ValueError(str(exc).split(": ", 1)[1]) from None
+        return v
 
 
 class SplitSettings(Section):
@@ -499,6 +518,19 @@ class Settings(BaseSettings):
     def ray_storage_path(self) -> str:
         return self.ray.storage_path or self.paths.location("ray")
 
+    def feast_registry(self) -> str:
+        """The Feast registry's location (``features.registry``, default ``<paths.feast>/registry.db``, which is
+        under the root's URI when ``paths.root`` is one and ``paths.feast`` is relative)."""
+        from modelsvc.storage import is_uri, join, local_path
+
+        where = self.features.registry
+        if where is None:
+            return join(self.paths.location("feast"), "registry.db")
+        path = local_path(where)
+        if is_uri(where) or path is None:
+            return where
+        return str(path) if path.is_absolute() else join(self.paths.location("root"), str(path))
+
     @staticmethod
     def _or_error(fn: Callable[[], str]) -> str:
         """``fn()``, or the one-line reason it cannot be resolved (``config show`` shows what is wrong)."""
@@ -519,6 +551,8 @@ class Settings(BaseSettings):
             data["paths"][key] = display(data["paths"][key])
         if data["ray"].get("storage_path"):
             data["ray"]["storage_path"] = display(data["ray"]["storage_path"])
+        if data["features"].get("registry"):
+            data["features"]["registry"] = display(data["features"]["registry"])
         data["resolved"] = {
             "root": display(self.paths.location("root")),
             "warehouse": display(self.paths.location("warehouse")),
@@ -528,6 +562,7 @@ class Settings(BaseSettings):
             "mlflow_tracking_uri": mask_uri(self._or_error(self.tracking_uri)),
             "ray_address": self.ray_address() or "local",
             "ray_storage_path": display(self.ray_storage_path()),
+            "feast_registry": display(self.feast_registry()),
         }
         return data
 

@@ -153,6 +153,21 @@ def _from_uri(text: str, kind: str) -> tuple[pafs.FileSystem, str]:
     return pafs.FileSystem.from_uri(text)  # type: ignore[no-any-return]
 
 
+def require_bucket(location: str | os.PathLike[str], *, setting: str) -> None:
+    """On an object store, check that ``location``'s bucket exists and takes our credentials: a NotFoundError
+    (66) naming ``setting`` when it is missing, 77 refused, 69 unreachable. A no-op for local paths and HDFS."""
+    import pyarrow.fs as pafs
+
+    if scheme(location) not in ("s3", "gs", "gcs"):
+        return
+    fs, inner = filesystem(location)
+    bucket = inner.split("/", 1)[0]
+    with errors(location):
+        missing = fs.get_file_info(bucket).type == pafs.FileType.NotFound
+    if missing:
+        raise NotFoundError(f"bucket '{bucket}' of {setting} does not exist ({display(location)})")
+
+
 def clear_cache() -> None:
     """Forget the cached filesystems (after the credentials or the endpoint changed, in tests)."""
     with _lock:

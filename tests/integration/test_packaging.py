@@ -116,3 +116,27 @@ def test_image_entrypoint_runs_modelsvc_with_or_without_its_name(args, expected,
                           capture_output=True, text=True, timeout=60)
     assert expected in done.stdout + done.stderr, done.stdout + done.stderr
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.timeout(300)
+def test_documented_docker_run_modelsvc_train_reaches_train_configured_by_environment_alone(tmp_path, s3_env,
+                                                                                          s3_bucket):
+    """`docker run IMAGE modelsvc train` and `docker run IMAGE train` (docs/production.md), through the entrypoint
+    script with the venv first on PATH, settings and S3 credentials from the environment alone, no volume: both
+    run `modelsvc train`, which looks for its dataset on the bucket and says none was built (66), the same line."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MODELSVC_", "MLFLOW_", "RAY_"))}
+    env |= s3_env.env() | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+                           "MODELSVC_CONFIG_DIR": str(REPO / "configs"),
+                           "MODELSVC_PATHS__ROOT": f"{s3_bucket}/modelsvc",
+                           "MODELSVC_PATHS__STATE": str(tmp_path / "state")}
+    outs = []
+    for args in (["modelsvc", "train"], ["train"]):
+        done = subprocess.run(["sh", str(REPO / "docker-entrypoint.sh"), *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=240)
+        outs.append((done.returncode, [ln for ln in done.stderr.splitlines() if ln.startswith("Error:")]))
+    assert outs[0] == outs[1], outs
+    code, errors = outs[0]
+    assert code == 66, outs
+    assert len(errors) == 1, outs
+    assert s3_bucket in errors[0], errors  # it looked on the bucket
+    assert s3_env.secret_key not in str(outs)

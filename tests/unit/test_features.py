@@ -36,7 +36,7 @@ def test_store_config_redis_keeps_the_password_out_of_the_file(workdir):
         "online_store": "redis", "redis": {"host": "cache", "port": 6380, "db": 2, "password": "s3cret"}})
     assert store_config(s)["online_store"] == {"type": "redis",
                                                "connection_string": "cache:6380,db=2,password=s3cret"}
-    text = write_store_yaml(s).read_text()
+    text = Path(write_store_yaml(s)).read_text()
     assert "s3cret" not in text
     assert "cache:6380,db=2,password=${MODELSVC_FEATURES__REDIS__PASSWORD}" in text
 
@@ -48,7 +48,7 @@ def test_hive_engine_uses_the_hive_plugin(workdir):
 
     s = load_settings(workdir / "configs", warehouse={"engine": "hive"}, hive={"password": "hive-pw"})
     assert store_config(s)["offline_store"]["type"] == "modelsvc.features.hive.HiveOfflineStore"
-    assert "hive-pw" not in write_store_yaml(s).read_text()
+    assert "hive-pw" not in Path(write_store_yaml(s)).read_text()
     views = {o.name: o for o in load_definitions(s) if hasattr(o, "batch_source")}
     src = views["user_offline_features"].batch_source
     assert type(src).__name__ == "HiveSource"

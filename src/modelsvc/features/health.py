@@ -32,13 +32,22 @@ def check_repo(settings: Settings, timeout: float) -> str:
 
 
 def check_registry(settings: Settings, timeout: float) -> str:
-    """The registry exists and reads: a SQL registry's tables, or a file registry's views, services, entities."""
-    path = settings.paths.resolve("feast") / "registry.db"
-    if not path.is_file():
-        raise CheckOutcome("warn", f"no registry at {path} yet")
-    data = path.read_bytes()
-    if data.startswith(b"SQLite format 3\x00"):
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout) as con:
+    """The registry exists and reads: a SQL registry's tables, or a file registry's views, services, entities
+    (a local file or an object on ``features.registry``'s store)."""
+    from modelsvc import storage
+    from modelsvc.errors import ModelsvcError
+
+    where = settings.feast_registry()
+    path = storage.display(where)
+    try:
+        if not storage.is_file(where):
+            raise CheckOutcome("warn", f"no registry at {path} yet")
+        data = storage.read_bytes(where)
+    except ModelsvcError as exc:  # unreachable store, refused credentials, missing bucket: one line
+        raise CheckOutcome("fail", str(exc)) from None
+    local = storage.local_path(where)
+    if data.startswith(b"SQLite format 3\x00") and local is not None:
+        with sqlite3.connect(f"file:{local}?mode=ro", uri=True, timeout=timeout) as con:
             tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         return f"{path}: SQL registry ({len(tables)} tables)"
     try:

@@ -241,6 +241,34 @@ def _actor_error(exc: BaseException, what: str) -> BaseException:
     return RetryableError(f"{what} on Ray failed: {cause(exc)}")
 
 
+# -- where Ray Train keeps checkpoints and run state ----------------------------------------------------------
+
+
+def storage_location(settings: Settings) -> str:
+    """``ray.storage_path`` (default ``<root>/ray``), checked: a supported scheme, and on an object store a
+    bucket that exists and takes our credentials, so a bad location fails at once with one line (66, 69, 77)
+    instead of a retryable training failure (75) that a CronJob would keep retrying."""
+    from modelsvc import storage
+
+    location = storage.check_location(settings.ray_storage_path(), setting="ray.storage_path")
+    storage.require_bucket(location, setting="ray.storage_path")
+    return location
+
+
+def run_config_storage(location: str) -> dict[str, Any]:
+    """``RunConfig`` keywords for a storage location: a local folder as a path; a URI as the path inside
+    modelsvc's own pyarrow filesystem (``storage.filesystem``), so Ray Train's controller and workers use the
+    same endpoint (``AWS_ENDPOINT_URL``) and bounded retries. The filesystem travels to them pickled without
+    credentials (they come from each node's own AWS_* variables or instance role)."""
+    from modelsvc import storage
+
+    if not storage.is_uri(location):
+        local = storage.local_path(location)
+        return {"storage_path": str(local.absolute() if local is not None else location)}
+    fs, inner = storage.filesystem(location)
+    return {"storage_path": inner, "storage_filesystem": fs}
+
+
 # -- readiness check (modelsvc doctor) -------------------------------------------------------------------------
 
 RAY_FIX = "start the cluster (ray start --head) or fix ray.address / RAY_ADDRESS"

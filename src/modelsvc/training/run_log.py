@@ -23,28 +23,30 @@ EPOCH_METRICS = ("train_loss", "val_loss", "val_auc", "samples_per_s", "epoch_ti
 
 
 class RunState:
-    """A small JSON file beside the Ray run's checkpoints (local path or any pyarrow filesystem URI)."""
+    """A small JSON file beside the Ray run's checkpoints (a local path or a URI: ``modelsvc.storage``).
+
+    A missing or unreadable file is an empty state; an unreachable store, refused credentials or a missing
+    bucket are their own errors (69, 77, 66), never taken for "no run yet"."""
 
     def __init__(self, storage: str, run_name: str) -> None:
-        import pyarrow.fs as pafs
+        from modelsvc import storage as store
 
-        if "://" not in storage:
-            storage = str(Path(storage).resolve())
-        self.fs, root = pafs.FileSystem.from_uri(storage)
-        self.dir = f"{root.rstrip('/')}/{run_name}"
-        self.path = f"{self.dir}/{RUN_STATE_FILE}"
+        self.path = store.join(storage, run_name, RUN_STATE_FILE)
 
     def read(self) -> dict[str, Any]:
+        from modelsvc import storage as store
+
+        if not store.is_file(self.path):
+            return {}
         try:
-            with self.fs.open_input_stream(self.path) as f:
-                return dict(json.loads(f.read().decode()))
-        except (FileNotFoundError, OSError, ValueError):
+            return dict(json.loads(store.read_text(self.path)))
+        except (ValueError, TypeError):
             return {}
 
     def write(self, data: dict[str, Any]) -> None:
-        self.fs.create_dir(self.dir, recursive=True)
-        with self.fs.open_output_stream(self.path) as f:
-            f.write(json.dumps(data, indent=2).encode())
+        from modelsvc import storage as store
+
+        store.write_text(self.path, json.dumps(data, indent=2))
 
 
 def existing_run(client: Any, run_id: str | None) -> str | None:

@@ -31,6 +31,8 @@ from modelsvc.training.ray_runtime import (
     local_use_gpu,
     num_workers,
     prepare_ray,
+    run_config_storage,
+    storage_location,
 )
 from modelsvc.training.result import EpochMetrics, TrainResult
 from modelsvc.training.run_log import RunState, create_run, existing_run, log_epochs, log_model_and_finish
@@ -52,7 +54,7 @@ def train(settings: Settings, *, dataset: str | None = None, version: str | None
     manifest = load_dataset(settings, dataset, version)
     pre, train_rows = _fit_preprocessor(manifest)
     run_name = run_name_for(settings, manifest)
-    storage = settings.ray_storage_path()
+    storage = storage_location(settings)
     run_state = RunState(storage, run_name)
     workers = num_workers(settings)
     local_gpu = None
@@ -210,7 +212,9 @@ def fit_workers(settings: Settings, manifest: DatasetManifest, pre: Any, train_r
 
 
 def _local_checkpoint_uri(settings: Settings, run_name: str) -> str:
-    return f"{settings.ray_storage_path().rstrip('/')}/{run_name}/{LOCAL_CHECKPOINT_DIR}"
+    from modelsvc import storage
+
+    return storage.join(settings.ray_storage_path(), run_name, LOCAL_CHECKPOINT_DIR)
 
 
 def _trainer(config: Any, run_name: str, scaling: Any, run_config: Any = None) -> Any:
@@ -240,7 +244,7 @@ def _fit_ray(settings: Settings, config: Any, run_name: str, workers: int, use_g
         ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
         RunConfig(
             name=run_name,
-            storage_path=settings.ray_storage_path(),
+            **run_config_storage(storage_location(settings)),
             failure_config=FailureConfig(max_failures=settings.training.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),

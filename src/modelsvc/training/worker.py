@@ -264,12 +264,9 @@ def checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: 
 
 
 def _fs(uri: str) -> tuple[Any, str]:
-    import pyarrow.fs as pafs
+    from modelsvc import storage
 
-    if "://" not in uri:
-        uri = str(Path(uri).resolve())
-    fs, path = pafs.FileSystem.from_uri(uri)
-    return fs, path
+    return storage.filesystem(uri)  # type: ignore[no-any-return]
 
 
 def write_state_file(uri: str, data: dict[str, Any]) -> None:
