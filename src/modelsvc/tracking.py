@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import re
 import socket
@@ -169,12 +170,15 @@ def start_local_store(settings: Settings) -> bool:
     if db in _CREATING or db.exists():
         return False
     db.parent.mkdir(parents=True, exist_ok=True)
-    code = "import sys, pathlib; from modelsvc.tracking import create_local_store; " \
-           "create_local_store(pathlib.Path(sys.argv[1]))"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # this process's modelsvc
+    code = "import sys, pathlib; from modelsvc.tracking import create_local_store; p = pathlib.Path(sys.argv[1]); " \
+           "sys.exit(0 if create_local_store(p) or p.exists() else 'the store was not created (MLflow version?)')"
+    # this process's modelsvc, and nothing else of its sys.path: a test session or Ray puts folders there (copies
+    # of packages, working directories) that a fresh interpreter must not import from
+    package_root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
     try:
         _CREATING[db] = subprocess.Popen([sys.executable, "-c", code, str(db)], env=env, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     except OSError:
         return False
     return True
@@ -185,10 +189,15 @@ def _wait_for_creation(db: Path, timeout: float = 300.0) -> None:
     if proc is None:
         return
     try:
-        proc.wait(timeout=timeout)
+        _, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:  # the caller creates the store itself; the child's file never replaces it
         proc.kill()
-        proc.wait()
+        proc.communicate()
+        return
+    if proc.returncode:  # the caller creates the store itself: say why the child did not, for whoever debugs it
+        lines = err.decode(errors="replace").strip().splitlines()
+        logging.getLogger(__name__).warning("creating the MLflow store in a child process failed (exit %s): %s",
+                                            proc.returncode, lines[-1] if lines else "no output")
 
 
 def check_reachable(settings: Settings) -> None:
@@ -506,11 +515,41 @@ def load_model(settings: Settings, uri: str, *, quiet: bool = False) -> Any:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    mlflow_client(settings)
+    client = mlflow_client(settings)
     try:
-        return mlflow.pyfunc.load_model(uri, suppress_warnings=quiet)
+        return mlflow.pyfunc.load_model(_logged_model_uri(client, uri), suppress_warnings=quiet)
     except (MlflowException, OSError) as exc:
         raise NotFoundError(f"model {uri} cannot be loaded: {str(exc).splitlines()[0]}") from None
+
+
+def _logged_model_uri(client: Any, uri: str) -> str:
+    """``models:/<model id>`` for ``runs:/<run id>/<name>`` when the run logged a model of that name (MLflow 3's
+    logged models), else ``uri`` as it is.
+
+    MLflow resolves a ``runs:/`` URI by trying the run's own artifacts first and the logged model second. With a
+    tracking server whose artifacts are on S3, that first try is a download of a missing key that the client retries
+    with backoff: about 2 minutes before it falls back (the S3 production test). The same lookup MLflow does after
+    it (the run's experiment, its logged models by name, the one from this run), done first."""
+    from mlflow.exceptions import MlflowException
+
+    run_id, _, name = uri.removeprefix("runs:/").partition("/")
+    if not uri.startswith("runs:/") or not run_id or not name or "/" in name.strip("/"):
+        return uri
+    name = name.strip("/")
+    try:
+        experiment = client.get_run(run_id).info.experiment_id
+        token = None
+        while True:
+            page = client.search_logged_models(experiment_ids=[experiment], filter_string=f"name = '{name}'",
+                                               page_token=token)
+            for model in page:
+                if model.source_run_id == run_id:
+                    return f"models:/{model.model_id}"
+            token = page.token
+            if not token:
+                return uri
+    except (MlflowException, AttributeError):  # no such run (MLflow says so below), or an MLflow without them
+        return uri
 
 
 def end_active_runs(status: str = "KILLED") -> None:

@@ -104,7 +104,7 @@ def test_an_existing_local_store_is_never_replaced(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
 
 
-def test_a_child_process_creates_the_local_store_and_the_client_waits_for_it(settings, monkeypatch):
+def test_a_child_process_creates_the_local_store_and_the_client_waits_for_it(settings, monkeypatch, caplog):
     import sys
     from pathlib import Path
 
@@ -123,7 +123,26 @@ def test_a_child_process_creates_the_local_store_and_the_client_waits_for_it(set
     monkeypatch.setattr(tracking, "create_local_store", lambda path: seen.append(path.exists()) or real(path))
     monkeypatch.setitem(sys.modules, "mlflow", mlflow)
     client = tracking.mlflow_client(settings)
-    assert seen == [True]  # the child had created it when the client went to
+    assert seen == [True], caplog.text  # the child had created it when the client went to (or says why not)
     assert client.search_experiments()[0].name == "Default"
     assert tracking.start_local_store(settings) is False  # there already
     assert sorted(p.name for p in db.parent.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_runs_uri_resolves_to_the_runs_logged_model(settings):
+    """``runs:/<run>/model`` is loaded as ``models:/<model id>`` (no first try at the run's own artifacts, which a
+    server with S3 artifacts retries for minutes); anything else is left as it is."""
+    from modelsvc import tracking
+    from tests.registry_support import log_fake_run
+
+    run_id = log_fake_run(settings, None)
+    client = tracking.mlflow_client(settings)
+    resolved = tracking._logged_model_uri(client, f"runs:/{run_id}/model")
+    [model] = client.search_logged_models(experiment_ids=[client.get_run(run_id).info.experiment_id])
+    assert resolved == f"models:/{model.model_id}"
+    assert model.source_run_id == run_id
+    assert tracking._logged_model_uri(client, f"runs:/{run_id}/other") == f"runs:/{run_id}/other"
+    assert tracking._logged_model_uri(client, "runs:/0123456789abcdef/model") == "runs:/0123456789abcdef/model"
+    assert tracking._logged_model_uri(client, "models:/ctr@production") == "models:/ctr@production"
+    loaded = tracking.load_model(settings, f"runs:/{run_id}/model")
+    assert loaded.metadata.model_id == model.model_id
