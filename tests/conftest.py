@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 pytest_plugins = [
+    "tests.fixtures.s3",  # first: the MLflow and Ray fixtures import it (S3 variants)
     "tests.fixtures.hive",
     "tests.fixtures.redis",
     "tests.fixtures.mlflow_server",
     "tests.fixtures.ray_cluster",
     "tests.fixtures.prefect",
-    "tests.fixtures.s3",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
