@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures._service import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -128,7 +130,10 @@ def test_documented_docker_run_modelsvc_train_reaches_train_configured_by_enviro
     env |= s3_env.env() | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
                            "MODELSVC_CONFIG_DIR": str(REPO / "configs"),
                            "MODELSVC_PATHS__ROOT": f"{s3_bucket}/modelsvc",
-                           "MODELSVC_PATHS__STATE": str(tmp_path / "state")}
+                           "MODELSVC_PATHS__STATE": str(tmp_path / "state"),
+                           # a tracking server, as in production.md (none answers here: the dataset is looked
+                           # for first, and without a tracking URI a URI root is a 78 naming paths.mlflow)
+                           "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
     outs = []
     for args in (["modelsvc", "train"], ["train"]):
         done = subprocess.run(["sh", str(REPO / "docker-entrypoint.sh"), *args], cwd=tmp_path, env=env,
