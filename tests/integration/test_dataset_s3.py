@@ -114,7 +114,7 @@ def test_a_build_killed_mid_upload_leaves_no_version_and_the_next_one_succeeds(w
     out, err = again.communicate(timeout=240)
     assert again.returncode == 0, err
     built = json.loads(out)
-    listed = _cli(workdir, env, "datasets", "--json")
+    listed = _cli(workdir, env, "datasets", "list", "--json")  # `datasets list`, as `datasets`
     out, _ = listed.communicate(timeout=120)
     assert [(v["name"], v["version"], v["rows"]) for v in json.loads(out)["versions"]] == [
         ("ctr_training", built["version"], built["rows"])]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated
 
 import typer
@@ -57,8 +58,13 @@ def build_dataset_cmd(
     show(manifest, as_json)
 
 
+class DatasetsAction(str, Enum):
+    LIST = "list"
+
+
 @app.command("datasets")
 def datasets_cmd(
+    action: Annotated[DatasetsAction, typer.Argument(help="What to do: list (the default).")] = DatasetsAction.LIST,
     name: Annotated[str | None, typer.Option("--name", help="Only this dataset (default: every dataset).")] = None,
     config: ConfigOpt = DEFAULT_CONFIG,
     profile: ProfileOpt = None,
@@ -67,7 +73,7 @@ def datasets_cmd(
     """List the committed dataset versions under paths.datasets, oldest first (a version commits when its
     manifest is written: an interrupted build-dataset is never listed).
 
-    Example: modelsvc datasets --name ctr_training --json
+    Example: modelsvc datasets list --name ctr_training --json   (or: modelsvc datasets --name ctr_training)
     """
     from modelsvc.dataset import list_datasets
 
