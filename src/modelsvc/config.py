@@ -246,18 +246,7 @@ class FeaturesSettings(Section):
     @field_validator("registry", mode="before")
     @classmethod
     def _registry_location(cls, v: Any) -> Any:
-        from modelsvc.storage import check_location
-
-        if isinstance(v, os.PathLike):
-            v = os.fspath(v)
-        if isinstance(v, str):
-            if not v.strip():
-                raise ValueError("must not be empty")
-            try:
-                check_location(v, setting="features.registry")
-            except ConfigError as exc:  # reported with the source that set it (78)
-                raise ValueError(str(exc).split(": ", 1)[1]) from None
-        return v
+        return _checked_location(v, "features.registry")
 
 
 class SplitSettings(Section):
@@ -303,6 +292,23 @@ class MlflowSettings(Section):
                                      "connection within this is reported unreachable (exit 69) at once")
 
 
+def _checked_location(v: Any, setting: str) -> Any:
+    """A location setting's value checked as :func:`modelsvc.storage.check_location` does (a ValueError, which
+    the settings loader reports with the source that set it: 78)."""
+    from modelsvc.storage import check_location
+
+    if isinstance(v, os.PathLike):
+        v = os.fspath(v)
+    if isinstance(v, str):
+        if not v.strip():
+            raise ValueError("must not be empty")
+        try:
+            check_location(v, setting=setting)
+        except ConfigError as exc:
+            raise ValueError(str(exc).split(": ", 1)[1]) from None
+    return v
+
+
 class RaySettings(Section):
     """Where training runs: a local Ray started on demand, or a cluster."""
 
@@ -316,6 +322,11 @@ class RaySettings(Section):
         description="how often the Ray Train controller polls its workers; every epoch's checkpoint report waits "
                     "for the next poll (Ray's own default, 2 s, added up to 2 s to each epoch). "
                     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S in the environment takes precedence")
+
+    @field_validator("storage_path", mode="before")
+    @classmethod
+    def _storage_location(cls, v: Any) -> Any:
+        return _checked_location(v, "ray.storage_path")
 
 
 class ScalingSettings(Section):

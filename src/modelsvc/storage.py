@@ -84,8 +84,9 @@ def local_path(location: str | os.PathLike[str]) -> Path | None:
 def join(base: str | os.PathLike[str], *parts: str) -> str:
     """``base`` and ``parts`` joined with ``/`` (a URI stays a URI; a local path stays a local path)."""
     text = str(base)
-    if not is_uri(text):
-        return str(Path(text).joinpath(*parts))
+    local = local_path(text)  # a file:// URI becomes its path (Path would fold 'file:///a' into 'file:/a')
+    if local is not None:
+        return str(local.joinpath(*parts))
     out = text.rstrip("/")
     for part in parts:
         out = f"{out}/{part.strip('/')}"
@@ -161,9 +162,18 @@ def require_bucket(location: str | os.PathLike[str], *, setting: str) -> None:
     if scheme(location) not in ("s3", "gs", "gcs"):
         return
     fs, inner = filesystem(location)
+    try:  # the location itself first: what credentials limited to a prefix may read
+        with errors(location):
+            if fs.get_file_info(inner).type != pafs.FileType.NotFound:
+                return
+    except NotFoundError:  # the store said the bucket is missing: said below, naming the setting
+        pass
     bucket = inner.split("/", 1)[0]
-    with errors(location):
-        missing = fs.get_file_info(bucket).type == pafs.FileType.NotFound
+    try:  # nothing there yet: a missing bucket (66), or only an empty prefix
+        with errors(location):
+            missing = fs.get_file_info(bucket).type == pafs.FileType.NotFound
+    except PermissionDeniedError:  # may not look at the bucket itself (s3:ListBucket on a prefix only): the
+        return  # location's own reads and writes will say whether they are allowed
     if missing:
         raise NotFoundError(f"bucket '{bucket}' of {setting} does not exist ({display(location)})")
 

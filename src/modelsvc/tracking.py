@@ -177,7 +177,8 @@ def start_local_store(settings: Settings) -> bool:
     package_root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
     try:
-        _CREATING[db] = subprocess.Popen([sys.executable, "-c", code, str(db)], env=env, stdin=subprocess.DEVNULL,
+        # -P: not the working directory first on sys.path either
+        _CREATING[db] = subprocess.Popen([sys.executable, "-P", "-c", code, str(db)], env=env, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     except OSError:
         return False

@@ -59,6 +59,13 @@ def test_missing_bucket_and_refused_credentials_name_the_registry(workdir: Path,
     with pytest.raises(NotFoundError, match=r"bucket 'no-such-bucket-f' of features\.registry does not exist") as e:
         feature_store(missing)
     assert e.value.exit_code == 66
+    from modelsvc.features.health import check_registry
+    from modelsvc.health import CheckOutcome
+
+    with pytest.raises(CheckOutcome) as outcome:  # doctor: a failure, not "no registry yet"
+        check_registry(missing, 5.0)
+    assert outcome.value.status == "fail"
+    assert "bucket 'no-such-bucket-f' of features.registry does not exist" in str(outcome.value)
 
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-value")
     storage.clear_cache()

@@ -95,7 +95,14 @@ def test_bad_ray_storage_fails_at_once_with_one_line(workdir: Path, s3_env: S3Se
     with pytest.raises(NotFoundError, match=r"bucket 'no-such-bucket-r' of ray\.storage_path does not exist") as e:
         _storage_location(workdir, "s3://no-such-bucket-r/ray")
     assert e.value.exit_code == 66
-    with pytest.raises(ConfigError, match=r"ray\.storage_path: unsupported URI scheme 'ftp://'"):
+    # train checks it before it reads anything: here no dataset was built, and the bucket is what it reports
+    from modelsvc.training import train
+    from modelsvc.training.worker import read_state_file
+
+    with pytest.raises(NotFoundError, match=r"bucket 'no-such-bucket-r' of ray\.storage_path"):
+        train(load_settings(workdir / "configs", ray={"storage_path": "s3://no-such-bucket-r/ray"}))
+    assert read_state_file(f"{s3_bucket}/ray/no-run-here") is None  # no state: a fresh training
+    with pytest.raises(ConfigError, match=r"ray\.storage_path: Value error, unsupported URI scheme 'ftp://'"):
         _storage_location(workdir, "ftp://host/ray")
 
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-value")
@@ -110,3 +117,6 @@ def test_bad_ray_storage_fails_at_once_with_one_line(workdir: Path, s3_env: S3Se
     storage.clear_cache()
     with pytest.raises(ServiceUnavailableError, match="object store unreachable"):
         _storage_location(workdir, f"{s3_bucket}/ray")
+    # local mode's resume state: an unreachable store is an error, never "no state" (a restart from epoch 0)
+    with pytest.raises(ServiceUnavailableError, match="object store unreachable"):
+        read_state_file(f"{s3_bucket}/ray/some-run")

@@ -483,3 +483,14 @@ def test_credentials_in_a_location_uri_are_never_shown(cfg, monkeypatch, tmp_pat
 def test_a_bad_location_is_a_config_error_naming_its_source(cfg, monkeypatch, value, message):
     monkeypatch.setenv("MODELSVC_PATHS__DATASETS", value)
     assert error_of(cfg) == message
+
+
+@pytest.mark.parametrize(("variable", "setting"), [
+    ("MODELSVC_RAY__STORAGE_PATH", "ray.storage_path"),
+    ("MODELSVC_FEATURES__REGISTRY", "features.registry"),
+])
+def test_a_bad_ray_storage_or_registry_location_is_a_config_error_at_load(cfg, monkeypatch, variable, setting):
+    """Checked when the settings load (78 naming the source), not as a traceback when `run` first reads there."""
+    monkeypatch.setenv(variable, "ftp://host/x")
+    message = error_of(cfg)
+    assert message.startswith(f"environment {variable}: {setting}: Value error, unsupported URI scheme 'ftp://'")

@@ -22,6 +22,47 @@ def test_locations_are_classified_and_joined() -> None:
     assert storage.local_path("s3://b/p") is None
     assert storage.join("s3://b/p/", "datasets", "/v1/") == "s3://b/p/datasets/v1"
     assert storage.join("/data", "datasets", "v1") == "/data/datasets/v1"
+    # a file:// URI joins to its local path (Path alone folded 'file:///a' into a relative 'file:/a')
+    assert storage.join("file:///tmp/rayx", "run1", "modelsvc_run.json") == "/tmp/rayx/run1/modelsvc_run.json"
+
+
+def test_the_run_state_of_a_file_uri_is_beside_ray_trains_checkpoints(tmp_path: Path) -> None:
+    from modelsvc.training.ray_runtime import run_config_storage
+    from modelsvc.training.run_log import RunState
+
+    state = RunState(f"file://{tmp_path}/ray", "run1")
+    state.write({"mlflow_run_id": "r"})
+    assert (tmp_path / "ray" / "run1" / "modelsvc_run.json").is_file()
+    assert run_config_storage(f"file://{tmp_path}/ray") == {"storage_path": str(tmp_path / "ray")}
+    assert RunState(str(tmp_path / "ray"), "run1").read() == {"mlflow_run_id": "r"}
+
+
+class _PrefixOnlyStore:
+    """A filesystem whose credentials may read under a prefix but not look at the bucket itself (a
+    least-privilege IAM policy: s3:ListBucket only with an s3:prefix condition)."""
+
+    def __init__(self, there: bool) -> None:
+        self.there = there
+        self.asked: list[str] = []
+
+    def get_file_info(self, path: str) -> object:
+        import pyarrow.fs as pafs
+
+        self.asked.append(path)
+        if "/" not in path:
+            raise OSError("When getting information for bucket 'b': AWS Error ACCESS_DENIED during HeadBucket "
+                          "operation: No response body.")
+        return pafs.FileInfo(path, pafs.FileType.Directory if self.there else pafs.FileType.NotFound)
+
+
+@pytest.mark.parametrize("there", [True, False])
+def test_credentials_limited_to_a_prefix_pass_the_bucket_check(there: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``require_bucket`` looks at the location first; a refused look at the bucket itself (only done when the
+    location is empty) is not a 77: the location's own reads and writes say whether they are allowed."""
+    store = _PrefixOnlyStore(there)
+    monkeypatch.setattr(storage, "filesystem", lambda location: (store, "b/team/ray"))
+    storage.require_bucket("s3://b/team/ray", setting="ray.storage_path")
+    assert store.asked == (["b/team/ray"] if there else ["b/team/ray", "b"])
 
 
 def test_display_never_shows_credentials() -> None:

@@ -40,6 +40,7 @@ def check_registry(settings: Settings, timeout: float) -> str:
     where = settings.feast_registry()
     path = storage.display(where)
     try:
+        storage.require_bucket(where, setting="features.registry")  # a missing bucket fails, not "no registry yet"
         if not storage.is_file(where):
             raise CheckOutcome("warn", f"no registry at {path} yet")
         data = storage.read_bytes(where)

@@ -25,8 +25,9 @@ EPOCH_METRICS = ("train_loss", "val_loss", "val_auc", "samples_per_s", "epoch_ti
 class RunState:
     """A small JSON file beside the Ray run's checkpoints (a local path or a URI: ``modelsvc.storage``).
 
-    A missing or unreadable file is an empty state; an unreachable store, refused credentials or a missing
-    bucket are their own errors (69, 77, 66), never taken for "no run yet"."""
+    A missing or unreadable file is an empty state; an unreachable store or refused credentials are their own
+    errors (69, 77), never taken for "no run yet". A missing bucket reads as no file: ``train`` checks the
+    bucket first (:func:`modelsvc.training.ray_runtime.storage_location`, 66)."""
 
     def __init__(self, storage: str, run_name: str) -> None:
         from modelsvc import storage as store

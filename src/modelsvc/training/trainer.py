@@ -51,10 +51,10 @@ def train(settings: Settings, *, dataset: str | None = None, version: str | None
     from modelsvc.tracking import ensure_experiment, mlflow_client, start_local_store
 
     start_local_store(settings)  # a new local MLflow store is created by a child process meanwhile
+    storage = storage_location(settings)  # a bad location fails at once, before the data is read
     manifest = load_dataset(settings, dataset, version)
     pre, train_rows = _fit_preprocessor(manifest)
     run_name = run_name_for(settings, manifest)
-    storage = storage_location(settings)
     run_state = RunState(storage, run_name)
     workers = num_workers(settings)
     local_gpu = None

@@ -283,14 +283,15 @@ def write_state_file(uri: str, data: dict[str, Any]) -> None:
 
 
 def read_state_file(uri: str) -> dict[str, Any] | None:
-    """The state written by :func:`write_state_file`, None when there is none."""
-    fs, root = _fs(uri)
-    try:
-        with fs.open_input_stream(f"{root}/{STATE_FILE}") as f:
-            raw = f.read()
-    except (FileNotFoundError, OSError):
+    """The state written by :func:`write_state_file`, None when there is none. A store that cannot be read
+    (unreachable, credentials refused) is an error, never "no state": that would restart the training from
+    epoch 0 and then overwrite the state it could not read."""
+    from modelsvc import storage
+
+    location = storage.join(uri, STATE_FILE)
+    if not storage.is_file(location):
         return None
-    return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    return torch.load(io.BytesIO(storage.read_bytes(location)), map_location="cpu", weights_only=True)
 
 
 # -- rank 0's progress and where the ranks ran ------------------------------------------------------------------
