@@ -60,6 +60,20 @@ def test_hot_commands_run_without_typeguard_instrumentation_or_torch(workdir, ta
     assert first.returncode == 0, first.stderr[-3000:]
     assert first.stdout.split() == ["True"]  # registered, with Feast's checks: not the hot path
 
+    # nothing to materialize, and the serving reader: the offline store (ibis, Feast's DuckDB store) is never
+    # imported; build-dataset below imports it when it joins
+    idle = _python("""
+        import sys
+        from modelsvc.config import load_settings
+        from modelsvc.features import materialize
+        from modelsvc.features.online_read import OnlineFeatures
+        s = load_settings("configs")
+        OnlineFeatures.open(s).read_raw([1])
+        print(materialize(s, end="2026-01-04").rows, "modelsvc.features.local" in sys.modules, "ibis" in sys.modules)
+    """, workdir)
+    assert idle.returncode == 0, idle.stderr[-3000:]
+    assert idle.stdout.split() == ["0", "False", "False"]
+
     hot = _python(f"""
         import json, sys
         from modelsvc.config import load_settings
