@@ -82,18 +82,7 @@ class PathsSettings(Section):
     @field_validator("root", "datasets", "reports", mode="before")
     @classmethod
     def _location(cls, v: Any, info: Any) -> Any:
-        from modelsvc.storage import check_location
-
-        if isinstance(v, os.PathLike):
-            v = os.fspath(v)
-        if isinstance(v, str):
-            if not v.strip():
-                raise ValueError("must not be empty")
-            try:
-                check_location(v, setting=f"paths.{info.field_name}")
-            except ConfigError as exc:  # reported with the source that set it (78)
-                raise ValueError(str(exc).split(": ", 1)[1]) from None
-        return v
+        return _checked_location(v, f"paths.{info.field_name}")
 
     def __eq__(self, other: object) -> bool:  # the values only: where the settings were loaded from is no value
         return isinstance(other, PathsSettings) and self.__dict__ == other.__dict__
