@@ -15,19 +15,21 @@ The machine may be shared: the CPU seconds and the load average say more than th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from tests.fixtures.s3 import running_s3  # noqa: E402  (moto's server, as the tests and the other benchmarks run it)
+
 MODELSVC = str(Path(sys.executable).parent / "modelsvc")
 START, END = "2025-01-01", "2025-01-28"
 
@@ -47,28 +49,6 @@ def _modelsvc(folder: Path, env: dict[str, str], *args: str) -> tuple[dict, floa
     return json.loads(done.stdout), wall, cpu
 
 
-def _moto() -> tuple[subprocess.Popen[bytes], dict[str, str]]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    endpoint = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.3)
-    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-           "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1"}
-    import boto3
-
-    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="bench", aws_secret_access_key="bench",
-                 region_name="us-east-1").create_bucket(Bucket="bench-bucket")
-    return proc, env
-
-
 def _proc_cpu(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -81,10 +61,9 @@ def main() -> None:
     args = ap.parse_args()
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MODELSVC_", "MLFLOW_", "AWS_"))}
     rows = []
-    moto = None
-    try:
-        if args.only != "local":
-            moto = _moto()
+    with tempfile.TemporaryDirectory(prefix="msbuild-s3") as s3_work, (
+            contextlib.nullcontext() if args.only == "local" else running_s3(Path(s3_work))) as s3:
+        bucket = s3.create_bucket("bench") if s3 is not None else ""
         for users in args.users:
             with tempfile.TemporaryDirectory(prefix="msbuild") as tmp:
                 folder = Path(tmp)
@@ -97,14 +76,15 @@ def main() -> None:
                 where = []
                 if args.only != "s3":
                     where.append(("local disk", base))
-                if moto is not None:
-                    where.append(("S3 endpoint", base | moto[1] | {
-                        "MODELSVC_PATHS__DATASETS": f"s3://bench-bucket/u{users}/datasets"}))
+                if s3 is not None:
+                    where.append(("S3 endpoint", base | s3.env() | {
+                        "MODELSVC_PATHS__DATASETS": f"s3://{bucket}/u{users}/datasets"}))
                 for name, env in where:
-                    srv0 = _proc_cpu(moto[0].pid) if moto is not None else 0.0
+                    on_s3 = name != "local disk"
+                    srv0 = _proc_cpu(s3.pid) if on_s3 else 0.0
                     out, wall, cpu = _modelsvc(folder, env, "build-dataset", "--start-date", START,
                                                "--end-date", END)
-                    srv = (_proc_cpu(moto[0].pid) - srv0) if moto is not None and name != "local disk" else 0.0
+                    srv = _proc_cpu(s3.pid) - srv0 if on_s3 else 0.0
                     files = out.get("files") or []
                     row = {"users": users, "impressions": out["rows"], "location": name, "wall_s": round(wall, 2),
                            "cpu_s": round(cpu, 2), "impressions_per_s": round(out["rows"] / wall),
@@ -112,10 +92,6 @@ def main() -> None:
                            "s3_server_cpu_s": round(srv, 2), "load": [round(x, 1) for x in os.getloadavg()]}
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-    finally:
-        if moto is not None:
-            moto[0].terminate()
-            moto[0].wait(timeout=30)
     print("\n| users | impressions | location | wall s | CPU s | impressions/s | files | MB | S3 server CPU s | load |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:

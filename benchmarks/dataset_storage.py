@@ -20,11 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,32 +76,15 @@ def main() -> None:
             (work / "local").mkdir()
             results["local"] = _measure(str(work / "local" / "root"), args.rows, work / "local", None)
         if args.only in (None, "s3"):
-            import socket
+            from modelsvc import storage
+            from tests.fixtures.s3 import running_s3
 
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-            endpoint = f"http://127.0.0.1:{port}"
-            proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                for _ in range(200):
-                    try:
-                        urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
-                        break
-                    except OSError:
-                        time.sleep(0.3)
-                os.environ.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench",
-                                   "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1",
-                                   "AWS_DEFAULT_REGION": "us-east-1"})
-                import boto3
-
-                boto3.client("s3").create_bucket(Bucket="bench-bucket")
-                (work / "s3").mkdir()
-                results["s3"] = _measure("s3://bench-bucket/root", args.rows, work / "s3", proc.pid)
-            finally:
-                proc.terminate()
-                proc.wait(timeout=30)
+            (work / "s3").mkdir()
+            with running_s3(work / "s3") as s3:
+                os.environ.update(s3.env())
+                storage.clear_cache()
+                root = f"s3://{s3.create_bucket('bench')}/root"
+                results["s3"] = _measure(root, args.rows, work / "s3", s3.pid)
     print(json.dumps({"rows": args.rows, "loadavg": os.getloadavg(), "results": results}, indent=2))
 
 
