@@ -56,17 +56,17 @@ def train(settings: Settings, *, dataset: str | None = None, version: str | None
     pre, train_rows = _fit_preprocessor(manifest)
     run_name = run_name_for(settings, manifest)
     run_state = RunState(storage, run_name)
+    stored = run_state.read()
     workers = num_workers(settings)
     local_gpu = None
     if workers == 0:
         local_gpu = local_use_gpu(settings)  # imports torch while the store's child process works
-        if not run_state.read().get("result"):  # not a finished training (that returns below)
+        if not stored.get("result"):  # not a finished training (that returns below)
             import torch._dynamo  # noqa: F401  (the first torch.optim.Adam imports it, about 1 s: meanwhile too)
 
     # One MLflow run per training; a rerun continues it.
     experiment_id = ensure_experiment(settings)
     client = mlflow_client(settings)
-    stored = run_state.read()
     run_id = existing_run(client, stored.get("mlflow_run_id"))
     if run_id and stored.get("result") and client.get_run(run_id).info.status == "FINISHED":
         reporter.log(f"training {run_name} already finished: MLflow run {run_id}")
