@@ -73,9 +73,9 @@ def mlflow_client(settings: Settings) -> Any:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     uri = settings.tracking_uri()
-    if uri.startswith("sqlite:///"):
+    db = _local_store(uri)
+    if db is not None:
         settings.paths.resolve("mlflow").mkdir(parents=True, exist_ok=True)
-        db = Path(uri[len("sqlite:///"):])
         _wait_for_creation(db)
         create_local_store(db)
     check_reachable(settings)
@@ -109,6 +109,11 @@ def set_mlflow_uris(tracking_uri: str, registry_uri: str) -> None:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
+
+
+def _local_store(tracking_uri: str) -> Path | None:
+    """The file of a local SQLite tracking store (``sqlite:///<path>``), None for any other store."""
+    return Path(tracking_uri[len("sqlite:///"):]) if tracking_uri.startswith("sqlite:///") else None
 
 
 def create_local_store(db: Path) -> bool:
@@ -163,10 +168,9 @@ def start_local_store(settings: Settings) -> bool:
     data and imports torch (or runs the ETL). :func:`mlflow_client` waits for the child before it opens the store,
     and creates the store itself if the child failed. A separate process, not a thread: imports hold the GIL,
     and MLflow's imports in a thread beside torch's ran into Python's import-lock deadlock detection before."""
-    uri = settings.tracking_uri()
-    if not uri.startswith("sqlite:///") or "mlflow" in sys.modules:
+    db = _local_store(settings.tracking_uri())
+    if db is None or "mlflow" in sys.modules:
         return False  # with MLflow imported here already, creating it here costs less than a child importing it
-    db = Path(uri[len("sqlite:///"):])
     if db in _CREATING or db.exists():
         return False
     db.parent.mkdir(parents=True, exist_ok=True)
