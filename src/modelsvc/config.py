@@ -279,6 +279,9 @@ class MlflowSettings(Section):
     password: SecretStr | None = None
     connect_timeout_s: float = Field(10.0, gt=0, description="an http(s) tracking server that accepts no "
                                      "connection within this is reported unreachable (exit 69) at once")
+    child_process: Literal["auto", "always", "never"] = Field(
+        "auto", description="train logs to MLflow from a child process, beside the epochs: auto = unless MLflow "
+        "is imported in the calling process already")
 
 
 def _checked_location(v: Any, setting: str) -> Any:

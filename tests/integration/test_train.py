@@ -174,16 +174,20 @@ def test_live_epochs_show_progress_and_log_the_epochs_rank0_could_not(workdir):
 
     from modelsvc.tracking import ensure_experiment
     from modelsvc.training.ray_runtime import ensure_ray as _ensure_ray
+    from modelsvc.training.tracker import InlineTracker
     from modelsvc.training.trainer import _live_epochs
 
     settings = small_settings(workdir)
     _ensure_ray(settings)  # a no-op when an earlier test of the session started Ray
     client = _client(settings)
     run_id = client.create_run(ensure_experiment(settings)).info.run_id
+    tracker = InlineTracker(settings)
+    tracker.start()
+    tracker.core.run_id = run_id  # the run this training has open
     rec = RecordingReporter()
     epoch = {"train_loss": 0.5, "val_loss": 0.45, "val_auc": 0.7, "samples_per_s": 1e5, "epoch_time_s": 0.1,
              "epochs": 2, "data_path": "resident", "device": "cpu"}
-    with _live_epochs(settings, run_id, 2, rec) as sink:
+    with _live_epochs(tracker, 2, rec) as sink:
         ray.get(sink.put.remote({**epoch, "epoch": 0, "mlflow_logged": True}))
         ray.get(sink.put.remote({**epoch, "epoch": 1, "val_loss": 0.4, "mlflow_logged": False}))
     assert [u["completed"] for u in rec.updates] == [1, 2]
@@ -196,7 +200,7 @@ def test_live_epochs_show_progress_and_log_the_epochs_rank0_could_not(workdir):
 
 
 def test_fit_workers_without_mlflow_for_the_gpu_benchmark(workdir):
-    """``fit_workers(run_id=None)`` (what benchmarks/train_throughput.py runs where MLflow is not installed):
+    """``fit_workers(tracker=None)`` (what benchmarks/train_throughput.py runs where MLflow is not installed):
     the same Ray Train workers, nothing written to MLflow."""
     from modelsvc.dataset import load_dataset
     from modelsvc.training.trainer import _fit_preprocessor, fit_workers, run_name_for

@@ -247,3 +247,45 @@ def test_min_delta_reference_is_the_last_meaningful_loss():
     assert (state.bad_epochs, state.stop_ref_loss, state.best_val_loss) == (3, 1.0, 0.9905)
     observe(state, 0.989, 0.01)  # 0.011 below the reference: meaningful
     assert (state.bad_epochs, state.stop_ref_loss) == (0, 0.989)
+
+
+def test_the_eager_adam_updates_as_torch_adam_does_without_importing_dynamo():
+    """``loop.adam``: torch's Adam without the decorators that import ``torch._dynamo`` (1.1-1.8 s): the same
+    weights and state bit for bit, state dicts interchangeable with torch's (checkpoints), in a fresh interpreter
+    where nothing imported dynamo."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import sys
+        import torch
+        from modelsvc.training.loop import _EagerAdam, adam
+
+        def run(make, steps=6):
+            torch.manual_seed(0)
+            net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+            opt = make(net.parameters())
+            x = torch.randn(32, 8)
+            for _ in range(steps):
+                opt.zero_grad()
+                net(x).pow(2).mean().backward()
+                opt.step()
+            return net, opt
+
+        ours, opt = run(lambda p: adam(p, lr=1e-2, weight_decay=1e-3))
+        assert type(opt) is _EagerAdam
+        opt.load_state_dict(opt.state_dict())
+        assert "torch._dynamo" not in sys.modules, "dynamo imported"
+        theirs, ref = run(lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=1e-3))
+        assert all(torch.equal(a, b) for a, b in zip(ours.parameters(), theirs.parameters()))
+        for k in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(opt.state_dict()["state"][0][k], ref.state_dict()["state"][0][k]), k
+        ref.load_state_dict(opt.state_dict())  # a checkpoint of ours resumes in torch's, and the reverse
+        opt.load_state_dict(ref.state_dict())
+        assert type(adam([torch.zeros(1, requires_grad=True)], lr=1.0, weight_decay=0.0)) is torch.optim.Adam
+        print("ok")
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"

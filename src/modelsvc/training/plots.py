@@ -8,6 +8,11 @@ from typing import Any
 import numpy as np
 
 
+def prepare() -> None:
+    """Import matplotlib ahead of the first plot (about 0.5 s), e.g. while the epochs run."""
+    _pyplot()
+
+
 def _pyplot() -> Any:
     import matplotlib
 

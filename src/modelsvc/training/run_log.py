@@ -124,53 +124,90 @@ def log_epochs(client: Any, run_id: str, history: list[dict[str, Any]]) -> None:
 
 def log_model_and_finish(settings: Settings, client: Any, run_id: str, manifest: DatasetManifest, pre: Any,
                           state: dict[str, Any], history: list[EpochMetrics], best: EpochMetrics) -> None:
-    import mlflow
-    import torch
+    """Log the best epoch's model (pyfunc, with its plots) and end the run FINISHED."""
+    ModelLogging(manifest, pre).finish(client, run_id, settings.model, state, history, best)
 
-    from modelsvc.dataset import read_dataset
-    from modelsvc.training import loop, plots
-    from modelsvc.training.model import build_model
-    from modelsvc.training.pyfunc import MODEL_CONFIG, PREPROCESSING, WEIGHTS, CTRPyfunc
 
-    model = build_model(settings.model, pre.num_numeric_outputs, pre.cardinalities)
-    model.load_state_dict(state["best_state"])
-    model.eval()
-    val = read_dataset(manifest, split="validation", columns=[*FEATURES, manifest.label])
-    num, cat, y = loop.to_tensors(pre, val, manifest.label)
-    scores = torch.sigmoid(loop.predict_logits(model, torch.from_numpy(num), torch.from_numpy(cat))).numpy()
+class ModelLogging:
+    """Logging the trained model, in two halves: :meth:`prepare` does what needs no weights (imports of MLflow's
+    pyfunc, torch and matplotlib, the validation split and the input example, about 2 s), so that it can run
+    while the epochs do (``modelsvc.training.tracker``); :meth:`finish` loads the best weights and logs."""
 
-    with tempfile.TemporaryDirectory(prefix="modelsvc-model-") as tmp:
-        t = Path(tmp)
-        (t / "preprocessing.json").write_text(pre.to_json())
-        (t / "model_config.json").write_text(json.dumps(model.config, indent=2))
-        torch.save(model.state_dict(), t / "weights.pt")
-        code = _code_bundle(t / "code")
+    def __init__(self, manifest: DatasetManifest, pre: Any) -> None:
+        self.manifest, self.pre = manifest, pre
+        self._ready: dict[str, Any] | None = None
+
+    def prepare(self) -> None:
+        if self._ready is not None:
+            return
+        import mlflow.pyfunc  # noqa: F401
+        import torch  # noqa: F401
+
+        from modelsvc.dataset import read_dataset
+        from modelsvc.training import loop, plots
+
+        plots.prepare()
+        manifest, pre = self.manifest, self.pre
+        val = read_dataset(manifest, split="validation", columns=[*FEATURES, manifest.label])
         example = val[FEATURES].head(5).copy()
         for col in NUMERIC_FEATURES:
             example[col] = example[col].astype("float64")
-        signature = _signature()
-        CTRPyfunc.predict_frame(pre, model, example)  # fail here, not at serving time
-        plots.loss_curves([h.model_dump() for h in history], t / "loss_curves.png")
-        plots.roc_curve(y, scores, best.val_auc, t / "roc_validation.png")
-        with mlflow.start_run(run_id=run_id):
-            mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(Path(__file__).with_name("pyfunc_entry.py")),  # models from code: no pickle
-                artifacts={PREPROCESSING: str(t / "preprocessing.json"), MODEL_CONFIG: str(t / "model_config.json"),
-                           WEIGHTS: str(t / "weights.pt")},
-                code_paths=[str(code)],
-                signature=signature,
-                input_example=example,
-                pip_requirements=_requirements(),
-            )
-            mlflow.log_artifact(str(t / "loss_curves.png"), "plots")
-            mlflow.log_artifact(str(t / "roc_validation.png"), "plots")
-            mlflow.log_artifact(str(t / "preprocessing.json"))
-            mlflow.log_metrics({"best_epoch": best.epoch, "best_val_loss": best.val_loss,
-                                "best_val_auc": best.val_auc})
-            mlflow.set_tags({WORKERS_TAG: json.dumps(state.get("workers", [])),
-                             "modelsvc.data_path": str(state.get("data_path", "")),
-                             "modelsvc.stopped_early": str(bool(state["stopped"])).lower()})
+        requirements = _requirements()
+        # log_model checks the requirements against what is installed, mapping every installed distribution's
+        # modules first (about 1 s, cached by MLflow for the process): done here, the same call
+        from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
+
+        warn_dependency_requirement_mismatches(requirements)
+        self._ready = {"tensors": loop.to_tensors(pre, val, manifest.label), "example": example,
+                       "signature": _signature(), "requirements": requirements}
+
+    def finish(self, client: Any, run_id: str, model_settings: Any, state: dict[str, Any],
+               history: list[EpochMetrics], best: EpochMetrics) -> None:
+        import mlflow
+        import torch
+
+        from modelsvc.training import loop, plots
+        from modelsvc.training.model import build_model
+        from modelsvc.training.pyfunc import MODEL_CONFIG, PREPROCESSING, WEIGHTS, CTRPyfunc
+
+        self.prepare()
+        assert self._ready is not None
+        pre = self.pre
+        model = build_model(model_settings, pre.num_numeric_outputs, pre.cardinalities)
+        model.load_state_dict(state["best_state"])
+        model.eval()
+        num, cat, y = self._ready["tensors"]
+        scores = torch.sigmoid(loop.predict_logits(model, torch.from_numpy(num), torch.from_numpy(cat))).numpy()
+        example = self._ready["example"]
+
+        with tempfile.TemporaryDirectory(prefix="modelsvc-model-") as tmp:
+            t = Path(tmp)
+            (t / "preprocessing.json").write_text(pre.to_json())
+            (t / "model_config.json").write_text(json.dumps(model.config, indent=2))
+            torch.save(model.state_dict(), t / "weights.pt")
+            code = _code_bundle(t / "code")
+            CTRPyfunc.predict_frame(pre, model, example)  # fail here, not at serving time
+            plots.loss_curves([h.model_dump() for h in history], t / "loss_curves.png")
+            plots.roc_curve(y, scores, best.val_auc, t / "roc_validation.png")
+            with mlflow.start_run(run_id=run_id):
+                mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=str(Path(__file__).with_name("pyfunc_entry.py")),  # models from code: no pickle
+                    artifacts={PREPROCESSING: str(t / "preprocessing.json"),
+                               MODEL_CONFIG: str(t / "model_config.json"), WEIGHTS: str(t / "weights.pt")},
+                    code_paths=[str(code)],
+                    signature=self._ready["signature"],
+                    input_example=example,
+                    pip_requirements=self._ready["requirements"],
+                )
+                mlflow.log_artifact(str(t / "loss_curves.png"), "plots")
+                mlflow.log_artifact(str(t / "roc_validation.png"), "plots")
+                mlflow.log_artifact(str(t / "preprocessing.json"))
+                mlflow.log_metrics({"best_epoch": best.epoch, "best_val_loss": best.val_loss,
+                                    "best_val_auc": best.val_auc})
+                mlflow.set_tags({WORKERS_TAG: json.dumps(state.get("workers", [])),
+                                 "modelsvc.data_path": str(state.get("data_path", "")),
+                                 "modelsvc.stopped_early": str(bool(state["stopped"])).lower()})
 
 
 def _signature() -> Any:

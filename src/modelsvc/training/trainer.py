@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelsvc.config import Settings, mask_uri
 from modelsvc.dataset import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES, DatasetManifest, load_dataset
@@ -35,7 +35,10 @@ from modelsvc.training.ray_runtime import (
     storage_location,
 )
 from modelsvc.training.result import EpochMetrics, TrainResult
-from modelsvc.training.run_log import RunState, create_run, existing_run, log_epochs, log_model_and_finish
+from modelsvc.training.run_log import RunState
+
+if TYPE_CHECKING:
+    from modelsvc.training.tracker import RunTracker
 
 FAIL_AT_EPOCH_ENV = "MODELSVCTEST_FAIL_AT_EPOCH"  # test hook: a worker fails once at this epoch
 FAIL_AFTER_LOG_ENV = "MODELSVCTEST_FAIL_AFTER_LOG_EPOCH"  # [ops] test hook: fail once after handing this epoch
@@ -46,12 +49,21 @@ _HASH_EXCLUDE = {"training": {"max_failures", "resident_max_bytes"}}
 def train(settings: Settings, *, dataset: str | None = None, version: str | None = None,
           reporter: Reporter | None = None) -> TrainResult:
     """Train on a dataset version (default: the latest of ``settings.dataset.name``); see the module doc."""
+    from modelsvc.training.tracker import start_tracker
+
     reporter = reporter or NULL
     t_start = time.perf_counter()
-    from modelsvc.tracking import ensure_experiment, mlflow_client, start_local_store
-
-    start_local_store(settings)  # a new local MLflow store is created by a child process meanwhile
     storage = storage_location(settings)  # a bad location fails at once, before the data is read
+    # MLflow's side (import, experiment, run, model logging) in a child process meanwhile: modelsvc.training.tracker
+    tracker = start_tracker(settings)
+    try:
+        return _train(settings, tracker, storage, dataset, version, reporter, t_start)
+    finally:
+        tracker.close()
+
+
+def _train(settings: Settings, tracker: RunTracker, storage: str, dataset: str | None, version: str | None,
+           reporter: Reporter, t_start: float) -> TrainResult:
     manifest = load_dataset(settings, dataset, version)
     pre, train_rows = _fit_preprocessor(manifest)
     run_name = run_name_for(settings, manifest)
@@ -60,37 +72,38 @@ def train(settings: Settings, *, dataset: str | None = None, version: str | None
     workers = num_workers(settings)
     local_gpu = None
     if workers == 0:
-        local_gpu = local_use_gpu(settings)  # imports torch while the store's child process works
-        if not stored.get("result"):  # not a finished training (that returns below)
-            import torch._dynamo  # noqa: F401  (the first torch.optim.Adam imports it, about 1 s: meanwhile too)
+        local_gpu = local_use_gpu(settings)  # imports torch while the tracker's child imports MLflow
+    if not stored.get("result"):  # a training to run: what it imports first, while the child opens the experiment
+        _import_training()
 
     # One MLflow run per training; a rerun continues it.
-    experiment_id = ensure_experiment(settings)
-    client = mlflow_client(settings)
-    run_id = existing_run(client, stored.get("mlflow_run_id"))
-    if run_id and stored.get("result") and client.get_run(run_id).info.status == "FINISHED":
+    found = tracker.lookup(stored.get("mlflow_run_id"), bool(stored.get("result")))
+    experiment_id, run_id = str(found["experiment_id"]), found["run_id"]
+    if found["finished"]:
         reporter.log(f"training {run_name} already finished: MLflow run {run_id}")
         return TrainResult.model_validate(stored["result"])
     # before there is a run to mark FAILED
     use_gpu = local_gpu if local_gpu is not None else prepare_ray(settings, reporter)
     resumed = run_id is not None
-    _end_orphaned_runs(client, experiment_id, run_name, keep=run_id)  # [ops] SIGKILLed earlier attempts
-    with _ends_run_on_failure(client) as open_run:  # [ops] no path leaves the run RUNNING
+    try:  # [ops] no path leaves the run RUNNING: KILLED for Ctrl-C / SIGTERM, FAILED otherwise
+        opened = tracker.open(run_name, manifest, run_id, pre.to_dict())
         if run_id is None:
-            run_id = create_run(client, settings, experiment_id, run_name, manifest, open_run)
-            run_state.write({"mlflow_run_id": run_id, "tracking_uri": mask_uri(settings.tracking_uri())})
+            run_state.write({"mlflow_run_id": opened, "tracking_uri": mask_uri(settings.tracking_uri())})
         else:
-            open_run.append(run_id)
-            client.update_run(run_id, status="RUNNING")
             reporter.log(f"resuming training {run_name} (MLflow run {run_id})")
-
-        result, state = fit_workers(settings, manifest, pre, train_rows, run_name, run_id, reporter,
+        run_id = opened
+        result, state = fit_workers(settings, manifest, pre, train_rows, run_name, tracker, reporter,
                                     use_gpu=use_gpu)
         history = [EpochMetrics(**{k: h[k] for k in EpochMetrics.model_fields}) for h in state["history"]]
         best = min(history, key=lambda h: h.val_loss)
         uses_gpu = result.metrics.get("device", "cpu") == "cuda" if result.metrics else False
-        log_epochs(client, run_id, state["history"])
-        log_model_and_finish(settings, client, run_id, manifest, pre, state, history, best)
+        tracker.finish({k: state.get(k) for k in ("history", "best_state", "workers", "data_path", "stopped")},
+                       history, best)
+    except BaseException as exc:
+        from modelsvc import interrupts
+
+        tracker.end("KILLED" if interrupts.is_interrupt(exc) else "FAILED")
+        raise
 
     out = TrainResult(
         run_id=run_id,
@@ -119,6 +132,14 @@ def train(settings: Settings, *, dataset: str | None = None, version: str | None
     )
     run_state.write({**run_state.read(), "result": out.model_dump(mode="json")})
     return out
+
+
+def _import_training() -> None:
+    """Import Ray Train's TorchTrainer (about 1 s on 2 cores) ahead of ``fit_workers``: ``train`` does it while
+    the tracker's child imports MLflow."""
+    import ray.train.torch  # noqa: F401
+
+    import modelsvc.training.worker  # noqa: F401
 
 
 # -- naming ----------------------------------------------------------------------------------------------------
@@ -164,12 +185,13 @@ LOCAL_CHECKPOINT_DIR = "local_checkpoint"  # local mode: <storage>/<run name>/lo
 
 
 def fit_workers(settings: Settings, manifest: DatasetManifest, pre: Any, train_rows: int, run_name: str,
-                run_id: str | None, reporter: Reporter = NULL, *,
+                tracker: RunTracker | None, reporter: Reporter = NULL, *,
                 use_gpu: bool | None = None) -> tuple[Any, dict[str, Any]]:
     """The Ray Train part of ``train``: run the workers (or, with ``scaling.num_workers`` resolving to 0, the
-    training function in this process), return (Ray result, latest checkpoint state).
+    training function in this process), return (Ray result, latest checkpoint state). Each epoch goes to
+    ``tracker`` (the MLflow run, opened).
 
-    With ``run_id=None`` nothing is logged to MLflow (the GPU benchmark runs it where MLflow is not installed).
+    With ``tracker=None`` nothing is logged to MLflow (the GPU benchmark runs it where MLflow is not installed).
     ``use_gpu`` from :func:`prepare_ray` (or ``local_use_gpu``) when the caller already ran it; otherwise here.
     """
     from modelsvc.training.loop import load_state
@@ -190,7 +212,7 @@ def fit_workers(settings: Settings, manifest: DatasetManifest, pre: Any, train_r
         fail_at_epoch=int(fail_at) if fail_at else None,
         fail_after_log_epoch=int(os.environ[FAIL_AFTER_LOG_ENV]) if os.environ.get(FAIL_AFTER_LOG_ENV) else None)
     try:
-        with _live_epochs(settings, run_id, t.epochs, reporter, local=local) as sink:
+        with _live_epochs(tracker, t.epochs, reporter, local=local) as sink:
             config = config.model_copy(update={"progress_sink": sink})
             if local:
                 with local_mode(settings):
@@ -272,10 +294,10 @@ def _fit_local(config: Any, run_name: str, max_failures: int, reporter: Reporter
 
 
 @contextmanager
-def _live_epochs(settings: Settings, run_id: str | None, epochs: int, reporter: Reporter, *,
+def _live_epochs(tracker: RunTracker | None, epochs: int, reporter: Reporter, *,
                  local: bool = False) -> Iterator[Any]:
-    """While ``fit`` blocks: show rank 0's epochs through the reporter and log them to MLflow from the driver
-    (workers import no MLflow, and credentials stay here). An epoch marked ``mlflow_logged`` is not logged again.
+    """While ``fit`` blocks: show rank 0's epochs through the reporter and hand them to ``tracker`` to log (workers
+    import no MLflow, and credentials stay with the driver). An epoch marked ``mlflow_logged`` is not logged again.
     ``local``: the sink is a plain object in this process (local mode, no Ray), else a Ray actor."""
     if local:
         sink: Any = ProgressSink()
@@ -283,11 +305,6 @@ def _live_epochs(settings: Settings, run_id: str | None, epochs: int, reporter: 
         import ray
 
         sink = ray.remote(num_cpus=0)(ProgressSink).remote()
-    client = None
-    if run_id is not None:
-        from modelsvc.tracking import mlflow_client
-
-        client = mlflow_client(settings)
     stop = threading.Event()
     with reporter.task("training", total=epochs) as task:
 
@@ -299,9 +316,9 @@ def _live_epochs(settings: Settings, run_id: str | None, epochs: int, reporter: 
             for data in new:
                 task.update(completed=int(data["epoch"]) + 1, loss=data["train_loss"], val_loss=data["val_loss"],
                             val_auc=data["val_auc"], samples_per_s=round(data["samples_per_s"]))
-                if client is not None and run_id is not None and not data.get("mlflow_logged"):
-                    with contextlib.suppress(Exception):  # the driver's final check fills any gap
-                        log_epochs(client, run_id, [data])
+                if tracker is not None and not data.get("mlflow_logged"):
+                    with contextlib.suppress(Exception):  # finish logs any epoch still missing
+                        tracker.epoch(data)
             return seen + len(new)
 
         def poll() -> None:
@@ -323,23 +340,7 @@ def _live_epochs(settings: Settings, run_id: str | None, epochs: int, reporter: 
 
 
 # -- [ops] no MLflow run left RUNNING --------------------------------------------------------------------------
-@contextmanager
-def _ends_run_on_failure(client: Any) -> Iterator[list[str]]:
-    """Whatever fails after the run is created (a bad ``paths.ray``, the workers, logging the model) ends it:
-    KILLED for Ctrl-C / SIGTERM, FAILED otherwise. The caller appends the run id once it exists."""
-    open_run: list[str] = []
-    try:
-        yield open_run
-    except BaseException as exc:
-        if open_run:
-            from modelsvc import interrupts
-
-            with contextlib.suppress(Exception):
-                client.set_terminated(open_run[0], "KILLED" if interrupts.is_interrupt(exc) else "FAILED")
-        raise
-
-
-def _end_orphaned_runs(client: Any, experiment_id: str, run_name: str, keep: str | None) -> None:
+def end_orphaned_runs(client: Any, experiment_id: str, run_name: str, keep: str | None) -> None:
     """Mark FAILED the runs of this training still RUNNING that no process continues: an attempt killed with
     SIGKILL, or one that died before its id was recorded. (The data-root lock keeps a second modelsvc from
     training the same run name meanwhile.)"""

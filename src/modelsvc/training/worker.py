@@ -33,6 +33,7 @@ from modelsvc.training.loop import (
     STATE_FILE,
     ResidentBatches,
     StreamingBatches,
+    adam,
     choose_data_path,
     cpu_state,
     evaluate,
@@ -116,8 +117,8 @@ def train_loop_per_worker(raw: dict[str, Any]) -> None:
         net.load_state_dict(saved["model"])
     model = ray.train.torch.prepare_model(net, move_to_device=device)
     # fused Adam on a GPU: one kernel per step instead of a dozen (a small MLP's step is launch-bound there)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                                 fused=True if device.type == "cuda" else None)
+    optimizer = adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                     fused=True if device.type == "cuda" else None)
     state = TrainState()
     if saved is not None:
         optimizer.load_state_dict(saved["optimizer"])
