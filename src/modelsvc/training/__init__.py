@@ -14,11 +14,11 @@ __all__ = ["TrainResult", "train"]
 
 
 def train(settings: Any, *, dataset: str | None = None, version: str | None = None,
-          reporter: Any = None) -> TrainResult:
+          reporter: Any = None, tracker: Any = None) -> TrainResult:
     """Train the model on a dataset version with Ray Train and log it to MLflow (see trainer.train)."""
     from modelsvc.training.trainer import train as _train
 
-    return _train(settings, dataset=dataset, version=version, reporter=reporter)
+    return _train(settings, dataset=dataset, version=version, reporter=reporter, tracker=tracker)
 
 
 def __getattr__(name: str) -> Any:

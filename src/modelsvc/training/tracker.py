@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,31 @@ from modelsvc.dataset import DatasetManifest
 from modelsvc.errors import ModelsvcError
 
 _NO_REPLY = frozenset({"start", "epoch"})  # ops answered only through the next op's reply (an error is kept)
+
+
+# what TrackerCore.call runs: module:function -> whether it takes a reporter
+CALLABLE: dict[str, tuple[str, ...]] = {
+    "modelsvc.evaluation:evaluate": ("reporter",),
+    "modelsvc.registry:promote": (),
+    "modelsvc.registry:production_run_id": (),
+}
+
+
+class _LogRecorder:
+    """A reporter that keeps the log lines (sent back with the result) and drops the progress."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+
+    @contextlib.contextmanager
+    def task(self, description: str, total: float | None = None) -> Iterator[Any]:
+        from modelsvc.progress import NULL
+
+        with NULL.task(description, total) as task:
+            yield task
+
+    def log(self, message: str) -> None:
+        self.lines.append(message)
 
 
 class TrackerCore:
@@ -113,6 +139,21 @@ class TrackerCore:
         self.logging.finish(self.client, self.run_id, self.settings.model, state, history, best)
         self.run_id = None
 
+    def call(self, target: str, kwargs: dict[str, Any]) -> tuple[Any, list[str]]:
+        """Call the MLflow-bound library function ``target`` (``module:function`` of :data:`CALLABLE`) with
+        ``settings`` and ``kwargs``; returns its result and the lines it logged (``modelsvc run``'s evaluate and
+        promote, where the child has MLflow and the model's modules imported already)."""
+        import importlib
+
+        if target not in CALLABLE:
+            raise ValueError(f"not a function the tracker calls: {target}")
+        module, name = target.split(":")
+        fn = getattr(importlib.import_module(module), name)
+        lines: list[str] = []
+        if "reporter" in CALLABLE[target] and "reporter" not in kwargs:
+            kwargs = {**kwargs, "reporter": _LogRecorder(lines)}
+        return fn(self.settings, **kwargs), lines
+
     def end(self, status: str) -> None:
         """End the open run (if any) with ``status``: FAILED, or KILLED after an interrupt."""
         run_id, self.run_id = self.run_id, None
@@ -147,6 +188,14 @@ class RunTracker:
         with contextlib.suppress(Exception):
             self.call("end", status)
 
+    def run(self, target: str, reporter: Any = None, **kwargs: Any) -> Any:
+        """:meth:`TrackerCore.call`: the function's result; the lines it logged go to ``reporter``."""
+        result, lines = self.call("call", target, kwargs)
+        for line in lines:
+            if reporter is not None:
+                reporter.log(line)
+        return result
+
     def close(self) -> None:
         """Release the child (if any); a run still open is ended FAILED."""
 
@@ -174,6 +223,11 @@ class InlineTracker(RunTracker):
             self.core.after_open()
         return result
 
+    def run(self, target: str, reporter: Any = None, **kwargs: Any) -> Any:
+        if reporter is not None and "reporter" in CALLABLE.get(target, ()):
+            kwargs["reporter"], reporter = reporter, None  # in this process: the live progress too
+        return super().run(target, reporter, **kwargs)
+
     def close(self) -> None:
         self.core.end("FAILED")
 
@@ -199,6 +253,7 @@ class ChildTracker(RunTracker):
             theirs.close()
         self.conn = Connection(mine.detach())
         self._lock = threading.Lock()
+        self._open = False  # a run opened through the child and not yet finished or ended
         _send(self.conn, ("settings", settings))
 
     def call(self, op: str, *args: Any) -> Any:
@@ -216,6 +271,10 @@ class ChildTracker(RunTracker):
                 kind, value = _recv(self.conn)
             except (EOFError, OSError):
                 raise self._died() from None
+        if op == "open":
+            self._open = kind == "ok" or self._open
+        elif op in ("finish", "end"):
+            self._open = False
         if kind == "error":
             raise _rebuild(value)
         return value
@@ -231,6 +290,8 @@ class ChildTracker(RunTracker):
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.conn.close()  # the child ends a run still open (FAILED) and exits
+        if not self._open:  # nothing left to do there: every op that waits has returned (an unused child may
+            self.proc.kill()  # still be importing MLflow; creating a local store is atomic)
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:

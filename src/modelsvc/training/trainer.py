@@ -47,19 +47,23 @@ _HASH_EXCLUDE = {"training": {"max_failures", "resident_max_bytes"}}
 
 @map_tracking_errors
 def train(settings: Settings, *, dataset: str | None = None, version: str | None = None,
-          reporter: Reporter | None = None) -> TrainResult:
-    """Train on a dataset version (default: the latest of ``settings.dataset.name``); see the module doc."""
+          reporter: Reporter | None = None, tracker: RunTracker | None = None) -> TrainResult:
+    """Train on a dataset version (default: the latest of ``settings.dataset.name``); see the module doc.
+    ``tracker``: a started :mod:`modelsvc.training.tracker` to log through (``run`` keeps one for its steps);
+    default one of its own."""
     from modelsvc.training.tracker import start_tracker
 
     reporter = reporter or NULL
     t_start = time.perf_counter()
     storage = storage_location(settings)  # a bad location fails at once, before the data is read
-    # MLflow's side (import, experiment, run, model logging) in a child process meanwhile: modelsvc.training.tracker
-    tracker = start_tracker(settings)
-    try:
+    if tracker is not None:
         return _train(settings, tracker, storage, dataset, version, reporter, t_start)
+    # MLflow's side (import, experiment, run, model logging) in a child process meanwhile: modelsvc.training.tracker
+    own = start_tracker(settings)
+    try:
+        return _train(settings, own, storage, dataset, version, reporter, t_start)
     finally:
-        tracker.close()
+        own.close()
 
 
 def _train(settings: Settings, tracker: RunTracker, storage: str, dataset: str | None, version: str | None,
