@@ -16,7 +16,10 @@ runner = CliRunner()
 DEMO_START, DEMO_END = "2025-01-01", "2025-01-28"  # the Makefile's demo range
 
 
-def test_default_demo_run_reaches_oracle_auc(workdir):
+def test_default_demo_run_reaches_oracle_auc(workdir, monkeypatch):
+    # as `modelsvc run` runs from a shell: MLflow's side (train's logging, evaluate, promote) in a child process
+    # (the default "auto" would log in this process, which imported MLflow for earlier tests)
+    monkeypatch.setenv("MODELSVC_MLFLOW__CHILD_PROCESS", "always")
     demo = runner.invoke(app, ["demo-data", "--start-date", DEMO_START, "--json"])
     assert demo.exit_code == 0, demo.output
 

@@ -188,7 +188,7 @@ class RunTracker:
         with contextlib.suppress(Exception):
             self.call("end", status)
 
-    def run(self, target: str, reporter: Any = None, **kwargs: Any) -> Any:
+    def run(self, target: str, reporter: Any = None, /, **kwargs: Any) -> Any:
         """:meth:`TrackerCore.call`: the function's result; the lines it logged go to ``reporter``."""
         result, lines = self.call("call", target, kwargs)
         for line in lines:
@@ -223,7 +223,7 @@ class InlineTracker(RunTracker):
             self.core.after_open()
         return result
 
-    def run(self, target: str, reporter: Any = None, **kwargs: Any) -> Any:
+    def run(self, target: str, reporter: Any = None, /, **kwargs: Any) -> Any:
         if reporter is not None and "reporter" in CALLABLE.get(target, ()):
             kwargs["reporter"], reporter = reporter, None  # in this process: the live progress too
         return super().run(target, reporter, **kwargs)
