@@ -254,6 +254,7 @@ class ChildTracker(RunTracker):
         self.conn = Connection(mine.detach())
         self._lock = threading.Lock()
         self._open = False  # a run opened through the child and not yet finished or ended
+        self._awaiting: list[str] = []  # ops sent whose reply is not read yet
         _send(self.conn, ("settings", settings))
 
     def call(self, op: str, *args: Any) -> Any:
@@ -264,20 +265,30 @@ class ChildTracker(RunTracker):
                 raise self._died() from None
             if op in _NO_REPLY:
                 return None
-            while not self.conn.poll(0.2):  # stays interruptible; notices a child that died
-                if self.proc.poll() is not None and not self.conn.poll(0):
-                    raise self._died()
-            try:
-                kind, value = _recv(self.conn)
-            except (EOFError, OSError):
-                raise self._died() from None
-        if op == "open":
-            self._open = kind == "ok" or self._open
-        elif op in ("finish", "end"):
-            self._open = False
+            # replies come in the order of the ops; one an interrupt left unread is read (and dropped) first
+            self._awaiting.append(op)
+            while True:
+                kind, value = self._reply()
+                done = self._awaiting.pop(0)
+                if done == "open":
+                    self._open = self._open or kind == "ok"
+                elif done in ("finish", "end"):
+                    self._open = False
+                if not self._awaiting:
+                    break
         if kind == "error":
             raise _rebuild(value)
         return value
+
+    def _reply(self) -> tuple[str, Any]:
+        while not self.conn.poll(0.2):  # stays interruptible; notices a child that died
+            if self.proc.poll() is not None and not self.conn.poll(0):
+                raise self._died()
+        try:
+            kind, value = _recv(self.conn)
+        except (EOFError, OSError):
+            raise self._died() from None
+        return str(kind), value
 
     def _died(self) -> ModelsvcError:
         with contextlib.suppress(subprocess.TimeoutExpired):
