@@ -62,7 +62,11 @@ def run_pipeline(settings: Settings, *, start_date: str | date | None, end_date:
     days = date_range(start_date, end_date)  # bad dates fail before anything runs
     forced = _forced(force)
     if plan:
-        return _Pipeline(settings, days, skip_etl, reporter, forced, plan=True).execute()
+        planned = _Pipeline(settings, days, skip_etl, reporter, forced, plan=True)
+        try:
+            return planned.execute()
+        finally:
+            planned.close()
     from modelsvc.runlock import data_root_lock
 
     what = f"modelsvc run {days[0]}..{days[-1]}"
