@@ -296,7 +296,9 @@ class ChildTracker(RunTracker):
         self._stderr.seek(0)
         lines = self._stderr.read().decode(errors="replace").strip().splitlines()
         return ModelsvcError(f"the MLflow logging process of this training exited ({self.proc.returncode}): "
-                             f"{lines[-1] if lines else 'no output'}")
+                             f"{lines[-1] if lines else 'no output'}",
+                             hint="set mlflow.child_process to never (MODELSVC_MLFLOW__CHILD_PROCESS=never) to log "
+                                  "from the training's own process")
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
