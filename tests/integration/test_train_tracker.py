@@ -124,3 +124,20 @@ def test_the_child_ends_the_run_failed_when_the_training_process_is_killed(workd
     while client.get_run(run_id).info.status == "RUNNING" and time.monotonic() < deadline:
         time.sleep(0.5)
     assert client.get_run(run_id).info.status == "FAILED"
+
+
+@pytest.mark.timeout(120)
+def test_a_child_that_dies_is_an_error_naming_the_way_around_it(workdir):
+    from modelsvc.errors import ModelsvcError
+    from modelsvc.training.tracker import start_tracker
+
+    tracker = start_tracker(_settings(workdir))
+    try:
+        tracker.proc.kill()
+        tracker.proc.wait()
+        with pytest.raises(ModelsvcError) as err:
+            tracker.lookup(None, False)
+        assert str(err.value).startswith("the MLflow logging process of this training exited (-9)")
+        assert "MODELSVC_MLFLOW__CHILD_PROCESS=never" in err.value.hint
+    finally:
+        tracker.close()
