@@ -5,7 +5,9 @@ Importing MLflow, opening the experiment, creating the run and logging the model
 needs the training's process. A :class:`ChildTracker` does it in a child process, on the other core: it imports
 MLflow and opens the experiment while this process reads the data and imports torch and Ray, creates the run, and
 prepares the model's logging (imports, the validation split, the input example) while the epochs run. When the
-weights arrive only the model itself is left to log.
+weights arrive only the model itself is left to log. ``modelsvc run`` keeps one child for all its steps and also
+runs ``evaluate``, ``promote`` and the production look-up in it (:data:`CALLABLE`): its own process never imports
+MLflow.
 
 The child ignores Ctrl-C (this process decides what an interrupt does to the run) and runs in its own session. If
 this process dies without saying how the run ended, the child sees its end of the pipe close and marks the open
@@ -249,6 +251,10 @@ class ChildTracker(RunTracker):
                 [sys.executable, "-P", "-m", "modelsvc.training.tracker", str(theirs.fileno())],
                 pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=self._stderr, start_new_session=True)  # Ctrl-C goes to this process only
+        except OSError:
+            mine.close()
+            self._stderr.close()
+            raise
         finally:
             theirs.close()
         self.conn = Connection(mine.detach())
