@@ -180,7 +180,7 @@ def _canon_users(df, day_col: str):
 
     df = df.copy()
     if day_col == "ds":
-        df["snap"] = (pd.to_datetime(df["ds"]) - pd.Timestamp("1970-01-01")).dt.days
+        df["snap"] = (pd.to_datetime(df["ds"].astype(str)) - pd.Timestamp("1970-01-01")).dt.days  # ds: str or ENUM
     df = df[["user_id", "snap", "total_orders_7d", "avg_purchase_value_30d", "last_seen_platform"]]
     df["total_orders_7d"] = df["total_orders_7d"].astype("int64")
     return df.sort_values(["user_id", "snap"]).reset_index(drop=True)

@@ -145,9 +145,11 @@ def _data_sql(plan: tuple[ColumnPlan, ...], listing: str) -> str:
     anything is written."""
     ts, unparsable, clicks = _columns(plan)
     kinds = {p.name: p.kind for p in plan}
-    # decode every value of the other columns (count(col) alone may read only the validity of a page)
-    decode = ", ".join(f"count(*) FILTER (WHERE {c} IS NOT NULL)" for c in RAW_COLUMNS
-                       if c not in {"event_timestamp", "is_clicked"} and kinds[c] != "null")
+    # decode every value of the other columns (count(col) alone may read only the validity of a page): one
+    # aggregate whose filter names them all (the scan decodes each column it names; one aggregate instead of one
+    # per column: 0.57 -> 0.50 CPU-s for 10M events)
+    decode = "count(*) FILTER (WHERE " + " AND ".join(
+        f"{c} IS NULL" for c in RAW_COLUMNS if c not in {"event_timestamp", "is_clicked"} and kinds[c] != "null") + ")"
     return f"""
 SELECT filename,
        {_count_and_example(unparsable, "event_timestamp")}, {_count_and_example(clicks, "is_clicked")},

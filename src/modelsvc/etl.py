@@ -55,6 +55,18 @@ class Dialect:
     # has no such aggregate. With it, the latest platform is found with a cheap timestamp key and only the rare
     # user-days whose latest timestamp is shared are broken by event_id (a struct key costs ~0.5 s per 10M rows).
     max2: Callable[[str], str] | None = None
+    # (value, order key) → window aggregate: the latest non-null value of the frame. The default is the portable
+    # arg_max over the rows with a value; DuckDB's last_value(... IGNORE NULLS) is cheaper (~0.06 CPU-s per 10M
+    # raw events)
+    latest_in_frame: Callable[[str, str], str] | None = None
+    # (first day, end day exclusive) → a set-returning SELECT expression giving each day number of the range; None
+    # where the engine has none: the states are then expanded by a range join with a table of offsets (DuckDB's
+    # unnest(range(...)) is ~0.15 CPU-s cheaper per 10M raw events than its piecewise merge join)
+    days_between: Callable[[str, str], str] | None = None
+    # (the days) → the SQL type of the ``ds`` column of the feature rows; None: the string literals. DuckDB's ENUM
+    # of the chunk's days is one byte per row to sort and an Arrow dictionary to return (~0.1 CPU-s per 10M raw
+    # events); the local writer reads it as the same 'YYYY-MM-DD' strings
+    ds_type: Callable[[Sequence[date]], str] | None = None
 
 
 DUCKDB = Dialect(
@@ -67,6 +79,9 @@ DUCKDB = Dialect(
     struct=lambda fields: "{" + ", ".join(f"'{k}': {v}" for k, v in fields) + "}",
     arg_max=lambda v, k: f"arg_max({v}, {k})",
     max2=lambda e: f"max({e}, 2)",
+    latest_in_frame=lambda v, _: f"last_value({v} IGNORE NULLS)",
+    days_between=lambda a, b: f"unnest(range({a}, {b}))",
+    ds_type=lambda days: "ENUM(" + ", ".join(f"'{d.isoformat()}'" for d in days) + ")",
 )
 
 # HiveQL as spoken by HiveServer2 / the Spark Thrift server (session time zone UTC). Owned with warehouse/hive.py.
@@ -119,14 +134,18 @@ def check_windows(etl: EtlSettings) -> None:
                           "(1440 minutes) so that windows align to UTC days")
 
 
-def _day_rows(days: Sequence[date], *, with_snapshot: Dialect | None = None) -> str:
+def _day_rows(days: Sequence[date], *, with_snapshot: Dialect | None = None, dialect: Dialect | None = None) -> str:
     rows = []
     for d in days:
         cols = f"CAST({(d - _EPOCH).days} AS BIGINT) AS day_num, '{d.isoformat()}' AS ds"
         if with_snapshot is not None:
             cols += f", {with_snapshot.ts_literal(day_start(d + timedelta(days=1)))} AS snapshot_ts"
         rows.append(f"SELECT {cols}")
-    return "\n    UNION ALL ".join(rows)
+    union = "\n    UNION ALL ".join(rows)
+    if dialect is None or dialect.ds_type is None:
+        return union
+    snapshot = ", snapshot_ts" if with_snapshot is not None else ""
+    return f"SELECT day_num, CAST(ds AS {dialect.ds_type(days)}) AS ds{snapshot} FROM (\n    {union}\n    ) t"
 
 
 def _offset_rows(n: int) -> str:
@@ -188,14 +207,31 @@ daily_p AS (
 ),"""
         source = "daily_p"
     orders_w, purchase_w = etl.orders_window_days, etl.purchase_window_days
+    platform_c = "CASE WHEN platform IS NOT NULL THEN c END"
+    latest_platform = (d.latest_in_frame("platform", platform_c) if d.latest_in_frame is not None
+                       else d.arg_max("platform", platform_c))
+    # each state holds from its change point c until the next one (at most lookback days: a state that exists
+    # has an event day in the lookback, whose own change point ends it); expanded to the snapshot days it covers
+    if d.days_between is None:
+        offsets = f"offsets AS (\n    {_offset_rows(lookback)}\n),\n"
+        rolled = f"""SELECT st.user_id AS user_id, st.c + k.k AS day_num, st.orders AS orders, st.pv_sum AS pv_sum,
+           st.pv_n AS pv_n, CASE WHEN st.platform_day > st.c + k.k - {lookback} THEN st.platform END AS platform
+    FROM state st JOIN offsets k ON k.k < st.next_c - st.c AND st.c + k.k >= {first}
+    WHERE st.present > 0"""
+    else:
+        offsets = ""
+        span = d.days_between(f"CASE WHEN st.c > {first} THEN st.c ELSE {first} END",
+                              f"CASE WHEN st.next_c < st.c + {lookback} THEN st.next_c ELSE st.c + {lookback} END")
+        rolled = f"""SELECT user_id, day_num, orders, pv_sum, pv_n,
+           CASE WHEN platform_day > day_num - {lookback} THEN platform END AS platform
+    FROM (SELECT st.user_id AS user_id, {span} AS day_num, st.orders AS orders, st.pv_sum AS pv_sum,
+                 st.pv_n AS pv_n, st.platform_day AS platform_day, st.platform AS platform
+          FROM state st WHERE st.present > 0) e"""
     user_features = f"""
 WITH snap AS (
-    {_day_rows(days, with_snapshot=d)}
+    {_day_rows(days, with_snapshot=d, dialect=d)}
 ),
-offsets AS (
-    {_offset_rows(lookback)}
-),
-daily AS (
+{offsets}daily AS (
     SELECT user_id, {day_num} AS day_num,
            COUNT(CASE WHEN event_type = 'order' THEN 1 END) AS n_orders,
            SUM({pv}) AS pv_sum,
@@ -226,16 +262,13 @@ state AS (
            SUM(pv_n) OVER w AS pv_n,
            SUM(present) OVER w AS present,
            MAX(CASE WHEN platform IS NOT NULL THEN c END) OVER w AS platform_day,
-           {d.arg_max("platform", "CASE WHEN platform IS NOT NULL THEN c END")} OVER w AS platform,
+           {latest_platform} OVER w AS platform,
            LEAD(c, 1, {last + 1}) OVER (PARTITION BY user_id ORDER BY c, kind) AS next_c
     FROM changes
     WINDOW w AS (PARTITION BY user_id ORDER BY c, kind ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
 ),
 rolled AS (
-    SELECT st.user_id AS user_id, st.c + k.k AS day_num, st.orders AS orders, st.pv_sum AS pv_sum,
-           st.pv_n AS pv_n, CASE WHEN st.platform_day > st.c + k.k - {lookback} THEN st.platform END AS platform
-    FROM state st JOIN offsets k ON k.k < st.next_c - st.c AND st.c + k.k >= {first}
-    WHERE st.present > 0
+    {rolled}
 )
 SELECT r.user_id AS user_id,
        s.snapshot_ts AS event_timestamp,
@@ -253,7 +286,7 @@ JOIN snap s ON r.day_num = s.day_num
     bucket = d.bucket_start_s("event_timestamp", width)
     realtime_features = f"""
 WITH days AS (
-    {_day_rows(days)}
+    {_day_rows(days, dialect=d)}
 ),
 pv AS (
     SELECT user_id, {bucket} AS bucket_s

@@ -150,6 +150,13 @@ def test_split_by_day_slices_grouped_days_and_masks_interleaved_ones():
     assert take_day(interleaved, where["2024-01-01"]).column("user_id").to_pylist() == [2]
     dates = pa.array([date(2024, 1, 1), date(2024, 1, 1)], pa.date32())
     assert split_by_day(dates) == {"2024-01-01": (0, 2)}
+    # a dictionary ds (what DuckDB returns for the feature SQL's ENUM), its chunks with different dictionaries
+    chunks = pa.chunked_array([pa.array(["2024-01-02", "2024-01-02"]).dictionary_encode(),
+                               pa.array(["2024-01-01", "2024-01-03"]).dictionary_encode()])
+    assert split_by_day(chunks) == {"2024-01-02": (0, 2), "2024-01-01": (2, 1), "2024-01-03": (3, 1)}
+    where = split_by_day(pa.array(["2024-01-02", "2024-01-01", "2024-01-02"]).dictionary_encode())
+    assert set(where) == {"2024-01-02", "2024-01-01"}
+    assert take_day(interleaved, where["2024-01-02"]).column("user_id").to_pylist() == [1, 3]
 
 
 def test_many_days_are_staged_in_parallel_and_listed_empty_days_are_emptied(wh):

@@ -33,16 +33,20 @@ RAW_DAYS = 62
 START = date(2025, 1, 1)
 ETL_START, ETL_END = START + timedelta(days=RAW_DAYS - 60), START + timedelta(days=RAW_DAYS - 1)  # 60 days
 
-# run_etl over [argv[1], argv[2]] argv[3] times in a row ("ready" once the imports are done)
-ETL_LOOP = """
+STOP = "stop-etl-loop"  # created in the working directory by a test that has seen enough reads
+# run_etl over [argv[1], argv[2]] at least argv[3] times in a row, then until the file STOP exists ("ready" once the
+# imports are done): the readers' race does not depend on how fast one run is
+ETL_LOOP = f"""
 import sys
 from pathlib import Path
 from modelsvc.config import load_settings
 from modelsvc.etl import run_etl
 settings = load_settings(Path("configs"))
 print("ready", flush=True)
-for _ in range(int(sys.argv[3])):
+runs = 0
+while runs < int(sys.argv[3]) or not Path("{STOP}").exists():
     run_etl(settings, start_date=sys.argv[1], end_date=sys.argv[2])
+    runs += 1
 """
 
 
@@ -174,6 +178,8 @@ def test_readers_never_see_a_partition_missing_while_etl_replaces_60_days(wareho
             if reads["full"] % 4 == 0:
                 read_feast_historical(settings, entity, want, problems)
                 reads["historical"] += 1
+            if reads["historical"] >= 1 and reads["listing"] >= 100:
+                (workdir / STOP).touch()  # enough reads: the loop ends after its current run
     finally:
         stop.set()
         lister.join(30)

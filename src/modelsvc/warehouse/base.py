@@ -11,7 +11,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from datetime import date
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from modelsvc.errors import DataError, UsageError
 
@@ -43,14 +43,26 @@ def split_by_day(ds: pa.ChunkedArray | pa.Array) -> dict[str, tuple[int, int] | 
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    ds = pc.cast(ds, pa.string())
+    if isinstance(ds, pa.Array):
+        ds = pa.chunked_array([ds])
+    if pa.types.is_dictionary(ds.type):  # e.g. DuckDB's ENUM: its small integer codes, then their strings
+        ds = ds.unify_dictionaries()
+        names = pc.cast(ds.chunk(0).dictionary, pa.string()).to_pylist() if ds.num_chunks else []
+        keys = pa.chunked_array([c.indices for c in ds.chunks], type=ds.type.index_type)
+    else:
+        keys = pc.cast(ds, pa.string())
+        names = None
+
+    def name(key: Any) -> str:
+        return key if names is None else names[key]
+
     runs: dict[str, tuple[int, int] | pa.Array] = {}
     offset = 0
-    for item in pc.value_counts(ds).to_pylist():  # distinct values in order of first appearance
+    for item in pc.value_counts(keys).to_pylist():  # distinct values in order of first appearance
         value, n = item["values"], item["counts"]
-        if value is None or pc.count_distinct(ds.slice(offset, n)).as_py() != 1:  # not grouped: a mask per day
-            return {v: pc.equal(ds, v) for v in pc.unique(ds).to_pylist() if v is not None}
-        runs[value] = (offset, n)
+        if value is None or pc.count_distinct(keys.slice(offset, n)).as_py() != 1:  # not grouped: a mask per day
+            return {name(v): pc.equal(keys, v) for v in pc.unique(keys).to_pylist() if v is not None}
+        runs[name(value)] = (offset, n)
         offset += n
     return runs
 
