@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 import os
 import re
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,7 +35,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 F = TypeVar("F", bound=Callable[..., Any])
-_CREATING: dict[Path, subprocess.Popen[bytes]] = {}  # local stores a child process is creating (see below)
 _REACHED: set[tuple[str, int]] = set()  # servers this process already connected to
 _URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")  # mlflow.set_*_uri write these; mlflow_client restores
 _URI_LOCK = threading.Lock()
@@ -76,7 +72,6 @@ def mlflow_client(settings: Settings) -> Any:
     db = _local_store(uri)
     if db is not None:
         settings.paths.resolve("mlflow").mkdir(parents=True, exist_ok=True)
-        _wait_for_creation(db)
         create_local_store(db)
     check_reachable(settings)
     if settings.mlflow.username:
@@ -158,51 +153,6 @@ def create_local_store(db: Path) -> bool:
     finally:
         engine.dispose()
         tmp.unlink(missing_ok=True)
-
-
-def start_local_store(settings: Settings) -> bool:
-    """Start creating a missing local SQLite store in a child process; True when one was started.
-
-    Creating the store is about 2.5 s of CPU (importing MLflow and its migrations) that need nothing from the
-    caller: ``train`` and ``run`` start it first, so that the other core does it while this process reads the
-    data and imports torch (or runs the ETL). :func:`mlflow_client` waits for the child before it opens the store,
-    and creates the store itself if the child failed. A separate process, not a thread: imports hold the GIL,
-    and MLflow's imports in a thread beside torch's ran into Python's import-lock deadlock detection before."""
-    db = _local_store(settings.tracking_uri())
-    if db is None or "mlflow" in sys.modules:
-        return False  # with MLflow imported here already, creating it here costs less than a child importing it
-    if db in _CREATING or db.exists():
-        return False
-    db.parent.mkdir(parents=True, exist_ok=True)
-    code = "import sys, pathlib; from modelsvc.tracking import create_local_store; p = pathlib.Path(sys.argv[1]); " \
-           "sys.exit(0 if create_local_store(p) or p.exists() else 'the store was not created (MLflow version?)')"
-    # this process's modelsvc, and nothing else of its sys.path: a test session or Ray puts folders there (copies
-    # of packages, working directories) that a fresh interpreter must not import from
-    package_root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
-    try:
-        # -P: not the working directory first on sys.path either
-        _CREATING[db] = subprocess.Popen([sys.executable, "-P", "-c", code, str(db)], env=env, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    except OSError:
-        return False
-    return True
-
-
-def _wait_for_creation(db: Path, timeout: float = 300.0) -> None:
-    proc = _CREATING.pop(db, None)
-    if proc is None:
-        return
-    try:
-        _, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:  # the caller creates the store itself; the child's file never replaces it
-        proc.kill()
-        proc.communicate()
-        return
-    if proc.returncode:  # the caller creates the store itself: say why the child did not, for whoever debugs it
-        lines = err.decode(errors="replace").strip().splitlines()
-        logging.getLogger(__name__).warning("creating the MLflow store in a child process failed (exit %s): %s",
-                                            proc.returncode, lines[-1] if lines else "no output")
 
 
 def check_reachable(settings: Settings) -> None:

@@ -206,3 +206,54 @@ def test_materialize_cli_with_unreachable_redis_exits_69_without_the_password(wo
     assert result.stdout == ""
     assert secret not in result.output
     assert secret not in caplog.text
+
+
+def test_bulk_redis_writer_sets_feasts_ttl_and_names_a_refused_write(workdir, redis_server):
+    """With Feast's ``key_ttl_seconds`` the bulk writer gives every key that ttl, as Feast does. A key holding
+    another type is refused by Redis: a StorageError (74) naming Redis's reply, and the pooled connection works
+    for the next write."""
+    import pyarrow as pa
+    import redis
+    from feast.infra.online_stores.helpers import _mmh3
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    from modelsvc.errors import StorageError
+    from modelsvc.features import feature_store
+    from modelsvc.features.online import write_redis
+    from modelsvc.features.store import _online_store
+
+    db = 5
+    _flush(redis_server, db)
+    s = _redis_settings(workdir, redis_server, db=db, feast_dir="feast_ttl")
+    store = feature_store(s)
+    view = store.get_feature_view("user_realtime_features")
+    online = store.config.online_store
+    online.key_ttl_seconds = 3600
+
+    def rows(minutes: int) -> pa.Table:
+        ts = pa.array([T0 + timedelta(minutes=minutes)] * 3, pa.timestamp("us", tz="UTC"))
+        columns = {"user_id": pa.array([1, 2, 3], pa.int64())}
+        columns.update({f.name: pa.array([minutes] * 3, pa.int64()) for f in view.features})
+        columns[view.batch_source.timestamp_field] = ts
+        return pa.table(columns)
+
+    client = redis.Redis(host=redis_server.host, port=redis_server.port, db=db, socket_timeout=5)
+    try:
+        assert write_redis(store, view, rows(0)) == 3
+        keys = sorted(client.keys("*"))
+        assert len(keys) == 3
+        assert all(3500 < client.ttl(k) <= 3600 for k in keys)
+        client.delete(keys[1])
+        client.set(keys[1], b"not a hash")
+        online.skip_dedup = True  # no read first: the HSET itself is refused
+        with pytest.raises(StorageError, match=r"refused a command: WRONGTYPE") as err, _online_store(s):
+            write_redis(store, view, rows(5), chunk=1)
+        assert err.value.exit_code == 74
+        online.skip_dedup = False
+        client.delete(keys[1])
+        assert write_redis(store, view, rows(10)) == 3
+        field = _mmh3("user_realtime_features:current_page_views_10m")
+        assert [client.hget(k, field) for k in keys] == [Value(int64_val=10).SerializeToString()] * 3
+        assert all(3500 < client.ttl(k) <= 3600 for k in keys)
+    finally:
+        client.close()

@@ -279,6 +279,23 @@ def test_bulk_entity_keys_are_feasts():
     assert texts[0] == str(Value(float_val=0.1).float_val)
     blobs, _ = _encode(pa.array([True, False, None]), "Bool")
     assert blobs == [Value(bool_val=True).SerializeToString(), Value(bool_val=False).SerializeToString(), b""]
+    # every varint length, both ends of int64 and int32, and a chunked column; framed for Redis or not
+    edges = [0, 1, -1, 127, 128, 2**14, -(2**31), 2**31 - 1, 2**63 - 1, -(2**63)]
+    ints = edges + [(1 << (7 * k)) - d for k in range(1, 10) for d in (0, 1) if (1 << (7 * k)) - d < 2**63] + [None]
+    for dtype, field, arrow in (("Int64", "int64_val", pa.int64()), ("Int32", "int32_val", pa.int32())):
+        values = [v for v in ints if v is None or -(2**31) <= v < 2**31] if dtype == "Int32" else ints
+        column = pa.chunked_array([pa.array(values[:5], arrow), pa.array(values[5:], arrow)])
+        want = [b"" if v is None else Value(**{field: v}).SerializeToString() for v in values]
+        assert _encode(column, dtype) == (want, [None if v is None else str(v) for v in values])
+        assert _encode(column, dtype, texts=False, frame=True) == (
+            [b"$%d\r\n%b\r\n" % (len(w), w) for w in want], None)
+    strings = ["web", None, "ios", "wéb", "", "web", "x" * 300]
+    want = [b"" if v is None else Value(string_val=v).SerializeToString() for v in strings]
+    for column in (pa.array(strings), pa.chunked_array([pa.array(strings[:3]), pa.array(strings[3:])]),
+                   pa.array(strings).dictionary_encode()):
+        assert _encode(column, "String") == (want, strings)
+        assert _encode(column, "String", texts=False, frame=True)[0] == [b"$%d\r\n%b\r\n" % (len(w), w)
+                                                                         for w in want]
 
 
 def test_bulk_sqlite_insert_is_the_same_with_apsw_and_sqlite3(tmp_path, monkeypatch):

@@ -104,31 +104,6 @@ def test_an_existing_local_store_is_never_replaced(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
 
 
-def test_a_child_process_creates_the_local_store_and_the_client_waits_for_it(settings, monkeypatch, caplog):
-    import sys
-    from pathlib import Path
-
-    from modelsvc import tracking
-
-    db = Path(settings.tracking_uri()[len("sqlite:///"):])
-    assert not db.exists()
-    import mlflow
-
-    assert tracking.start_local_store(settings) is False  # MLflow imported here: cheaper to create it here
-    monkeypatch.delitem(sys.modules, "mlflow")  # as in a fresh `modelsvc train`
-    assert tracking.start_local_store(settings) is True
-    assert tracking.start_local_store(settings) is False  # under way already
-    seen = []
-    real = tracking.create_local_store
-    monkeypatch.setattr(tracking, "create_local_store", lambda path: seen.append(path.exists()) or real(path))
-    monkeypatch.setitem(sys.modules, "mlflow", mlflow)
-    client = tracking.mlflow_client(settings)
-    assert seen == [True], caplog.text  # the child had created it when the client went to (or says why not)
-    assert client.search_experiments()[0].name == "Default"
-    assert tracking.start_local_store(settings) is False  # there already
-    assert sorted(p.name for p in db.parent.iterdir() if p.name.startswith(".")) == []
-
-
 def test_a_runs_uri_resolves_to_the_runs_logged_model(settings):
     """``runs:/<run>/model`` is loaded as ``models:/<model id>`` (no first try at the run's own artifacts, which a
     server with S3 artifacts retries for minutes); anything else is left as it is."""

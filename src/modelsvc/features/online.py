@@ -74,78 +74,121 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-def _fixed_width(values: np.ndarray, tag: int, dtype: str) -> list[bytes]:
-    """``tag`` + the little-endian value, for every element (one numpy buffer, then slices)."""
-    packed = np.empty(len(values), dtype=[("t", "u1"), ("v", dtype)])
-    packed["t"] = tag
-    packed["v"] = values
-    buf = packed.tobytes()
-    width = packed.dtype.itemsize
+def _frame(blob: bytes) -> bytes:
+    """``blob`` as a RESP bulk string (``$<len>\\r\\n<bytes>\\r\\n``): how a Redis command carries it."""
+    return b"$%d\r\n%b\r\n" % (len(blob), blob)
+
+
+def _rows(matrix: np.ndarray, frame: bool) -> list[bytes]:
+    """Each row of a 2-d uint8 array as bytes (one buffer, then slices), RESP-framed when ``frame``."""
+    if frame:
+        n, width = matrix.shape
+        head = np.frombuffer(b"$%d\r\n" % width, dtype=np.uint8)
+        framed = np.empty((n, len(head) + width + 2), dtype=np.uint8)
+        framed[:, :len(head)] = head
+        framed[:, len(head):-2] = matrix
+        framed[:, -2:] = np.frombuffer(b"\r\n", dtype=np.uint8)
+        matrix = framed
+    buf = matrix.tobytes()
+    width = matrix.shape[1]
     return [buf[i:i + width] for i in range(0, len(buf), width)]
 
 
-Encoded = tuple[list[bytes], list[str | None]]
+def _fixed_width(values: np.ndarray, tag: int, dtype: str, frame: bool = False) -> list[bytes]:
+    """``tag`` + the little-endian value, for every element."""
+    packed = np.empty(len(values), dtype=[("t", "u1"), ("v", dtype)])
+    packed["t"] = tag
+    packed["v"] = values
+    return _rows(packed.view(np.uint8).reshape(len(values), packed.dtype.itemsize), frame)
 
 
-def _encode_ints(column: pa.ChunkedArray | pa.Array, tag: bytes) -> Encoded:
+# the serialized Value of each element, and its value_text (SQLite's column; None when not asked for)
+Encoded = tuple[list[bytes], list[str | None] | None]
+
+
+def _encode_ints(column: pa.ChunkedArray | pa.Array, tag: bytes, texts: bool, frame: bool) -> Encoded:
     """Each distinct value is encoded once (numpy's unique), then spread by index."""
     values = np.asarray(column.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
     valid = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool) if column.null_count else None
     ints = values[valid] if valid is not None else values
     distinct, index = np.unique(ints, return_inverse=True)
-    plain = distinct.tolist()
-    blobs = np.array([tag + _varint(v) for v in plain] + [b""], dtype=object)
-    texts = np.array([str(v) for v in plain] + [None], dtype=object)
+    blobs = np.concatenate([_varints(tag, distinct, frame), _objects([_frame(b"") if frame else b""])])
     if valid is not None:
-        full = np.full(len(values), len(plain), dtype=np.intp)
+        full = np.full(len(values), len(distinct), dtype=np.intp)
         full[valid] = index
         index = full
-    return blobs[index].tolist(), texts[index].tolist()
+    return blobs[index].tolist(), (_objects([str(v) for v in distinct.tolist()] + [None])[index].tolist()
+                                   if texts else None)
 
 
-def _encode_floats(column: pa.ChunkedArray | pa.Array, np_type: str, tag: int) -> Encoded:
+def _varints(tag: bytes, values: np.ndarray, frame: bool) -> np.ndarray:
+    """``tag`` + the protobuf varint of each int64 (negatives: ten bytes, as two's complement), as an object
+    array: the values of each encoded length form one fixed-width numpy block (a materialization can hold a
+    million distinct values, a timestamp column for one)."""
+    u = np.asarray(values, dtype=np.int64).view(np.uint64)
+    length = np.ones(len(u), dtype=np.int64)
+    for k in range(1, 10):
+        length += u >= np.uint64(1 << (7 * k))
+    out = np.empty(len(u), dtype=object)
+    for size in np.unique(length).tolist():
+        at = np.flatnonzero(length == size)
+        v = u[at]
+        block = np.empty((len(at), 1 + size), dtype=np.uint8)
+        block[:, 0] = tag[0]
+        for k in range(size):
+            block[:, 1 + k] = ((v >> np.uint64(7 * k)) & np.uint64(0x7F)) | np.uint64(0x80 if k < size - 1 else 0)
+        out[at] = _objects(_rows(block, frame))
+    return out
+
+
+def _encode_floats(column: pa.ChunkedArray | pa.Array, np_type: str, tag: int, texts: bool, frame: bool) -> Encoded:
     arr = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np_type)  # nulls become NaN
-    null = np.isnan(arr).tolist()
-    blobs = _fixed_width(arr, tag, np_type)
-    as_float = arr.astype(np.float64).tolist()
-    return ([b"" if n else b for n, b in zip(null, blobs, strict=True)],
-            [None if n else str(f) for n, f in zip(null, as_float, strict=True)])
+    nan = np.isnan(arr)
+    blobs = _fixed_width(arr, tag, np_type, frame)
+    if nan.any():
+        empty = _frame(b"") if frame else b""
+        blobs = [empty if n else b for n, b in zip(nan.tolist(), blobs, strict=True)]
+    if not texts:
+        return blobs, None
+    return blobs, [None if n else str(f) for n, f in zip(nan.tolist(), arr.astype(np.float64).tolist(), strict=True)]
 
 
-def _encode_strings(values: list[Any]) -> Encoded:
-    cache: dict[str, bytes] = {}
-    blobs: list[bytes] = []
-    for v in values:
-        if v is None:
-            blobs.append(b"")
-            continue
-        blob = cache.get(v)
-        if blob is None:
-            raw = v.encode("utf8")
-            blob = cache[v] = b"\x12" + _varint(len(raw)) + raw
-        blobs.append(blob)
-    return blobs, list(values)
+def _encode_strings(column: pa.ChunkedArray | pa.Array, texts: bool, frame: bool) -> Encoded:
+    """Each distinct string is encoded once (Arrow's dictionary encoding), then spread by index."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    encoded = arr.dictionary_encode()
+    wrap = _frame if frame else bytes
+    distinct = [v.encode("utf8") for v in encoded.dictionary.to_pylist()]
+    blobs = _objects([wrap(b"\x12" + _varint(len(raw)) + raw) for raw in distinct] + [wrap(b"")])
+    index = np.asarray(encoded.indices.fill_null(len(distinct)).to_numpy(zero_copy_only=False), dtype=np.intp)
+    return blobs[index].tolist(), (arr.to_pylist() if texts else None)
 
 
-def _encode(column: pa.ChunkedArray | pa.Array, dtype: str) -> Encoded:
-    """The serialized ``Value`` and ``value_text`` of each element, as Feast writes them (null and NaN: an
-    empty ``Value`` and no text)."""
+def _encode(column: pa.ChunkedArray | pa.Array, dtype: str, *, texts: bool = True, frame: bool = False) -> Encoded:
+    """The serialized ``Value`` of each element, RESP-framed when ``frame``, and its ``value_text`` when
+    ``texts``, as Feast writes them (null and NaN: an empty ``Value`` and no text)."""
     if dtype in ("Int64", "Int32"):
-        return _encode_ints(column, b"\x20" if dtype == "Int64" else b"\x18")
+        return _encode_ints(column, b"\x20" if dtype == "Int64" else b"\x18", texts, frame)
     if dtype in ("Float64", "Float32"):
-        return _encode_floats(column, *(("<f8", 0x29) if dtype == "Float64" else ("<f4", 0x35)))
+        return _encode_floats(column, *(("<f8", 0x29) if dtype == "Float64" else ("<f4", 0x35)), texts, frame)
     if dtype == "String":
-        return _encode_strings(column.to_pylist())
+        return _encode_strings(column, texts, frame)
     if dtype == "Bool":
+        wrap = _frame if frame else bytes
         values = column.to_pylist()
-        return ([b"" if v is None else (b"\x38\x01" if v else b"\x38\x00") for v in values],
-                [None if v is None else str(bool(v)) for v in values])
+        blob = {None: wrap(b""), True: wrap(b"\x38\x01"), False: wrap(b"\x38\x00")}
+        return ([blob[None if v is None else bool(v)] for v in values],
+                [None if v is None else str(bool(v)) for v in values] if texts else None)
     raise ValueError(f"feature type {dtype} has no bulk encoding")
 
 
-def _entity_keys(table: pa.Table, keys: list[tuple[str, int]]) -> list[bytes]:
+def _entity_keys(table: pa.Table, keys: list[tuple[str, int]], *, suffix: bytes = b"",
+                 frame: bool = False) -> list[bytes]:
     """Feast's ``serialize_entity_key`` (version 3) of every row: the key count, the sorted key names, then each
-    key's value type, length and value."""
+    key's value type, length and value; followed by ``suffix`` (Redis: the project) and RESP-framed when
+    ``frame``."""
     keys = sorted(keys)
     head = _U32.pack(len(keys)) + b"".join(
         _U32.pack(_STRING) + _U32.pack(len(n.encode("utf8"))) + n.encode("utf8") for n, _ in keys)
@@ -162,16 +205,16 @@ def _entity_keys(table: pa.Table, keys: list[tuple[str, int]]) -> list[bytes]:
             arr = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np_type)
             prefix = _U32.pack(value_type) + _U32.pack(size)
             if len(keys) == 1:  # the whole key in one numpy buffer, then one slice per row
-                width = len(head) + len(prefix) + size
-                rows = np.empty((len(arr), width), dtype=np.uint8)
-                rows[:, :-size] = np.frombuffer(head + prefix, dtype=np.uint8)
-                rows[:, -size:] = arr.view(np.uint8).reshape(len(arr), size)
-                buf = rows.tobytes()
-                return [buf[i:i + width] for i in range(0, len(buf), width)]
+                start = len(head) + len(prefix)
+                rows = np.empty((len(arr), start + size + len(suffix)), dtype=np.uint8)
+                rows[:, :start] = np.frombuffer(head + prefix, dtype=np.uint8)
+                rows[:, start:start + size] = arr.view(np.uint8).reshape(len(arr), size)
+                rows[:, start + size:] = np.frombuffer(suffix, dtype=np.uint8)
+                return _rows(rows, frame)
             buf = arr.tobytes()
             parts.append([prefix + buf[i:i + size] for i in range(0, len(buf), size)])
-    return [head + b"".join(p) for p in zip(*parts, strict=True)] if len(parts) > 1 else \
-        [head + p for p in parts[0]]
+    wrap = _frame if frame else bytes
+    return [wrap(head + b"".join(p) + suffix) for p in zip(*parts, strict=True)]
 
 
 def _key_order(table: pa.Table, keys: list[tuple[str, int]], entity: list[bytes]) -> np.ndarray:
@@ -229,6 +272,7 @@ def write_sqlite(store: Any, view: Any, table: pa.Table, *, progress: Callable[[
     value_col = np.empty(n * width, dtype=object)
     text_col = np.empty(n * width, dtype=object)
     for j, (_, blobs, texts) in enumerate(features):
+        assert texts is not None
         value_col[j::width] = _objects(blobs)[order]
         text_col[j::width] = _objects(texts)[order]
     rows = zip(key_col.tolist(), name_col.tolist(), value_col.tolist(), text_col.tolist(),
@@ -301,44 +345,6 @@ def _timestamps(column: pa.ChunkedArray | pa.Array) -> list[tuple[bytes, int] | 
     return [None if i is None else out[i] for i in positions]
 
 
-# one round trip per chunk instead of one command per entity: the stored timestamps of KEYS, as one string
-# (each: a 4-byte big-endian length, then the bytes; length 0: none) ...
-_READ_TS = """
-local out = {}
-for i, key in ipairs(KEYS) do
-  local v = redis.call('HGET', key, ARGV[1])
-  if v then out[i] = struct.pack('>I4', #v) .. v else out[i] = '\\0\\0\\0\\0' end
-end
-return table.concat(out)
-"""
-# ... and the hashes: ARGV = ttl (0: none), the n field names, then n values per key, in KEYS order
-_WRITE_HASHES = """
-local ttl = tonumber(ARGV[1])
-local n = 0
-local names = {}
-local i = 2
-while true do
-  local v = ARGV[i]
-  if v == '__modelsvc_end_of_names__' then break end
-  n = n + 1
-  names[n] = v
-  i = i + 1
-end
-local base = i + 1
-for k, key in ipairs(KEYS) do
-  local args = {}
-  for j = 1, n do
-    args[2 * j - 1] = names[j]
-    args[2 * j] = ARGV[base + (k - 1) * n + j - 1]
-  end
-  redis.call('HSET', key, unpack(args))
-  if ttl > 0 then redis.call('EXPIRE', key, ttl) end
-end
-return #KEYS
-"""
-_END_OF_NAMES = b"__modelsvc_end_of_names__"
-
-
 class _Resp:
     """RESP bulk strings (``$<len>\\r\\n<bytes>\\r\\n``), each distinct value framed once."""
 
@@ -348,49 +354,136 @@ class _Resp:
     def one(self, value: bytes) -> bytes:
         framed = self._cache.get(value)
         if framed is None:
-            framed = b"$%d\r\n%b\r\n" % (len(value), value)
-            if len(self._cache) < 100_000:
-                self._cache[value] = framed
+            framed = self._cache[value] = _frame(value)
         return framed
 
     def many(self, values: list[bytes]) -> np.ndarray:
-        """``values`` framed, as an object array: few distinct values go through a dict, others one by one."""
-        distinct = set(values)
-        if len(distinct) * 2 < len(values):
-            table = {v: self.one(v) for v in distinct}
-            return _objects(list(map(table.__getitem__, values)))
-        return _objects([b"$%d\r\n%b\r\n" % (len(v), v) for v in values])
+        """``values`` (few distinct ones) framed, as an object array."""
+        table = {v: self.one(v) for v in set(values)}
+        return _objects(list(map(table.__getitem__, values)))
 
 
-def _evalsha(resp: _Resp, sha: bytes, keys: list[bytes], args: list[bytes]) -> bytes:
-    """The packed ``EVALSHA`` command (keys and args already framed by ``resp``)."""
-    head = [b"*%d\r\n" % (3 + len(keys) + len(args)), resp.one(b"EVALSHA"), resp.one(sha),
-            resp.one(str(len(keys)).encode())]
-    return b"".join(head + keys + args)
+_KEY, _STAMP = object(), object()
 
 
-def _unpack_stamps(packed: bytes, count: int) -> list[bytes | None]:
-    """The stored timestamps of the read script's reply (None: none)."""
-    if packed == b"\0\0\0\0" * count:
-        return [None] * count
-    out: list[bytes | None] = []
-    pos = 0
-    for _ in range(count):
-        (size,) = struct.unpack_from(">I", packed, pos)
-        pos += 4
-        out.append(packed[pos:pos + size] if size else None)
-        pos += size
-    if pos != len(packed):
-        raise ValueError("unexpected reply of the timestamp read script")
+class _Replies:
+    """The replies of pipelined commands, read from the connection's socket: redis-py's parser costs 2-5 us a
+    reply, as much as the server's work for an ``HSET``. Only what ``HGET``, ``HSET`` and ``EXPIRE`` answer:
+    bulk strings, nulls (RESP2 and RESP3), integers and errors; an error is raised as redis-py raises it."""
+
+    def __init__(self, conn: Any) -> None:
+        self._sock = conn._sock
+        self._buf = b""
+        self.expected = 0  # integer replies announced by the caller
+        self._lines = 0  # integer replies received
+        self._line_start = True
+
+    def _recv(self) -> bytes:
+        from redis.exceptions import ConnectionError
+
+        try:
+            data = self._sock.recv(1 << 20)
+        except OSError as exc:
+            raise ConnectionError(f"Error while reading from the socket: {exc}") from exc
+        if not data:
+            raise ConnectionError("Connection closed by server.")
+        return data
+
+    def values(self, count: int) -> list[bytes | None]:
+        """The next ``count`` replies, each a bulk string (its bytes) or a null (None)."""
+        out: list[bytes | None] = []
+        buf, pos = self._buf, 0
+        runs = True  # nulls only so far: take what has come at once (keys with nothing stored)
+        while len(out) < count:
+            for null in (b"_\r\n", b"$-1\r\n") if runs else ():
+                run = min(count - len(out), (len(buf) - pos) // len(null))
+                if run > 1 and buf.startswith(null, pos):
+                    if buf[pos:pos + run * len(null)] != null * run:
+                        runs = False  # mixed: one by one from here (a failed try costs once, not per reply)
+                        break
+                    out += [None] * run
+                    pos += run * len(null)
+            if len(out) == count:
+                break
+            end = buf.find(b"\r\n", pos)
+            if end >= 0:
+                kind = buf[pos]
+                if kind == 0x5F or buf[pos:end] == b"$-1":  # "_": RESP3's null; "$-1": RESP2's
+                    out.append(None)
+                    pos = end + 2
+                    continue
+                if kind == 0x24:  # "$<size>", then the bytes
+                    stop = end + 2 + int(buf[pos + 1:end])
+                    if stop + 2 <= len(buf):
+                        out.append(buf[end + 2:stop])
+                        pos = stop + 2
+                        continue
+                else:
+                    self._raise(buf[pos:end])
+            buf, pos = buf[pos:] + self._recv(), 0
+        self._buf = buf[pos:]
+        return out
+
+    def wait(self, upto: int) -> None:
+        """Until ``upto`` integer replies have come (each one line: counting newlines counts them)."""
+        if self._buf:
+            raise AssertionError("unread replies before the writes")
+        while self._lines < upto:
+            data = self._recv()
+            if (self._line_start and data[:1] == b"-") or b"\n-" in data:
+                line = data[0 if self._line_start and data[:1] == b"-" else data.index(b"\n-") + 1:]
+                while b"\r\n" not in line:  # the whole error line, across pieces
+                    line += self._recv()
+                self._raise(line[:line.index(b"\r\n")])
+            self._lines += data.count(b"\n")
+            self._line_start = data.endswith(b"\n")
+
+    @staticmethod
+    def _raise(line: bytes) -> None:
+        from redis.exceptions import InvalidResponse, ResponseError
+
+        if line[:1] == b"-":
+            raise ResponseError(line[1:].decode("utf-8", "replace"))
+        raise InvalidResponse(f"unexpected reply from Redis: {line[:40]!r}")
+
+
+def _stored_stamps(conn: Any, replies: _Replies, resp: _Resp, framed_keys: np.ndarray,
+                   bounds: list[tuple[int, int]], ts_field: bytes) -> list[bytes | None]:
+    """The stored timestamp of every key (``HGET key _ts:<view>``, Feast's read), pipelined a chunk at a time."""
+    command = np.empty((len(framed_keys), 3), dtype=object)
+    command[:, 0] = b"*3\r\n" + resp.one(b"HGET")
+    command[:, 1] = framed_keys
+    command[:, 2] = resp.one(ts_field)
+    previous: list[bytes | None] = []
+    for n, (lo, hi) in enumerate(bounds):  # the next chunk is sent before this one's replies are read
+        for send_lo, send_hi in bounds[:2] if n == 0 else bounds[n + 1:n + 2]:
+            conn.send_packed_command([b"".join(command[send_lo:send_hi].ravel().tolist())], check_health=False)
+        previous += replies.values(hi - lo)
+    return previous
+
+
+def _newer(rows: range, stamps: list[tuple[bytes, int]], keys: list[bytes], previous: list[bytes | None],
+           latest: dict[bytes, int]) -> list[int]:
+    """Feast's staleness rule: the rows whose event time is newer than the stored one and than any earlier row of
+    the same key (``latest``, updated)."""
+    out = []
+    for i in rows:
+        nanos, key = stamps[i][1], keys[i]
+        seen = max(_nanos(previous[i]), latest.get(key, 0))
+        if seen and nanos <= seen:
+            continue  # the stored row is as new or newer
+        latest[key] = nanos
+        out.append(i)
     return out
 
 
 def write_redis(store: Any, view: Any, table: pa.Table, *, chunk: int = 10_000) -> int:
     """Write the latest rows ``table`` for ``view`` into the Redis online store as Feast does; returns the entity
-    rows sent (Feast counts the rows it skips as stale too). Each chunk is two Lua scripts: read the stored
-    timestamps, then write the newer rows' hashes (``HSET``, ``EXPIRE``): what Feast's pipeline sends, without a
-    command per entity. The ``EVALSHA`` commands are packed here (each distinct value framed once: redis-py's
-    per-argument packing was most of the time) and sent on a connection of Feast's own client."""
+    rows sent (Feast counts the rows it skips as stale too). Feast's commands: the stored timestamps are read
+    (``HGET``, pipelined a chunk of keys at a time), then the newer rows' ``HSET`` (and ``EXPIRE``) are pipelined,
+    one chunk in flight while the next is built. The commands are packed here, column-wise (redis-py's
+    per-argument packing was most of the time), sent on a connection of Feast's own client, and their replies
+    read by :class:`_Replies`."""
     from feast.infra.online_stores.helpers import _mmh3
 
     if table.num_rows == 0:
@@ -400,55 +493,53 @@ def write_redis(store: Any, view: Any, table: pa.Table, *, chunk: int = 10_000) 
     keys = [(c.name, _KEY_TYPES[c.dtype.to_value_type().name]) for c in view.entity_columns]
     project = config.project.encode("utf-8")
     resp = _Resp()
-    redis_keys = [k + project for k in _entity_keys(table, keys)]
-    framed_keys = resp.many(redis_keys)
+    redis_keys = _entity_keys(table, keys, suffix=project, frame=True)  # framed: they go into commands as they are
+    framed_keys = _objects(redis_keys)
     stamps = _timestamps(table[view.batch_source.timestamp_field])
-    if any(s is None for s in stamps):
+    if None in stamps:
         raise ValueError(f"feature view {view.name}: a row has no event timestamp")
     framed_stamps = resp.many([s[0] for s in stamps])  # type: ignore[index]
     ts_field = f"_ts:{view.name}".encode()
-    features = [(_mmh3(f"{view.name}:{f.name}"), resp.many(_encode(table[f.name], str(f.dtype))[0]))
-                for f in view.features]
-    names = [resp.one(v) for v in (str(online.key_ttl_seconds or 0).encode(), ts_field,
-                                   *(field for field, _ in features), _END_OF_NAMES)]
+    features = [(_mmh3(f"{view.name}:{f.name}"), _objects(_encode(table[f.name], str(f.dtype), texts=False,
+                                                                  frame=True)[0])) for f in view.features]
+    ttl = online.key_ttl_seconds or 0
+    # per row: HSET key _ts:<view> <timestamp> (<field> <value>)*, then EXPIRE key ttl when there is a ttl;
+    # _KEY, _STAMP and feature numbers stand for the row's own parts
+    head: list[Any] = [b"*%d\r\n" % (2 + 2 * (1 + len(features))), resp.one(b"HSET"), _KEY, resp.one(ts_field),
+                       _STAMP]
+    for j, (field, _) in enumerate(features):
+        head += [resp.one(field), j]
+    if ttl:
+        head += [b"*3\r\n", resp.one(b"EXPIRE"), _KEY, resp.one(str(ttl).encode())]
     # Feast's own client for the configured connection string (not closed: Feast's store keeps it)
     client = store._get_provider().online_store._get_client(online)
-    read_sha, write_sha = (sha if isinstance(sha, bytes) else str(sha).encode()
-                           for sha in (client.script_load(_READ_TS), client.script_load(_WRITE_HASHES)))
     unique = len(set(redis_keys)) == len(redis_keys)
     latest: dict[bytes, int] = {}
+    bounds = [(lo, min(lo + chunk, table.num_rows)) for lo in range(0, table.num_rows, chunk)]
     conn = client.connection_pool.get_connection()
     try:
-        for lo in range(0, table.num_rows, chunk):
-            hi = min(lo + chunk, table.num_rows)
-            previous: list[bytes | None] = [None] * (hi - lo)
-            if not online.skip_dedup:
-                conn.send_packed_command([_evalsha(resp, read_sha, framed_keys[lo:hi].tolist(), [resp.one(ts_field)])])
-                previous = _unpack_stamps(conn.read_response(disable_decoding=True), hi - lo)
+        replies = _Replies(conn)
+        previous: list[bytes | None] = [None] * table.num_rows
+        if not online.skip_dedup:
+            previous = _stored_stamps(conn, replies, resp, framed_keys, bounds, ts_field)
+        for lo, hi in bounds:
             rows: range | list[int]
-            if unique and all(p is None for p in previous):
-                rows = range(lo, hi)  # nothing stored: every row is written
+            if online.skip_dedup or (unique and previous[lo:hi].count(None) == hi - lo):
+                rows = range(lo, hi)  # nothing stored (or no staleness check): every row is written
             else:
-                rows = []
-                for i in range(lo, hi):
-                    stamp, key = stamps[i], redis_keys[i]
-                    assert stamp is not None
-                    if not online.skip_dedup:
-                        seen = max(_nanos(previous[i - lo]), latest.get(key, 0))
-                        if seen and stamp[1] <= seen:
-                            continue  # Feast: the stored row is as new or newer
-                        latest[key] = stamp[1]
-                    rows.append(i)
+                rows = _newer(range(lo, hi), stamps, redis_keys, previous, latest)  # type: ignore[arg-type]
             if not rows:
                 continue
             index = np.asarray(rows, dtype=np.intp)
-            values = np.empty((len(index), 1 + len(features)), dtype=object)  # per key: timestamp, then features
-            values[:, 0] = framed_stamps[index]
-            for j, (_, blobs) in enumerate(features):
-                values[:, j + 1] = blobs[index]
-            conn.send_packed_command([_evalsha(resp, write_sha, framed_keys[index].tolist(),
-                                               names + values.ravel().tolist())])
-            conn.read_response(disable_decoding=True)
+            commands = np.empty((len(index), len(head)), dtype=object)
+            for j, part in enumerate(head):
+                commands[:, j] = (framed_keys[index] if part is _KEY else framed_stamps[index] if part is _STAMP
+                                  else features[part][1][index] if isinstance(part, int) else part)
+            in_flight = replies.expected
+            conn.send_packed_command([b"".join(commands.ravel().tolist())], check_health=False)
+            replies.expected += (2 if ttl else 1) * len(index)
+            replies.wait(in_flight)  # the previous chunk's replies: one chunk stays in flight
+        replies.wait(replies.expected)
     except BaseException:
         conn.disconnect()  # a reply may be left unread: the connection is not reused as is
         raise

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from modelsvc.config import Settings
-from modelsvc.errors import ConfigError, DataError, NotFoundError, ServiceUnavailableError
+from modelsvc.errors import ConfigError, DataError, NotFoundError, ServiceUnavailableError, StorageError
 from modelsvc.features.names import FEATURE_TS_TAG, LOCAL_OFFLINE_STORE
 from modelsvc.features.runtime import enable_type_checks, import_feast, type_checks_deferred
 from modelsvc.progress import NULL, Reporter
@@ -245,12 +245,18 @@ def check_online_store(settings: Settings, *, timeout_s: float = 3.0) -> None:
 
 @contextlib.contextmanager
 def _online_store(settings: Settings) -> Iterator[None]:
-    """An unreachable Redis online store is a ServiceUnavailableError (no password in the message)."""
+    """An unreachable Redis online store is a ServiceUnavailableError, a command it refuses a StorageError (no
+    password in either message)."""
     try:
         yield
     except Exception as exc:
         if settings.features.online_store == "redis" and type(exc).__module__.split(".")[0] == "redis":
+            from redis.exceptions import ResponseError
+
             redis = settings.features.redis
+            if isinstance(exc, ResponseError):
+                raise StorageError(f"Redis online store at {redis.host}:{redis.port} refused a command: "
+                                   f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
             raise ServiceUnavailableError(
                 f"Redis online store at {redis.host}:{redis.port} is unreachable ({type(exc).__name__})") from None
         raise

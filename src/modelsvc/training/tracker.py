@@ -242,7 +242,9 @@ class ChildTracker(RunTracker):
 
         mine, theirs = socket.socketpair()
         self._stderr = tempfile.TemporaryFile(prefix="modelsvc-tracker-")  # noqa: SIM115 - closed by close()
-        # this process's modelsvc, and nothing else of its sys.path (see tracking.start_local_store)
+        # this process's modelsvc, and nothing else of its sys.path: a test session or Ray puts folders there
+        # (copies of packages, working directories) that a fresh interpreter must not import from; -P: not the
+        # working directory first on sys.path either
         package_root = str(Path(__file__).resolve().parents[2])
         env = {**os.environ,
                "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}

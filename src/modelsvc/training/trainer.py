@@ -74,9 +74,10 @@ def _train(settings: Settings, tracker: RunTracker, storage: str, dataset: str |
     run_state = RunState(storage, run_name)
     stored = run_state.read()
     workers = num_workers(settings)
+    use_gpu: bool | None = None
     if not stored.get("result"):  # a training to run: what it imports first, while the child opens the experiment
         if workers == 0:
-            local_use_gpu(settings)  # imports torch
+            use_gpu = local_use_gpu(settings)  # imports torch
         _import_training()
 
     # One MLflow run per training; a rerun continues it.
@@ -85,8 +86,8 @@ def _train(settings: Settings, tracker: RunTracker, storage: str, dataset: str |
     if found["finished"]:
         reporter.log(f"training {run_name} already finished: MLflow run {run_id}")
         return TrainResult.model_validate(stored["result"])
-    # before there is a run to mark FAILED
-    use_gpu = local_use_gpu(settings) if workers == 0 else prepare_ray(settings, reporter)
+    if use_gpu is None:  # before there is a run to mark FAILED
+        use_gpu = local_use_gpu(settings) if workers == 0 else prepare_ray(settings, reporter)
     resumed = run_id is not None
     try:  # [ops] no path leaves the run RUNNING: KILLED for Ctrl-C / SIGTERM, FAILED otherwise
         opened = tracker.open(run_name, manifest, run_id, pre.to_dict())
