@@ -72,8 +72,11 @@ def test_integer_replies_are_counted_and_an_error_among_them_is_raised(sizes):
     from redis.exceptions import ResponseError
 
     replies = _Replies(_Conn(_Sock(b":1\r\n" * 7 + b":12\r\n" * 3, sizes)))
-    replies.wait(4)
-    replies.wait(10)
+    replies.sent(10)
+    replies.wait(in_flight=6)
+    replies.wait()
+    failing = _Replies(_Conn(_Sock(b":1\r\n" * 3 + b"-WRONGTYPE Operation\r\n" + b":1\r\n", sizes)))
+    failing.sent(5)
     with pytest.raises(ResponseError) as err:  # the error's '-' at the start of a piece, or inside one
-        _Replies(_Conn(_Sock(b":1\r\n" * 3 + b"-WRONGTYPE Operation\r\n" + b":1\r\n", sizes))).wait(5)
+        failing.wait()
     assert str(err.value) == "WRONGTYPE Operation"  # the whole line, however it was cut

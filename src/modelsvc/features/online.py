@@ -369,14 +369,22 @@ _KEY, _STAMP = object(), object()
 class _Replies:
     """The replies of pipelined commands, read from the connection's socket: redis-py's parser costs 2-5 us a
     reply, as much as the server's work for an ``HSET``. Only what ``HGET``, ``HSET`` and ``EXPIRE`` answer:
-    bulk strings, nulls (RESP2 and RESP3), integers and errors; an error is raised as redis-py raises it."""
+    bulk strings, nulls (RESP2 and RESP3), integers and errors; an error is raised as redis-py raises it.
+
+    It reads ``conn._sock``, redis-py's socket of a connected ``Connection`` (the attribute of every redis-py
+    release since 3.0): nothing may be pending in redis-py's own reader then, which holds for a connection just
+    taken from the pool."""
 
     def __init__(self, conn: Any) -> None:
         self._sock = conn._sock
         self._buf = b""
-        self.expected = 0  # integer replies announced by the caller
+        self._sent = 0  # integer replies owed by the commands sent (see sent)
         self._lines = 0  # integer replies received
         self._line_start = True
+
+    def sent(self, count: int) -> None:
+        """``count`` more commands that answer an integer (``HSET``, ``EXPIRE``) were sent."""
+        self._sent += count
 
     def _recv(self) -> bytes:
         from redis.exceptions import ConnectionError
@@ -424,11 +432,12 @@ class _Replies:
         self._buf = buf[pos:]
         return out
 
-    def wait(self, upto: int) -> None:
-        """Until ``upto`` integer replies have come (each one line: counting newlines counts them)."""
+    def wait(self, in_flight: int = 0) -> None:
+        """Until the integer replies of all but the last ``in_flight`` commands sent have come (each reply is one
+        line: counting newlines counts them)."""
         if self._buf:
             raise AssertionError("unread replies before the writes")
-        while self._lines < upto:
+        while self._lines < self._sent - in_flight:
             data = self._recv()
             if (self._line_start and data[:1] == b"-") or b"\n-" in data:
                 line = data[0 if self._line_start and data[:1] == b"-" else data.index(b"\n-") + 1:]
@@ -535,11 +544,10 @@ def write_redis(store: Any, view: Any, table: pa.Table, *, chunk: int = 10_000) 
             for j, part in enumerate(head):
                 commands[:, j] = (framed_keys[index] if part is _KEY else framed_stamps[index] if part is _STAMP
                                   else features[part][1][index] if isinstance(part, int) else part)
-            in_flight = replies.expected
             conn.send_packed_command([b"".join(commands.ravel().tolist())], check_health=False)
-            replies.expected += (2 if ttl else 1) * len(index)
-            replies.wait(in_flight)  # the previous chunk's replies: one chunk stays in flight
-        replies.wait(replies.expected)
+            replies.sent((2 if ttl else 1) * len(index))
+            replies.wait(in_flight=(2 if ttl else 1) * len(index))  # the earlier chunks': this one stays in flight
+        replies.wait()
     except BaseException:
         conn.disconnect()  # a reply may be left unread: the connection is not reused as is
         raise
