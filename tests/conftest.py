@@ -18,6 +18,13 @@ pytest_plugins = [
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The shared servers were signalled by their fixtures' teardowns; wait for them all together here."""
+    from tests.fixtures._service import end_stopping
+
+    end_stopping()
 CONFIGS = REPO_ROOT / "configs"
 
 

@@ -511,9 +511,7 @@ def check_impressions(table: Any, *, label: str, where: str) -> None:
         raise DataError(f"{n} {where} have a label '{label}' other than 0 and 1 (e.g. {first[label]} in "
                         f"ds={first.get('ds')})")
     if "ds" in table.column_names:  # an impression stored outside its UTC day would join by the wrong range
-        ts = table.column("event_timestamp")
-        utc = pc.cast(ts, pa.timestamp("us", tz="UTC")) if ts.type.tz is not None else pc.cast(ts, pa.timestamp("us"))
-        off = pc.not_equal(pc.strftime(utc, format="%Y-%m-%d"), pc.cast(table.column("ds"), pa.string()))
+        off = _outside_partition_day(table.column("event_timestamp"), table.column("ds"))
         n = pc.sum(off).as_py() or 0
         if n:
             first = table.filter(off).slice(0, 1).to_pylist()[0]
@@ -525,6 +523,20 @@ def check_impressions(table: Any, *, label: str, where: str) -> None:
         repeated = counts.filter(pc.greater(counts.field("counts"), 1))
         raise DataError(f"{len(repeated)} event_id value(s) repeat among the {where} (event_id must be unique; "
                         f"e.g. {repeated[0]['values'].as_py()!r} {repeated[0]['counts'].as_py()} times)")
+
+
+def _outside_partition_day(ts: Any, ds: Any) -> Any:
+    """True where the UTC day of ``ts`` is not the partition ``ds``. Compared as dates (about 100x cheaper than
+    formatting 440k timestamps as text); a ``ds`` that is no date is compared as text, and so never matches."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    utc = pc.cast(ts, pa.timestamp("us"))  # a zoned timestamp's UTC wall time (a date cast would use its zone)
+    try:
+        days = pc.cast(ds, pa.date32())
+    except pa.ArrowInvalid:
+        return pc.not_equal(pc.strftime(utc, format="%Y-%m-%d"), pc.cast(ds, pa.string()))
+    return pc.not_equal(pc.cast(utc, pa.date32(), safe=False), days)
 
 
 def _utc(col: pd.Series) -> pd.Series:
@@ -609,11 +621,33 @@ def fingerprint(df: pd.DataFrame) -> str:
     import pandas as pd
 
     h = hashlib.sha256()
-    ordered = df.sort_values(["event_timestamp", "event_id"], kind="stable", ignore_index=True)
+    ordered = df if _in_canonical_order(df) else df.sort_values(["event_timestamp", "event_id"], kind="stable",
+                                                                ignore_index=True)
     for col in ordered.columns:
         h.update(f"{col}:{ordered[col].dtype}\n".encode())
         h.update(pd.util.hash_pandas_object(ordered[col], index=False).to_numpy().tobytes())
     return h.hexdigest()
+
+
+def _in_canonical_order(df: pd.DataFrame) -> bool:
+    """Whether ``df`` is sorted by (event_timestamp, event_id) already, as a built dataset is: a stable sort would
+    leave it as it is (0.5 s for the demo's 440k rows)."""
+    import numpy as np
+
+    ts = getattr(df["event_timestamp"].array, "asi8", None)  # int64 of a datetime column, zoned or not
+    if ts is None:
+        return False
+    if len(ts) < 2:
+        return True
+    step = np.diff(ts)
+    if (step < 0).any():
+        return False
+    ties = np.flatnonzero(step == 0)
+    ids = df["event_id"].to_numpy()
+    try:
+        return bool((ids[ties] <= ids[ties + 1]).all())
+    except TypeError:  # ids that do not compare (None among strings): let the sort decide
+        return False
 
 
 def _rate(values: pd.Series) -> float | None:

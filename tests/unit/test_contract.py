@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import zoneinfo
 from collections.abc import Callable
-from datetime import timezone
+from datetime import date, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -296,3 +296,18 @@ def test_impressions_outside_their_partition_day_are_refused_whatever_the_engine
     naive = table.set_column(2, "event_timestamp", table.column("event_timestamp").cast(pa.timestamp("us")))
     with pytest.raises(DataError, match=r"^1 impressions"):
         check_impressions(naive, label="is_clicked", where="impressions in 'raw_events' between a and b")
+    # compared as dates, whatever the zone, unit and type of the columns: the UTC day counts
+    zoned = table.set_column(2, "event_timestamp", table.column("event_timestamp").cast(
+        pa.timestamp("ns", tz="America/New_York")))  # 'a' is 18:59 on 2025-01-02 in New York, 'b' 19:00
+    with pytest.raises(DataError, match=r"^1 impressions .* \(e.g. event 'b' "):
+        check_impressions(zoned, label="is_clicked", where="impressions in 'raw_events' between a and b")
+    as_dates = table.set_column(4, "ds", pa.array([date(2025, 1, 2), date(2025, 1, 3)]))
+    check_impressions(as_dates, label="is_clicked", where="x")
+    check_impressions(as_dates.set_column(2, "event_timestamp", zoned.column("event_timestamp")), label="is_clicked",
+                      where="x")
+    before_1970 = pa.table({"event_id": ["a"], "user_id": [1], "is_clicked": [0], "ds": ["1969-12-31"],
+                            "event_timestamp": pa.array([-1], pa.timestamp("us"))})
+    check_impressions(before_1970, label="is_clicked", where="x")
+    not_a_day = table.set_column(4, "ds", pa.array(["day one", "2025-01-02"]))  # compared as text: never matches
+    with pytest.raises(DataError, match=r"^2 impressions .* \(e.g. event 'a' .* in ds=day one\)"):
+        check_impressions(not_a_day, label="is_clicked", where="impressions in 'raw_events' between a and b")

@@ -126,6 +126,22 @@ def test_fingerprint_is_order_independent_and_content_sensitive(settings):
     assert fingerprint(changed) != fingerprint(df)
 
 
+def test_fingerprint_of_rows_in_canonical_order_skips_the_sort_and_equals_the_sorted_ones():
+    from modelsvc.dataset import _in_canonical_order
+
+    ts = pd.to_datetime(["2025-01-01 00:00", "2025-01-01 00:00", "2025-01-01 00:01", "2025-01-01 00:01"], utc=True)
+    df = pd.DataFrame({"event_id": ["b", "c", "a", "a2"], "event_timestamp": ts, "v": [1.0, 2.0, 3.0, 4.0]})
+    swapped = df.iloc[[1, 0, 2, 3]].reset_index(drop=True)  # the same timestamps, ids out of order in a tie
+    later_first = df.iloc[[2, 3, 0, 1]].reset_index(drop=True)
+    assert _in_canonical_order(df)
+    assert _in_canonical_order(df.assign(event_timestamp=ts.tz_convert(None)))
+    assert not _in_canonical_order(swapped)
+    assert not _in_canonical_order(later_first)
+    assert not _in_canonical_order(df.assign(event_id=["b", None, "a", 1]).iloc[[0, 1, 3, 2]])
+    assert fingerprint(df) == fingerprint(swapped) == fingerprint(later_first)
+    assert fingerprint(df) != fingerprint(df.assign(v=[1.0, 2.0, 3.0, 5.0]))
+
+
 @pytest.mark.parametrize(("start", "end", "message"), [
     ("2026-01-05", "2026-01-01", "--end-date 2026-01-01 is before --start-date 2026-01-05"),
     ("2026-13-01", "2026-01-01", "--start-date: '2026-13-01' is not a date"),

@@ -101,17 +101,23 @@ def test_hot_commands_run_without_typeguard_instrumentation_or_torch(workdir, ta
 
 @pytest.mark.timeout(240)
 def test_registered_definitions_pass_feasts_type_checks(workdir):
-    """The repo's definitions, built with Feast's checks on (as when they are registered); the checks are
-    typeguard's own, and they reject a wrong argument."""
+    """The repo's definitions, built with Feast's checks on (as when they are registered): the classes they are
+    made of are instrumented, the others (OnDemandFeatureView: 3 s alone) stay deferred until asked for; the
+    checks are typeguard's own, and they reject a wrong argument."""
     out = _python("""
         from modelsvc.config import load_settings
         from modelsvc.features import load_definitions
         from modelsvc.features.runtime import enable_type_checks, import_feast, type_checks_deferred
         feast = import_feast()
+        from feast.on_demand_feature_view import OnDemandFeatureView
+        def checked(cls):
+            return "check_argument_types_internal" in cls.__init__.__code__.co_names
         assert type_checks_deferred() and _instrumented() == []
-        assert enable_type_checks() is True
-        assert not type_checks_deferred() and enable_type_checks() is False
+        unchecked = load_definitions(load_settings("configs"))
+        assert enable_type_checks(unchecked) is True
         assert _instrumented() == ["Entity", "FeatureView", "Field", "FeatureService", "FileSource"]
+        assert type_checks_deferred() and not checked(OnDemandFeatureView)
+        assert enable_type_checks(unchecked) is False  # nothing more for the same objects
         objects = load_definitions(load_settings("configs"))
         print(sorted(type(o).__name__ for o in objects))
         from typeguard import TypeCheckError
@@ -120,6 +126,8 @@ def test_registered_definitions_pass_feasts_type_checks(workdir):
             feast.Field(name=1, dtype=Int64)
         except TypeCheckError:
             print("rejected")
+        assert enable_type_checks() is True  # all the others
+        assert not type_checks_deferred() and checked(OnDemandFeatureView) and enable_type_checks() is False
     """, workdir, probe=True)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.splitlines() == ["['Entity', 'FeatureService', 'FeatureView', 'FeatureView']", "rejected"]

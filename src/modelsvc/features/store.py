@@ -293,7 +293,7 @@ def apply_definitions(settings: Settings, store: Any) -> bool:
         enable_type_checks()
         load_definitions(settings)  # reports a wrong argument as Feast's checks do
         raise
-    if enable_type_checks():
+    if enable_type_checks(objects):  # the classes these definitions are made of
         objects = load_definitions(settings)
     with _quiet():
         store.apply(objects)
