@@ -532,11 +532,13 @@ def _outside_partition_day(ts: Any, ds: Any) -> Any:
     import pyarrow.compute as pc
 
     utc = pc.cast(ts, pa.timestamp("us"))  # a zoned timestamp's UTC wall time (a date cast would use its zone)
-    try:
-        days = pc.cast(ds, pa.date32())
-    except pa.ArrowInvalid:
-        return pc.not_equal(pc.strftime(utc, format="%Y-%m-%d"), pc.cast(ds, pa.string()))
-    return pc.not_equal(pc.cast(utc, pa.date32(), safe=False), days)
+    kind = ds.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_date(kind):
+        try:
+            return pc.not_equal(pc.cast(utc, pa.date32(), safe=False), pc.cast(ds, pa.date32()))
+        except pa.ArrowInvalid:  # a text that is no date
+            pass
+    return pc.not_equal(pc.strftime(utc, format="%Y-%m-%d"), pc.cast(ds, pa.string()))
 
 
 def _utc(col: pd.Series) -> pd.Series:

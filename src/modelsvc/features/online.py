@@ -21,6 +21,7 @@ Anything else goes through Feast.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import struct
 from collections.abc import Callable, Iterator
@@ -556,7 +557,10 @@ def write_redis(store: Any, view: Any, table: pa.Table, *, chunk: int = 10_000) 
     return table.num_rows
 
 
+@functools.lru_cache(maxsize=65_536)
 def _nanos(stored: bytes | None) -> int:
+    """A stored ``_ts:<view>`` (a protobuf ``Timestamp``) in nanoseconds; the rows of one materialization window
+    share few distinct ones, so each is parsed once."""
     if not stored:
         return 0
     from google.protobuf.timestamp_pb2 import Timestamp
