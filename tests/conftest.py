@@ -20,6 +20,7 @@ pytest_plugins = [
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own, which tears the session fixtures down on Ctrl-C or pytest.exit
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """The shared servers were signalled by their fixtures' teardowns; wait for them all together here."""
     from tests.fixtures._service import end_stopping

@@ -308,6 +308,9 @@ def test_impressions_outside_their_partition_day_are_refused_whatever_the_engine
     before_1970 = pa.table({"event_id": ["a"], "user_id": [1], "is_clicked": [0], "ds": ["1969-12-31"],
                             "event_timestamp": pa.array([-1], pa.timestamp("us"))})
     check_impressions(before_1970, label="is_clicked", where="x")
+    as_enum = table.set_column(4, "ds", pa.array(["2025-01-02", "2025-01-02"]).dictionary_encode())  # DuckDB ENUM
+    with pytest.raises(DataError, match=r"^1 impressions .* \(e.g. event 'b' "):
+        check_impressions(as_enum, label="is_clicked", where="impressions in 'raw_events' between a and b")
     as_numbers = table.set_column(4, "ds", pa.array([20090, 20091]))  # days since 1970 would match: text does not
     with pytest.raises(DataError, match=r"^2 impressions"):
         check_impressions(as_numbers, label="is_clicked", where="impressions in 'raw_events' between a and b")

@@ -138,6 +138,13 @@ def test_fingerprint_of_rows_in_canonical_order_skips_the_sort_and_equals_the_so
     assert not _in_canonical_order(swapped)
     assert not _in_canonical_order(later_first)
     assert not _in_canonical_order(df.assign(event_id=["b", None, "a", 1]).iloc[[0, 1, 3, 2]])
+    # what the sort orders differently from the values: NaT goes last, categories by their codes
+    with_nat = pd.DataFrame({"event_id": ["a", "b"], "event_timestamp": pd.to_datetime([None, "1969-12-31"]),
+                             "v": [1.0, 2.0]})
+    assert not _in_canonical_order(with_nat)
+    assert fingerprint(with_nat) == fingerprint(with_nat.iloc[[1, 0]])
+    categories = df.assign(event_id=pd.Categorical(df["event_id"], categories=["c", "b", "a2", "a"]))
+    assert not _in_canonical_order(categories)
     assert fingerprint(df) == fingerprint(swapped) == fingerprint(later_first)
     assert fingerprint(df) != fingerprint(df.assign(v=[1.0, 2.0, 3.0, 5.0]))
 

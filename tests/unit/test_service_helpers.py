@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures._service import free_port, port_open, start, stop, unavailable, wait_until
+from tests.fixtures._service import (
+    end_stopping,
+    free_port,
+    port_open,
+    start,
+    stop,
+    stop_at_session_end,
+    unavailable,
+    wait_until,
+)
 
 
 def test_missing_service_skips_locally(monkeypatch):
@@ -44,6 +53,37 @@ def test_start_wait_and_stop_a_process_group(tmp_path):
     # SIGKILL is delivered asynchronously: the child is gone within moments, not necessarily at once
     wait_until(lambda: not _alive(child_pid), timeout=5, what="the child to die")
     assert not port_open("127.0.0.1", port)
+
+
+def test_servers_stopped_at_the_session_end_are_waited_for_together_then_killed_and_cleaned(tmp_path):
+    """stop_at_session_end signals at once and returns; end_stopping waits for all of them within their own grace
+    (together, not one after the other), SIGKILLs one that ignores SIGTERM, and runs every clean-up even when one
+    raises, which it reports at the end."""
+    polite = start([sys.executable, "-c", "import time; time.sleep(600)"], tmp_path / "polite.log")
+    stubborn_code = ("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready', flush=True)\n"
+                     "time.sleep(600)\n")
+    stubborn = [start([sys.executable, "-c", stubborn_code], tmp_path / f"stubborn{i}.log") for i in range(2)]
+    for i in range(2):
+        wait_until(lambda i=i: "ready" in (tmp_path / f"stubborn{i}.log").read_text(), timeout=30,
+                   what="the stubborn process", proc=stubborn[i])
+    cleaned: list[str] = []
+
+    def broken() -> None:
+        cleaned.append("broken")
+        raise OSError("clean-up failed")
+
+    t0 = time.monotonic()
+    stop_at_session_end(polite, then=lambda: cleaned.append("polite"))
+    stop_at_session_end(*stubborn, grace=3, then=broken)
+    stop_at_session_end(grace=0, then=lambda: cleaned.append("last"))
+    assert time.monotonic() - t0 < 1  # nothing waited for yet
+    with pytest.raises(OSError, match="clean-up failed"):
+        end_stopping()
+    assert 3 <= time.monotonic() - t0 < 5.5  # both stubborn ones within one 3 s grace, not one after the other
+    assert polite.returncode == -15
+    assert [p.returncode for p in stubborn] == [-9, -9]
+    assert cleaned == ["polite", "broken", "last"]
+    end_stopping()  # nothing left
 
 
 def _alive(pid: int) -> bool:

@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 from modelsvc.config import Settings
 from modelsvc.errors import ConfigError, DataError, NotFoundError, ServiceUnavailableError, StorageError
 from modelsvc.features.names import FEATURE_TS_TAG, LOCAL_OFFLINE_STORE
-from modelsvc.features.runtime import enable_type_checks, import_feast, type_checks_deferred
+from modelsvc.features.runtime import enable_type_checks, import_feast
 from modelsvc.progress import NULL, Reporter
 from modelsvc.timeutil import parse_timestamp
 
@@ -282,16 +282,18 @@ def apply_definitions(settings: Settings, store: Any) -> bool:
 
     Re-applying an unchanged view would keep working, but skipping it keeps the registry untouched. Objects that
     are registered are first built again with Feast's type checks of their arguments (typeguard's, deferred by
-    :func:`~modelsvc.features.runtime.import_feast`), as are definitions that fail to load or compare."""
+    :func:`~modelsvc.features.runtime.import_feast`), on for the classes they are made of, as are definitions
+    that fail to compare; definitions that fail to load are built again with all of Feast's checks on."""
+    objects = None
     try:
         objects = load_definitions(settings)
         if all(_same(_registered(store, obj), obj) for obj in objects):
             return False
     except Exception:
-        if not type_checks_deferred():
-            raise
-        enable_type_checks()
-        load_definitions(settings)  # reports a wrong argument as Feast's checks do
+        # the checks of the classes these objects are made of (all of them when the definitions did not load), if
+        # some are still off: then a wrong argument is reported as Feast's checks report it
+        if enable_type_checks(objects):
+            load_definitions(settings)
         raise
     if enable_type_checks(objects):  # the classes these definitions are made of
         objects = load_definitions(settings)
