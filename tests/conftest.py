@@ -18,6 +18,10 @@ pytest_plugins = [
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = REPO_ROOT / "configs"
+
+
+_ISOLATED_ENV = ("MODELSVC_", "MLFLOW_TRACKING", "MLFLOW_REGISTRY_URI", "RAY_ADDRESS")
 
 
 @pytest.hookimpl(trylast=True)  # after pytest's own, which tears the session fixtures down on Ctrl-C or pytest.exit
@@ -26,10 +30,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from tests.fixtures._service import end_stopping
 
     end_stopping()
-CONFIGS = REPO_ROOT / "configs"
-
-
-_ISOLATED_ENV = ("MODELSVC_", "MLFLOW_TRACKING", "MLFLOW_REGISTRY_URI", "RAY_ADDRESS")
 
 
 def _strip_isolated_env() -> None:

@@ -80,6 +80,11 @@ def _frame(blob: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(blob), blob)
 
 
+def _framer(frame: bool) -> Callable[[bytes], bytes]:
+    """What each encoded value goes through: RESP framing when ``frame``, else nothing."""
+    return _frame if frame else bytes
+
+
 def _rows(matrix: np.ndarray, frame: bool) -> list[bytes]:
     """Each row of a 2-d uint8 array as bytes (one buffer, then slices), RESP-framed when ``frame``."""
     if frame:
@@ -113,7 +118,7 @@ def _encode_ints(column: pa.ChunkedArray | pa.Array, tag: bytes, texts: bool, fr
     valid = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool) if column.null_count else None
     ints = values[valid] if valid is not None else values
     distinct, index = np.unique(ints, return_inverse=True)
-    blobs = np.concatenate([_varints(tag, distinct, frame), _objects([_frame(b"") if frame else b""])])
+    blobs = np.concatenate([_varints(tag, distinct, frame), _objects([_framer(frame)(b"")])])
     if valid is not None:
         full = np.full(len(values), len(distinct), dtype=np.intp)
         full[valid] = index
@@ -147,7 +152,7 @@ def _encode_floats(column: pa.ChunkedArray | pa.Array, np_type: str, tag: int, t
     nan = np.isnan(arr)
     blobs = _fixed_width(arr, tag, np_type, frame)
     if nan.any():
-        empty = _frame(b"") if frame else b""
+        empty = _framer(frame)(b"")
         blobs = [empty if n else b for n, b in zip(nan.tolist(), blobs, strict=True)]
     if not texts:
         return blobs, None
@@ -160,7 +165,7 @@ def _encode_strings(column: pa.ChunkedArray | pa.Array, texts: bool, frame: bool
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
     encoded = arr.dictionary_encode()
-    wrap = _frame if frame else bytes
+    wrap = _framer(frame)
     distinct = [v.encode("utf8") for v in encoded.dictionary.to_pylist()]
     blobs = _objects([wrap(b"\x12" + _varint(len(raw)) + raw) for raw in distinct] + [wrap(b"")])
     index = np.asarray(encoded.indices.fill_null(len(distinct)).to_numpy(zero_copy_only=False), dtype=np.intp)
@@ -177,7 +182,7 @@ def _encode(column: pa.ChunkedArray | pa.Array, dtype: str, *, texts: bool = Tru
     if dtype == "String":
         return _encode_strings(column, texts, frame)
     if dtype == "Bool":
-        wrap = _frame if frame else bytes
+        wrap = _framer(frame)
         values = column.to_pylist()
         blob = {None: wrap(b""), True: wrap(b"\x38\x01"), False: wrap(b"\x38\x00")}
         return ([blob[None if v is None else bool(v)] for v in values],
@@ -214,7 +219,7 @@ def _entity_keys(table: pa.Table, keys: list[tuple[str, int]], *, suffix: bytes 
                 return _rows(rows, frame)
             buf = arr.tobytes()
             parts.append([prefix + buf[i:i + size] for i in range(0, len(buf), size)])
-    wrap = _frame if frame else bytes
+    wrap = _framer(frame)
     return [wrap(head + b"".join(p) + suffix) for p in zip(*parts, strict=True)]
 
 
@@ -325,8 +330,8 @@ def write(store: Any, view: Any, table: pa.Table) -> int:
 
 
 def _timestamps(column: pa.ChunkedArray | pa.Array) -> list[tuple[bytes, int] | None]:
-    """(serialized protobuf ``Timestamp``, nanoseconds) of each event time, as Feast's Redis store computes them
-    (once per distinct timestamp)."""
+    """(serialized protobuf ``Timestamp``, RESP-framed, and nanoseconds) of each event time, as Feast's Redis store
+    computes them (once per distinct timestamp)."""
     import pyarrow.compute as pc
     from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -341,27 +346,9 @@ def _timestamps(column: pa.ChunkedArray | pa.Array) -> list[tuple[bytes, int] | 
             continue
         ts = Timestamp()
         ts.FromDatetime(value)
-        out.append((ts.SerializeToString(), ts.seconds * 1_000_000_000 + ts.nanos))
+        out.append((_frame(ts.SerializeToString()), ts.seconds * 1_000_000_000 + ts.nanos))
     positions = pc.index_in(column, value_set=distinct).to_pylist()
     return [None if i is None else out[i] for i in positions]
-
-
-class _Resp:
-    """RESP bulk strings (``$<len>\\r\\n<bytes>\\r\\n``), each distinct value framed once."""
-
-    def __init__(self) -> None:
-        self._cache: dict[bytes, bytes] = {}
-
-    def one(self, value: bytes) -> bytes:
-        framed = self._cache.get(value)
-        if framed is None:
-            framed = self._cache[value] = _frame(value)
-        return framed
-
-    def many(self, values: list[bytes]) -> np.ndarray:
-        """``values`` (few distinct ones) framed, as an object array."""
-        table = {v: self.one(v) for v in set(values)}
-        return _objects(list(map(table.__getitem__, values)))
 
 
 _KEY, _STAMP = object(), object()
@@ -457,13 +444,13 @@ class _Replies:
         raise InvalidResponse(f"unexpected reply from Redis: {line[:40]!r}")
 
 
-def _stored_stamps(conn: Any, replies: _Replies, resp: _Resp, framed_keys: np.ndarray,
+def _stored_stamps(conn: Any, replies: _Replies, framed_keys: np.ndarray,
                    bounds: list[tuple[int, int]], ts_field: bytes) -> list[bytes | None]:
     """The stored timestamp of every key (``HGET key _ts:<view>``, Feast's read), pipelined a chunk at a time."""
     command = np.empty((len(framed_keys), 3), dtype=object)
-    command[:, 0] = b"*3\r\n" + resp.one(b"HGET")
+    command[:, 0] = b"*3\r\n" + _frame(b"HGET")
     command[:, 1] = framed_keys
-    command[:, 2] = resp.one(ts_field)
+    command[:, 2] = _frame(ts_field)
     previous: list[bytes | None] = []
     for n, (lo, hi) in enumerate(bounds):  # the next chunk is sent before this one's replies are read
         for send_lo, send_hi in bounds[:2] if n == 0 else bounds[n + 1:n + 2]:
@@ -502,25 +489,24 @@ def write_redis(store: Any, view: Any, table: pa.Table, *, chunk: int = 10_000) 
     online = config.online_store
     keys = [(c.name, _KEY_TYPES[c.dtype.to_value_type().name]) for c in view.entity_columns]
     project = config.project.encode("utf-8")
-    resp = _Resp()
     redis_keys = _entity_keys(table, keys, suffix=project, frame=True)  # framed: they go into commands as they are
     framed_keys = _objects(redis_keys)
     stamps = _timestamps(table[view.batch_source.timestamp_field])
     if None in stamps:
         raise ValueError(f"feature view {view.name}: a row has no event timestamp")
-    framed_stamps = resp.many([s[0] for s in stamps])  # type: ignore[index]
+    framed_stamps = _objects([s[0] for s in stamps])  # type: ignore[index]
     ts_field = f"_ts:{view.name}".encode()
     features = [(_mmh3(f"{view.name}:{f.name}"), _objects(_encode(table[f.name], str(f.dtype), texts=False,
                                                                   frame=True)[0])) for f in view.features]
     ttl = online.key_ttl_seconds or 0
     # per row: HSET key _ts:<view> <timestamp> (<field> <value>)*, then EXPIRE key ttl when there is a ttl;
     # _KEY, _STAMP and feature numbers stand for the row's own parts
-    head: list[Any] = [b"*%d\r\n" % (2 + 2 * (1 + len(features))), resp.one(b"HSET"), _KEY, resp.one(ts_field),
+    head: list[Any] = [b"*%d\r\n" % (2 + 2 * (1 + len(features))), _frame(b"HSET"), _KEY, _frame(ts_field),
                        _STAMP]
     for j, (field, _) in enumerate(features):
-        head += [resp.one(field), j]
+        head += [_frame(field), j]
     if ttl:
-        head += [b"*3\r\n", resp.one(b"EXPIRE"), _KEY, resp.one(str(ttl).encode())]
+        head += [b"*3\r\n", _frame(b"EXPIRE"), _KEY, _frame(str(ttl).encode())]
     # Feast's own client for the configured connection string (not closed: Feast's store keeps it)
     client = store._get_provider().online_store._get_client(online)
     unique = len(set(redis_keys)) == len(redis_keys)
@@ -531,7 +517,7 @@ def write_redis(store: Any, view: Any, table: pa.Table, *, chunk: int = 10_000) 
         replies = _Replies(conn)
         previous: list[bytes | None] = [None] * table.num_rows
         if not online.skip_dedup:
-            previous = _stored_stamps(conn, replies, resp, framed_keys, bounds, ts_field)
+            previous = _stored_stamps(conn, replies, framed_keys, bounds, ts_field)
         for lo, hi in bounds:
             rows: range | list[int]
             if online.skip_dedup or (unique and previous[lo:hi].count(None) == hi - lo):
